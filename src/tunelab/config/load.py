@@ -1,0 +1,150 @@
+"""Read a YAML config, apply dotted overrides, validate, and explain errors in one line."""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tunelab.config.schema import Config
+from tunelab.errors import ConfigError
+from tunelab.registry import closest
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load `path`, apply `section.key=value` overrides and return the validated config."""
+    path = Path(path)
+    raw = read_yaml(path)
+    for item in overrides:
+        apply_override(raw, item)
+    config = validate(raw, source=str(path))
+    if config.output.name is None:
+        config.output.name = path.stem
+    return config
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", fix="check the path")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML ({problem})", fix="fix the indentation or quoting there") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text", fix="save the config as UTF-8") from None
+    if raw is None:
+        raise ConfigError(f"{path} is empty", fix="see `tunelab config schema` or examples/ for a config")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (task, model, data, ...)")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set `a.b.c=value` in the nested dict; the value is parsed as YAML (3e-5, true, [a, b])."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} is not of the form section.key=value", fix="e.g. train.learning_rate=3e-5")
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+        node = child
+    value = yaml.safe_load(text) if text.strip() else None
+    node[parts[-1]] = value
+
+
+def validate(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        problems = [describe(e) for e in err.errors()]
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def describe(error: dict[str, Any]) -> str:
+    """One clause for one pydantic error: the dotted key path, what is wrong and the fix."""
+    loc = error["loc"]
+    kind = error["type"]
+    path, model = _walk(loc)
+    key = ".".join(path) or "(top level)"
+    if kind == "extra_forbidden":
+        valid = list(model.model_fields) if model else []
+        hint = closest(str(loc[-1]), valid)
+        fix = f"did you mean {'.'.join(path[:-1] + [hint])!r}?" if hint else f"valid keys: {', '.join(valid)}"
+        return f"unknown key {key!r} ({fix})"
+    if kind == "missing":
+        return f"missing required key {key!r}"
+    if kind == "union_tag_invalid":
+        tags = error.get("ctx", {}).get("expected_tags", "")
+        given = str(error.get("ctx", {}).get("tag", ""))
+        options = [t.strip().strip("'") for t in str(tags).split(",")]
+        hint = closest(given, options)
+        fix = f"did you mean {hint!r}?" if hint else f"choose one of {tags}"
+        return f"{key}.name: {given!r} is not a known value ({fix})"
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{key}: {error['msg'][0].lower() + error['msg'][1:]}{shown}"
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[list[str], type[BaseModel] | None]:
+    """Turn a pydantic error location into the user's dotted key path, and the model owning its last key.
+
+    Discriminated unions add the tag to the location (method -> lora -> r); it is not part of
+    the user's key path, so it is dropped while following the path through the config models.
+    """
+    model: type[BaseModel] | None = Config
+    parent: type[BaseModel] | None = Config
+    path: list[str] = []
+    pending_union: list[type[BaseModel]] = []
+    for part in loc:
+        if pending_union:
+            match = [m for m in pending_union if _tag(m) == part]
+            pending_union = []
+            if match:
+                model = match[0]
+                continue
+        path.append(str(part))
+        parent = model
+        field = model.model_fields.get(str(part)) if model else None
+        model = None
+        if field is not None:
+            members = _model_members(field.annotation)
+            if len(members) == 1:
+                model = members[0]
+            elif members:
+                pending_union = members
+    return path, parent
+
+
+def _model_members(annotation: Any) -> list[type[BaseModel]]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _model_members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(annotation) for m in _model_members(a)]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return []
+
+
+def _tag(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("name")
+    return field.default if field else None
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML, every default written out."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def config_schema() -> dict[str, Any]:
+    return Config.model_json_schema()

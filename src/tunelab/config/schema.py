@@ -1,0 +1,154 @@
+"""The validated config: one pydantic model per YAML section.
+
+The object built here is passed around whole (recipes, tasks, methods, engine); nothing downstream
+re-reads the YAML or a dict. Every field has a description so `tunelab config schema` documents it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    source: str = Field(
+        description="Catalog name (see `tunelab models list`), a local Hugging Face model folder, "
+        "a hub id already in the local Hugging Face cache, or a .gguf file."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
+    trust_remote_code: bool = Field(
+        False, description="Allow model code shipped with the checkpoint to run. Off unless you trust it."
+    )
+
+
+class DataConfig(Section):
+    train: str = Field(description="Training data: a .jsonl/.json/.csv/.tsv/.parquet file or a folder of them.")
+    validation: str | None = Field(None, description="Validation data; split from train when absent.")
+    test: str | None = Field(None, description="Test data; split from train when absent.")
+    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet"] = Field(
+        "auto", description="File format; 'auto' picks it from the file extension."
+    )
+    text_column: str = Field("text", description="Column holding the input text.")
+    text_pair_column: str | None = Field(
+        None, description="Optional second text column (sentence pairs, e.g. question + passage)."
+    )
+    label_column: str = Field("label", description="Column holding the class label (string or integer).")
+    validation_size: float = Field(
+        0.1, gt=0, lt=1, description="Fraction of train held out for validation when `validation` is absent."
+    )
+    test_size: float = Field(0.1, gt=0, lt=1, description="Fraction of train held out for test when `test` is absent.")
+    empty_text: Literal["error", "drop"] = Field(
+        "error", description="What to do with rows whose text is empty or only whitespace."
+    )
+    max_rows: int | None = Field(
+        None, gt=0, description="Use only the first N rows of each file (quick experiments, benchmarks)."
+    )
+
+
+class FullMethod(Section):
+    name: Literal["full"] = "full"
+
+
+class FreezeMethod(Section):
+    name: Literal["freeze"] = "freeze"
+    layers: int = Field(
+        0, ge=0, description="Freeze the first N transformer layers (counted from the input side)."
+    )
+    embeddings: bool = Field(True, description="Freeze the embedding layer.")
+    patterns: list[str] = Field(
+        default_factory=list, description="Also freeze every parameter whose name matches one of these regexes."
+    )
+
+
+class LoraMethod(Section):
+    name: Literal["lora"] = "lora"
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["auto", "all-linear"] = Field(
+        "auto", description="Module names to adapt; 'auto' uses PEFT's default for the architecture."
+    )
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
+    merge: bool = Field(True, description="Save model/ with the adapter merged in (the adapter is kept beside it).")
+
+
+class DoraMethod(LoraMethod):
+    name: Literal["dora"] = "dora"  # type: ignore[assignment]
+
+
+MethodConfig = Annotated[
+    FullMethod | FreezeMethod | LoraMethod | DoraMethod,
+    Field(discriminator="name", description="How the model is adapted: full | freeze | lora | dora."),
+]
+
+
+class TrainConfig(Section):
+    epochs: int = Field(3, gt=0, description="Passes over the training data.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
+    batch_size: int = Field(
+        16, gt=0, description="Global batch per micro-step, across all processes (same results on 1 or N processes)."
+    )
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-steps per optimizer step.")
+    learning_rate: float = Field(5.0e-5, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and norms).")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    adam_epsilon: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Learning-rate schedule after warmup.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps spent warming up linearly.")
+    warmup_steps: int | None = Field(None, ge=0, description="Warmup steps (overrides warmup_ratio).")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this global norm; null disables.")
+    max_length: int = Field(256, gt=1, description="Truncate inputs to this many tokens.")
+    seed: int = Field(0, description="Seed for splits, initialization, shuffling and dropout.")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="fp32, or bf16 autocast.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    group_by_length: bool = Field(
+        True, description="Batch rows of similar length together (less padding); order stays random across batches."
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing for classification losses.")
+    log_every: int = Field(10, gt=0, description="Write a metrics.jsonl line every N optimizer steps.")
+    checkpoint_every: int | None = Field(
+        None, gt=0, description="Write a resumable checkpoint every N optimizer steps; default: at every evaluation."
+    )
+    keep_checkpoints: int = Field(1, ge=1, description="How many periodic checkpoints to keep (the best is kept apart).")
+    num_threads: int | None = Field(None, gt=0, description="torch CPU threads; default: torch's choice.")
+
+
+class EvalConfig(Section):
+    metric: str = Field("macro_f1", description="Validation metric that picks the best checkpoint.")
+    every_steps: int | None = Field(None, gt=0, description="Evaluate every N optimizer steps; default: every epoch.")
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop after this many evaluations without improvement."
+    )
+    batch_size: int | None = Field(None, gt=0, description="Evaluation batch size; default: 2 x train.batch_size.")
+    load_best: bool = Field(True, description="Test and save the best validation checkpoint rather than the last.")
+
+
+class OutputConfig(Section):
+    dir: str = Field("runs", description="Folder that holds run folders.")
+    name: str | None = Field(None, description="Run name prefix; default: the config file's name.")
+
+
+class Config(Section):
+    """A whole tunelab job."""
+
+    task: str = Field(description="Task to train, e.g. text-classification (see `tunelab tasks`).")
+    model: ModelConfig
+    data: DataConfig
+    method: MethodConfig = Field(default_factory=FullMethod)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _warmup_consistent(self) -> "Config":
+        if self.train.max_steps is not None and self.train.warmup_steps is not None:
+            if self.train.warmup_steps > self.train.max_steps:
+                raise ValueError("train.warmup_steps is larger than train.max_steps")
+        return self
