@@ -26,6 +26,11 @@ class ModelConfig(Section):
     trust_remote_code: bool = Field(
         False, description="Allow model code shipped with the checkpoint to run. Off unless you trust it."
     )
+    dropout: float | None = Field(
+        None, ge=0, lt=1,
+        description="Override every dropout probability in the model config (hidden, attention, classifier); "
+        "default: the checkpoint's own values.",
+    )
 
 
 class DataConfig(Section):
@@ -48,7 +53,7 @@ class DataConfig(Section):
         "error", description="What to do with rows whose text is empty or only whitespace."
     )
     max_rows: int | None = Field(
-        None, gt=0, description="Use only the first N rows of each file (quick experiments, benchmarks)."
+        None, gt=0, description="Use only the first N rows of the data (files in name order; quick experiments, benchmarks)."
     )
 
 

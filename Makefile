@@ -1,0 +1,14 @@
+.PHONY: setup demo test bench
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/tunelab data example bbc-news --out data/news
+	.venv/bin/tunelab train examples/news-topics.yaml
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+bench: setup
+	.venv/bin/python benchmarks/bench_text_classification.py

@@ -1,0 +1,88 @@
+"""Deterministic stratified train/held-out split."""
+
+from __future__ import annotations
+
+import logging
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tunelab.data.checks import arrow_column
+from tunelab.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+def stratified_split(
+    dataset: datasets.Dataset, label_column: str, size: float, seed: int
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Split into (kept, held_out) with about `size` of the rows held out, stratified by label.
+
+    Deterministic for a given seed and data (numpy PCG64; no global RNG state). Each class gets
+    floor or ceil of its share, so class proportions hold within one row; every class with >= 2
+    rows lands on both sides (even if that holds out a little more than `size`). When a class has
+    a single row, stratifying is impossible: the split is unstratified, with a warning. Both sides
+    keep the original row order.
+    """
+    total = dataset.num_rows
+    if not 0 < size < 1:
+        raise ValueError(f"size must be between 0 and 1, got {size}")
+    if total < 2:
+        raise DataError(f"cannot split {total} row(s) into two parts", fix="add rows, or provide the split as a file")
+    target = min(max(round(size * total), 1), total - 1)
+    codes = _label_codes(dataset, label_column)
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(codes)
+    singles = int((counts == 1).sum())
+    if singles:
+        logger.warning(
+            "%d label value(s) of %r occur in a single row; splitting without stratification",
+            singles,
+            label_column,
+        )
+        held = rng.permutation(total)[:target]
+    else:
+        held = _stratified_indices(codes, counts, size, target, rng)
+    mask = np.zeros(total, dtype=bool)
+    mask[held] = True
+    return dataset.select(np.flatnonzero(~mask)), dataset.select(np.flatnonzero(mask))
+
+
+def _label_codes(dataset: datasets.Dataset, label_column: str) -> np.ndarray:
+    """One small integer per row identifying its label (nulls form their own class)."""
+    column = arrow_column(dataset, label_column)
+    try:
+        encoded = pc.dictionary_encode(column, null_encoding="encode")
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as err:
+        raise DataError(
+            f"cannot stratify by column {label_column!r} of type {column.type}",
+            fix="use a column of strings or integers as the label",
+        ) from err
+    return np.concatenate([chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded.chunks]).astype(np.int64)
+
+
+def _stratified_indices(
+    codes: np.ndarray, counts: np.ndarray, size: float, target: int, rng: np.random.Generator
+) -> np.ndarray:
+    ideal = counts * size
+    low = np.floor(ideal).astype(np.int64)
+    high = np.minimum(np.ceil(ideal).astype(np.int64), counts - 1)
+    take = np.maximum(low, 1)  # both sides get every class (counts >= 2 here)
+    # Hand out the remaining rows by largest fractional share; ties broken by the seeded RNG.
+    room = np.flatnonzero(take < high)
+    missing = target - int(take.sum())
+    if missing > 0 and len(room):
+        frac = (ideal - low)[room]
+        order = room[np.lexsort((rng.random(len(room)), -frac))]
+        take[order[:missing]] += 1
+    if take.sum() != target:
+        logger.warning(
+            "holding out %d rows instead of %d so that every label appears on both sides", int(take.sum()), target
+        )
+    order = np.argsort(codes, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    held = [rng.permutation(order[bounds[k] : bounds[k + 1]])[: take[k]] for k in range(len(counts))]
+    return np.concatenate(held) if held else np.empty(0, dtype=np.int64)
+

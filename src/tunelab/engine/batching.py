@@ -1,0 +1,49 @@
+"""Which rows go into which batch: deterministic per (seed, epoch), length-grouped, sharded by process.
+
+The whole epoch's batch plan is a pure function of the seed and the epoch number, so a resumed run
+can skip to any step without replaying data, and N processes see exactly the rows 1 process would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MEGABATCH_FACTOR = 50  # rows sorted by length within windows of 50 batches, as HF's LengthGroupedSampler
+
+
+def epoch_batches(
+    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool
+) -> list[np.ndarray]:
+    """Global batches of row indices for one epoch."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    window = batch_size * MEGABATCH_FACTOR
+    batches: list[np.ndarray] = []
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    batches = [batches[i] for i in rng.permutation(len(batches))]
+    # The longest batch goes first so an out-of-memory error shows up at step 1, not hours in.
+    longest = int(np.argmax([lengths[b].max() for b in batches]))
+    batches[0], batches[longest] = batches[longest], batches[0]
+    return batches
+
+
+def usable_batches(batches: list[np.ndarray], world_size: int) -> list[np.ndarray]:
+    """Drop a final batch too small to give every process a row (DDP needs all ranks to step)."""
+    return [b for b in batches if len(b) >= world_size]
+
+
+def shard(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """This process's contiguous slice of a global batch."""
+    return np.array_split(batch, world_size)[rank]
+
+
+def eval_batches(lengths: np.ndarray, batch_size: int, rank: int, world_size: int) -> list[np.ndarray]:
+    """This process's evaluation batches, longest first to keep padding low."""
+    mine = np.array_split(np.arange(len(lengths)), world_size)[rank]
+    mine = mine[np.argsort(-lengths[mine], kind="stable")]
+    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]

@@ -1,0 +1,122 @@
+"""Resumable checkpoints, written atomically.
+
+A checkpoint holds what is needed to continue to the very same weights as an uninterrupted run:
+the trainable parameters, optimizer and scheduler state, each process's RNG state and the loop
+position. It is assembled in `.tmp-step-N/` and renamed into place only when complete, so a crash
+while writing leaves the previous checkpoint untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+WEIGHTS = "trainable.safetensors"
+OPTIMIZER = "optimizer.pt"
+STATE = "trainer_state.json"
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model: nn.Module, path: Path) -> None:
+    """Copy saved trainable tensors into `model`; every trainable parameter must be present."""
+    saved = load_file(path / WEIGHTS)
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in saved]
+    if missing:
+        raise RuntimeError(f"checkpoint {path} lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
+    with torch.no_grad():
+        for name, tensor in saved.items():
+            params[name].copy_(tensor)
+
+
+def save_weights(model: nn.Module, target: Path, accelerator: Accelerator, extra: dict[str, Any]) -> None:
+    """Atomically write just the trainable weights and a JSON note (the best checkpoint)."""
+    tmp = _begin(target, accelerator)
+    if accelerator.is_main_process:
+        save_file(trainable_state(model), str(tmp / WEIGHTS))
+        (tmp / STATE).write_text(json.dumps(extra, indent=2))
+    _commit(tmp, target, accelerator)
+
+
+def save_checkpoint(
+    target: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
+    accelerator: Accelerator,
+) -> None:
+    tmp = _begin(target, accelerator)
+    if accelerator.is_main_process:
+        save_file(trainable_state(model), str(tmp / WEIGHTS))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIMIZER)
+        (tmp / STATE).write_text(json.dumps(state, indent=2))
+    accelerator.wait_for_everyone()
+    torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+    _commit(tmp, target, accelerator)
+
+
+def load_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, accelerator: Accelerator
+) -> dict[str, Any]:
+    load_trainable(model, path)
+    # weights_only: a checkpoint is a file on disk, and nothing in it needs arbitrary unpickling.
+    saved = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    rng = torch.load(path / f"rng-{accelerator.process_index}.pt", weights_only=True)
+    torch.set_rng_state(rng["cpu"])
+    if torch.cuda.is_available() and rng.get("cuda"):
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return json.loads((path / STATE).read_text())
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    steps = sorted(directory.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if directory.exists() else []
+    return steps[-1] if steps else None
+
+
+def prune_checkpoints(directory: Path, keep: int) -> None:
+    steps = sorted(directory.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    for old in steps[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _begin(target: Path, accelerator: Accelerator) -> Path:
+    tmp = target.parent / f".tmp-{target.name}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    return tmp
+
+
+def _commit(tmp: Path, target: Path, accelerator: Accelerator) -> None:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if target.exists():
+            old = target.parent / f".old-{target.name}"
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    accelerator.wait_for_everyone()

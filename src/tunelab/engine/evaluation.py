@@ -1,0 +1,61 @@
+"""Evaluation over a dataset, sharded across processes and gathered back in row order."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from torch import nn
+
+from tunelab.engine.batching import eval_batches
+
+if TYPE_CHECKING:
+    import datasets
+
+    from tunelab.tasks import PreparedData, Task
+
+
+def evaluate(
+    model: nn.Module,
+    task: Task,
+    dataset: datasets.Dataset,
+    data: PreparedData,
+    accelerator: Accelerator,
+    batch_size: int,
+) -> dict[str, Any]:
+    """The task's metrics on `dataset`; every process scores its shard, results are merged in order."""
+    was_training = model.training
+    model.eval()
+    outputs: list[dict[str, np.ndarray]] = []
+    indices: list[np.ndarray] = []
+    rank, world = accelerator.process_index, accelerator.num_processes
+    with torch.inference_mode(), accelerator.autocast():
+        for idx in eval_batches(lengths(dataset), batch_size, rank, world):
+            batch = to_device(task.collate(dataset[idx.tolist()]), accelerator.device)
+            outputs.append(task.eval_step(model, batch))
+            indices.append(idx)
+    model.train(was_training)
+    mine = (concat(outputs), np.concatenate(indices) if indices else np.array([], dtype=np.int64))
+    parts = gather_object([mine]) if world > 1 else [mine]
+    merged = concat([p for p, _ in parts if p])
+    order = np.argsort(np.concatenate([i for _, i in parts]), kind="stable")
+    return task.compute_metrics({k: v[order] for k, v in merged.items()}, data)
+
+
+def lengths(dataset: datasets.Dataset) -> np.ndarray:
+    """The `length` column as a numpy array (one integer per row; respects index mappings)."""
+    column = dataset.select_columns(["length"]).with_format("numpy")[:]["length"]
+    return np.asarray(column, dtype=np.int64)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if not parts:
+        return {}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

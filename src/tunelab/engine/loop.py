@@ -1,0 +1,263 @@
+"""The training loop, on HF Accelerate (not HF Trainer).
+
+Loss normalisation: each optimizer step's gradient is the mean over every item (row or trained
+token) in all its micro-batches on all processes. Each micro-batch contributes
+`loss_sum * world_size / global_items`; DDP averages over processes, so the result does not depend
+on gradient accumulation or on the number of processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from tunelab.engine import checkpoint as ckpt
+from tunelab.engine.batching import epoch_batches, shard, usable_batches
+from tunelab.engine.evaluation import evaluate, lengths as _lengths, to_device
+from tunelab.engine.optim import build_optimizer, build_scheduler
+from tunelab.engine.reporting import Reporter, SilentReporter
+from tunelab.errors import TrainingError
+
+if TYPE_CHECKING:
+    import datasets
+
+    from tunelab.config import Config
+    from tunelab.runs import RunFolder
+    from tunelab.tasks import PreparedData, Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    steps: int
+    epochs_done: float
+    best: dict[str, Any] | None
+    stopped_early: bool
+    train_seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class LoopState:
+    """Where the loop is; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0  # global batches of `epoch` already consumed
+    best_value: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: Config,
+        task: Task,
+        model: nn.Module,
+        data: PreparedData,
+        accelerator: Accelerator,
+        run: RunFolder | None = None,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.config, self.task, self.data, self.accelerator, self.run = config, task, data, accelerator, run
+        self.reporter = reporter or SilentReporter()
+        self.world = accelerator.num_processes
+        self.rank = accelerator.process_index
+        cfg = config.train
+        self.lengths = _lengths(data.train)
+        self.batches_per_epoch = len(
+            usable_batches(epoch_batches(self.lengths, cfg.batch_size, cfg.seed, 0, False), self.world)
+        )
+        if self.batches_per_epoch == 0:
+            raise TrainingError("the training split is empty", fix="check data.train")
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.gradient_accumulation_steps)
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.optimizer = build_optimizer(model, cfg)
+        # The scheduler is not passed to accelerator.prepare: Accelerate would step it once per process.
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps)
+        self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
+        self.state = LoopState()
+        self.history: list[dict[str, Any]] = []
+
+    # ---- public ---------------------------------------------------------------------------
+    @property
+    def unwrapped(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def resume(self, checkpoint: Path) -> None:
+        saved = ckpt.load_checkpoint(checkpoint, self.unwrapped, self.optimizer, self.scheduler, self.accelerator)
+        self.state = LoopState(**saved["loop"])
+        if self.run is not None and self.accelerator.is_main_process:
+            self.run.truncate_metrics(self.state.step)
+        log.info("resumed from %s (step %d)", checkpoint, self.state.step)
+
+    def fit(self) -> FitResult:
+        cfg = self.config.train
+        state = self.state
+        self.reporter.start(self.total_steps, state.step)
+        started = time.perf_counter() - state.train_seconds
+        self.model.train()
+        while state.step < self.total_steps and not state.stopped_early:
+            steps = self._epoch_steps(state.epoch)
+            for step_batches in steps[math.ceil(state.batches_done / cfg.gradient_accumulation_steps) :]:
+                record = self._train_step(step_batches)
+                state.step += 1
+                state.batches_done += len(step_batches)
+                state.train_seconds = time.perf_counter() - started
+                self._after_step(record, end_of_epoch=state.batches_done >= self.batches_per_epoch)
+                if state.step >= self.total_steps or state.stopped_early:
+                    break
+            if state.batches_done >= self.batches_per_epoch:
+                state.epoch += 1
+                state.batches_done = 0
+        state.train_seconds = time.perf_counter() - started
+        self.reporter.end()
+        best = None
+        if state.best_step is not None:
+            best = {"step": state.best_step, "metric": self.config.eval.metric, "value": state.best_value}
+        epochs_done = state.epoch + state.batches_done / self.batches_per_epoch
+        return FitResult(state.step, epochs_done, best, state.stopped_early, state.train_seconds, self.history)
+
+    def load_best(self) -> bool:
+        best = self._checkpoint_dir() / "best" if self.run else None
+        if best is None or not (best / ckpt.WEIGHTS).exists():
+            return False
+        ckpt.load_trainable(self.unwrapped, best)
+        return True
+
+    def evaluate(self, dataset: datasets.Dataset) -> dict[str, Any]:
+        batch_size = self.config.eval.batch_size or 2 * self.config.train.batch_size
+        return evaluate(self.model, self.task, dataset, self.data, self.accelerator, batch_size)
+
+    # ---- one step -------------------------------------------------------------------------
+    def _epoch_steps(self, epoch: int) -> list[list[np.ndarray]]:
+        cfg = self.config.train
+        batches = usable_batches(
+            epoch_batches(self.lengths, cfg.batch_size, cfg.seed, epoch, cfg.group_by_length), self.world
+        )
+        accum = cfg.gradient_accumulation_steps
+        return [batches[i : i + accum] for i in range(0, len(batches), accum)]
+
+    def _train_step(self, step_batches: list[np.ndarray]) -> dict[str, Any]:
+        started = time.perf_counter()
+        micro = [self._to_device(self.task.collate(self.data.train[shard(b, self.rank, self.world).tolist()]))
+                 for b in step_batches]
+        local_items = sum(self.task.count_items(b) for b in micro)
+        global_items = self._sum_across(float(local_items))
+        loss_total = torch.zeros((), device=self.accelerator.device)
+        tokens = 0
+        for i, batch in enumerate(micro):
+            sync = i == len(micro) - 1
+            with nullcontext() if sync else self.accelerator.no_sync(self.model):
+                loss_sum = self.task.loss_sum(self.model, batch, self.config)
+                self.accelerator.backward(loss_sum * self.world / global_items)
+            loss_total += loss_sum.detach().float()
+            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+        loss = self._sum_across(float(loss_total)) / global_items
+        if not math.isfinite(loss):
+            self._fail_non_finite("loss", loss)
+        max_norm = self.config.train.max_grad_norm or float("inf")
+        grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
+        if not math.isfinite(grad_norm):
+            self._fail_non_finite("gradient norm", grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - started
+        tokens_global = self._sum_across(float(tokens)) if self.world > 1 else tokens
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_global / seconds,
+                "samples_per_s": sum(len(b) for b in step_batches) / seconds}
+
+    def _after_step(self, record: dict[str, Any], end_of_epoch: bool) -> None:
+        cfg, state = self.config, self.state
+        step = state.step
+        record = {"step": step, "epoch": round(state.epoch + state.batches_done / self.batches_per_epoch, 4),
+                  **record}
+        if step % cfg.train.log_every == 0 or step == self.total_steps:
+            self._write_metrics(record)
+        self.reporter.step(step, record)
+        every = cfg.eval.every_steps
+        due = (step % every == 0) if every else end_of_epoch
+        if due or step == self.total_steps:
+            self._evaluate_and_track()
+            if cfg.train.checkpoint_every is None:
+                self._checkpoint()
+        if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
+            self._checkpoint()
+
+    def _evaluate_and_track(self) -> None:
+        cfg, state = self.config.eval, self.state
+        metrics = self.evaluate(self.data.validation)
+        value = float(metrics[cfg.metric])
+        better = self.task.greater_is_better(cfg.metric)
+        improved = state.best_value is None or (value > state.best_value if better else value < state.best_value)
+        if improved:
+            state.best_value, state.best_step, state.evals_without_improvement = value, state.step, 0
+            if self.run is not None:
+                note = {"step": state.step, "metric": cfg.metric, "value": value}
+                ckpt.save_weights(self.unwrapped, self._checkpoint_dir() / "best", self.accelerator, note)
+        else:
+            state.evals_without_improvement += 1
+        note = f"best: step {state.best_step}, validation {cfg.metric} {state.best_value:.4f}"
+        if cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience:
+            state.stopped_early = True
+            note += f"; early stop after {state.evals_without_improvement} evaluations without improvement"
+        summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        self.history.append({"step": state.step, **summary})
+        self._write_metrics({"step": state.step, "split": "validation", **summary})
+        self.reporter.evaluation(state.step, summary, note)
+        log.info("step %d validation %s; %s", state.step, _fmt(summary), note)
+
+    def _checkpoint(self) -> None:
+        if self.run is None:
+            return
+        target = self._checkpoint_dir() / f"step-{self.state.step:07d}"
+        state = {"loop": vars(self.state).copy()}
+        ckpt.save_checkpoint(target, self.unwrapped, self.optimizer, self.scheduler, state, self.accelerator)
+        if self.accelerator.is_main_process:
+            ckpt.prune_checkpoints(self._checkpoint_dir(), self.config.train.keep_checkpoints)
+
+    # ---- helpers --------------------------------------------------------------------------
+    def _checkpoint_dir(self) -> Path:
+        assert self.run is not None
+        return self.run.checkpoints
+
+    def _write_metrics(self, record: dict[str, Any]) -> None:
+        if self.run is not None and self.accelerator.is_main_process:
+            self.run.append_metrics(record)
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return to_device(batch, self.accelerator.device)
+
+    def _sum_across(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.accelerator.device)
+        return float(self.accelerator.reduce(tensor, reduction="sum").item())
+
+    def _fail_non_finite(self, what: str, value: float) -> None:
+        last = ckpt.latest_checkpoint(self._checkpoint_dir()) if self.run else None
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
+        raise TrainingError(
+            f"{what} became {value} at step {self.state.step + 1}; training stopped and {kept}",
+            fix="lower train.learning_rate, keep train.max_grad_norm set, or use precision: fp32",
+        )
+
+
+def _fmt(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))

@@ -1,0 +1,50 @@
+"""One logger tree ("tunelab"), rank-aware: only the main process logs below WARNING."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+LOGGER = logging.getLogger("tunelab")
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+
+
+def setup_console(quiet: bool = False, debug: bool = False) -> None:
+    """Console logging through Rich; third-party chatter (transformers, datasets) is kept quiet."""
+    from rich.logging import RichHandler
+
+    LOGGER.handlers.clear()
+    level = logging.DEBUG if debug else logging.WARNING if quiet or not is_main_process() else logging.INFO
+    handler = RichHandler(show_path=debug, show_time=False, markup=False, rich_tracebacks=debug)
+    handler.setLevel(level)
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.DEBUG)
+    LOGGER.propagate = False
+    quiet_third_party(debug)
+
+
+def quiet_third_party(debug: bool = False) -> None:
+    import datasets
+    import transformers
+
+    if not debug:
+        transformers.logging.set_verbosity_error()
+        datasets.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def add_file_log(path: Path) -> logging.Handler:
+    """Log everything (DEBUG and up) of the main process to the run's train.log."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    handler.setLevel(logging.DEBUG if is_main_process() else logging.CRITICAL + 1)
+    LOGGER.addHandler(handler)
+    return handler

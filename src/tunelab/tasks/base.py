@@ -1,0 +1,125 @@
+"""The task interface: what a task must provide so the engine can train and evaluate it.
+
+A task owns everything that depends on the kind of problem: how raw rows become model inputs,
+which head to load, the loss, and the metrics. The engine only sees padded tensor batches, a
+summed loss with its item count, and per-batch numpy outputs it concatenates for `compute_metrics`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tunelab.errors import ConfigError
+from tunelab.registry import Registry, closest
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerBase
+
+    from tunelab.config import Config
+    from tunelab.models import ResolvedModel
+
+
+@dataclass
+class PreparedData:
+    """Tokenized, memory-mapped splits plus a JSON-able description of where they came from."""
+
+    train: datasets.Dataset | None
+    validation: datasets.Dataset | None
+    test: datasets.Dataset | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Task:
+    """Base class for tasks. Subclasses set the class attributes and implement the methods."""
+
+    name: str = ""
+    peft_task_type: str | None = None
+    #: metric name -> True when greater is better; `eval.metric` must be one of these.
+    metrics: dict[str, bool] = {}
+
+    def validate_config(self, config: Config) -> None:
+        """Reject settings this task cannot honour, before any data or model is loaded."""
+        if config.eval.metric not in self.metrics:
+            hint = closest(config.eval.metric, list(self.metrics))
+            fix = f"did you mean {hint!r}?" if hint else f"choose one of {', '.join(self.metrics)}"
+            raise ConfigError(f"eval.metric {config.eval.metric!r} is not a {self.name} metric", fix=fix)
+
+    def greater_is_better(self, metric: str) -> bool:
+        return self.metrics[metric]
+
+    def prepare(self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel) -> PreparedData:
+        raise NotImplementedError
+
+    def build_model(self, config: Config, model: ResolvedModel, data: PreparedData) -> nn.Module:
+        raise NotImplementedError
+
+    def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
+        """Pad one batch of dataset rows (a dict of columns) into tensors."""
+        raise NotImplementedError
+
+    def count_items(self, batch: dict[str, torch.Tensor]) -> int:
+        """How many loss terms the batch contributes (rows, or trained tokens for LMs)."""
+        raise NotImplementedError
+
+    def loss_sum(self, model: nn.Module, batch: dict[str, torch.Tensor], config: Config) -> torch.Tensor:
+        """The loss summed (not averaged) over the batch's items, so the engine can normalise globally."""
+        raise NotImplementedError
+
+    def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Per-row outputs for one batch; the engine concatenates them across batches and processes."""
+        raise NotImplementedError
+
+    def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def save_artifacts(self, run_dir: Path, data: PreparedData) -> None:
+        """Write task files a run folder needs beyond the model (label maps, ...)."""
+
+    def prepare_heldout(
+        self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel, path: str,
+        labels: list[str],
+    ) -> PreparedData:
+        """Tokenize one extra labelled file (for `tunelab eval`) into `PreparedData.test`."""
+        raise NotImplementedError
+
+    def load_trained(self, model_dir: Path, config: Config) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+        """Load a run's saved model/ folder and tokenizer for inference."""
+        raise NotImplementedError
+
+    def predict(
+        self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str], config: Config, top_k: int = 1
+    ) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+TASKS: Registry[type[Task]] = Registry("task")
+
+
+def dropout_overrides(model_path: Path, value: float | None, trust_remote_code: bool) -> dict[str, float]:
+    """from_pretrained kwargs setting every dropout probability in the model's config to `value`."""
+    if value is None:
+        return {}
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    keys = [k for k, v in config.to_dict().items() if ("dropout" in k or "pdrop" in k) and isinstance(v, float)]
+    keys += ["classifier_dropout"] if hasattr(config, "classifier_dropout") else []
+    return {k: value for k in keys}
+
+
+def pad_sequences(sequences: list[list[int]], value: int, multiple_of: int | None = None) -> torch.Tensor:
+    """Right-pad integer sequences to the longest in the batch (dynamic padding)."""
+    longest = max(len(s) for s in sequences)
+    if multiple_of:
+        longest = -(-longest // multiple_of) * multiple_of
+    out = torch.full((len(sequences), longest), value, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        out[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    return out

@@ -1,0 +1,289 @@
+"""Text classification (sentiment, topic, intent): one label per text or text pair."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tunelab.data import (
+    Table,
+    blank_rows,
+    cached_dataset,
+    fingerprint_table,
+    load_table,
+    require_columns,
+    stratified_split,
+    value_counts,
+)
+from tunelab.errors import DataError
+from tunelab.tasks.base import TASKS, PreparedData, Task, dropout_overrides, pad_sequences
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerBase
+
+    from tunelab.config import Config
+    from tunelab.models import ResolvedModel
+
+log = logging.getLogger(__name__)
+UNSEEN = -1  # label id for validation/test rows whose label never occurs in train
+TOKENIZE_VERSION = 1  # bump when the tokenized layout changes, to invalidate cached datasets
+
+
+@TASKS.register("text-classification")
+class TextClassification(Task):
+    name = "text-classification"
+    peft_task_type = "SEQ_CLS"
+    metrics = {"accuracy": True, "macro_f1": True, "weighted_f1": True, "loss": False}
+
+    def __init__(self) -> None:
+        self.pad_id = 0
+
+    # ---- data -----------------------------------------------------------------------------
+    def prepare(self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel) -> PreparedData:
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        tables = self._load_tables(config)
+        labels = self._label_names(tables["train"], config)
+        tokenized = {
+            split: self._tokenize(table, config, tokenizer, model, labels) for split, table in tables.items()
+        }
+        info: dict[str, Any] = {"labels": labels, "files": [fingerprint_table(t) for t in tables.values()]}
+        info["cache_hits"] = {split: hit for split, (_, hit) in tokenized.items()}
+        splits = {split: ds for split, (ds, _) in tokenized.items()}
+        splits = self._split_missing(splits, config, info)
+        for split in ("validation", "test"):
+            if splits.get(split) is not None:
+                splits[split] = self._drop_unseen(splits[split], split, labels, info)
+        info["rows"] = {s: len(d) for s, d in splits.items() if d is not None}
+        info["label_counts"] = {
+            s: {labels[int(k)]: v for k, v in value_counts(d, "labels").items()}
+            for s, d in splits.items() if d is not None
+        }
+        info["truncated_rows"] = {s: int(_sum_column(d, "truncated")) for s, d in splits.items() if d is not None}
+        return PreparedData(splits["train"], splits["validation"], splits.get("test"), info)
+
+    def prepare_heldout(
+        self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel, path: str,
+        labels: list[str],
+    ) -> PreparedData:
+        """Tokenize one extra labelled file for `tunelab eval`, with the trained run's label set."""
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        table = self._load_checked(path, config, "test")
+        ds, hit = self._tokenize(table, config, tokenizer, model, labels)
+        info: dict[str, Any] = {"labels": labels, "files": [fingerprint_table(table)], "cache_hits": {"test": hit}}
+        ds = self._drop_unseen(ds, "test", labels, info)
+        info["rows"] = {"test": len(ds)}
+        return PreparedData(train=None, validation=None, test=ds, info=info)
+
+    def _load_tables(self, config: Config) -> dict[str, Table]:
+        data = config.data
+        paths = {"train": data.train, "validation": data.validation, "test": data.test}
+        return {split: self._load_checked(path, config, split) for split, path in paths.items() if path is not None}
+
+    def _load_checked(self, path: str, config: Config, split: str) -> Table:
+        data = config.data
+        table = load_table(path, data, split)
+        keys = {data.text_column: "data.text_column", data.label_column: "data.label_column"}
+        if data.text_pair_column:
+            keys[data.text_pair_column] = "data.text_pair_column"
+        require_columns(table, list(keys), keys=keys)
+        self._check_text(table, config)
+        self._check_labels_present(table, config)
+        return table
+
+    def _check_text(self, table: Table, config: Config) -> None:
+        for column in filter(None, [config.data.text_column, config.data.text_pair_column]):
+            rows = blank_rows(table, column)
+            if len(rows) == 0:
+                continue
+            if config.data.empty_text == "error":
+                more = f" and {len(rows) - 1} more rows" if len(rows) > 1 else ""
+                raise DataError(
+                    f"{table.where(int(rows[0]))}{more}: column {column!r} is empty",
+                    fix="fill in or remove those rows, or set data.empty_text: drop",
+                )
+            log.warning("%s: dropping %d rows with empty %r", table.files[0], len(rows), column)
+            keep = np.setdiff1d(np.arange(len(table.dataset)), rows)
+            table.dataset = table.dataset.select(keep)
+
+    def _check_labels_present(self, table: Table, config: Config) -> None:
+        rows = blank_rows(table, config.data.label_column)
+        if len(rows):
+            raise DataError(
+                f"{table.where(int(rows[0]))}: column {config.data.label_column!r} has no label",
+                fix="label every row, or remove the unlabelled ones",
+            )
+
+    def _label_names(self, train: Table, config: Config) -> list[str]:
+        counts = value_counts(train.dataset, config.data.label_column)
+        if len(counts) < 2:
+            only = next(iter(counts), "nothing")
+            raise DataError(
+                f"{train.files[0]}: label column {config.data.label_column!r} has a single class ({only!r})",
+                fix="a classifier needs at least two classes; check data.label_column and the file",
+            )
+        return list(counts)
+
+    def _tokenize(
+        self, table: Table, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel,
+        labels: list[str],
+    ) -> tuple[datasets.Dataset, bool]:
+        data = config.data
+        key = {
+            "task": self.name,
+            "version": TOKENIZE_VERSION,
+            "files": fingerprint_table(table)["files"],
+            "rows": len(table.dataset),
+            "tokenizer": model.fingerprint,
+            "max_length": config.train.max_length,
+            "columns": [data.text_column, data.text_pair_column, data.label_column],
+            "labels": labels,
+        }
+        label_ids = {name: i for i, name in enumerate(labels)}
+        max_length = config.train.max_length
+
+        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            pairs = batch[data.text_pair_column] if data.text_pair_column else None
+            full = tokenizer(batch[data.text_column], pairs, truncation=False, add_special_tokens=True)
+            enc = tokenizer(batch[data.text_column], pairs, truncation=True, max_length=max_length)
+            enc["labels"] = [label_ids.get(str(v), UNSEEN) for v in batch[data.label_column]]
+            enc["length"] = [len(ids) for ids in enc["input_ids"]]
+            enc["truncated"] = [len(ids) > max_length for ids in full["input_ids"]]
+            return dict(enc)
+
+        def build() -> datasets.Dataset:
+            return table.dataset.map(
+                encode, batched=True, remove_columns=table.dataset.column_names, desc=f"tokenize {table.split}"
+            )
+
+        return cached_dataset(key, build)
+
+    def _split_missing(
+        self, splits: dict[str, datasets.Dataset], config: Config, info: dict[str, Any]
+    ) -> dict[str, datasets.Dataset]:
+        data, seed = config.data, config.train.seed
+        derived = []
+        if "test" not in splits:
+            splits["train"], splits["test"] = stratified_split(splits["train"], "labels", data.test_size, seed)
+            derived.append("test")
+        if "validation" not in splits:
+            # validation_size is a fraction of the original train file, not of what remains.
+            remaining = 1.0 - (data.test_size if "test" in derived else 0.0)
+            size = min(data.validation_size / remaining, 0.5)
+            splits["train"], splits["validation"] = stratified_split(splits["train"], "labels", size, seed)
+            derived.append("validation")
+        info["split_from_train"] = derived
+        return splits
+
+    def _drop_unseen(
+        self, ds: datasets.Dataset, split: str, labels: list[str], info: dict[str, Any]
+    ) -> datasets.Dataset:
+        counts = value_counts(ds, "labels")
+        unseen = counts.get(str(UNSEEN), 0)
+        if not unseen:
+            return ds
+        log.warning("%s: %d rows have labels never seen in train; they are left out of evaluation", split, unseen)
+        info.setdefault("unseen_labels", {})[split] = unseen
+        return ds.filter(lambda b: [v != UNSEEN for v in b["labels"]], batched=True)
+
+    # ---- model ----------------------------------------------------------------------------
+    def build_model(self, config: Config, model: ResolvedModel, data: PreparedData) -> nn.Module:
+        from transformers import AutoModelForSequenceClassification
+
+        labels = data.info["labels"]
+        net = AutoModelForSequenceClassification.from_pretrained(
+            model.path,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+            problem_type="single_label_classification",
+            trust_remote_code=config.model.trust_remote_code,
+            dtype=torch.float32,
+            **dropout_overrides(model.path, config.model.dropout, config.model.trust_remote_code),
+        )
+        if net.config.pad_token_id is None:
+            net.config.pad_token_id = self.pad_id  # causal-LM backbones need it to find the last token
+        return net
+
+    def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
+        batch = {
+            "input_ids": pad_sequences(rows["input_ids"], self.pad_id),
+            "attention_mask": pad_sequences(rows["attention_mask"], 0),
+            "labels": torch.as_tensor(rows["labels"], dtype=torch.long),
+        }
+        if "token_type_ids" in rows:
+            batch["token_type_ids"] = pad_sequences(rows["token_type_ids"], 0)
+        return batch
+
+    def count_items(self, batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["labels"].shape[0])
+
+    def _logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return model(**inputs).logits.float()
+
+    def loss_sum(self, model: nn.Module, batch: dict[str, torch.Tensor], config: Config) -> torch.Tensor:
+        logits = self._logits(model, batch)
+        return F.cross_entropy(
+            logits, batch["labels"], reduction="sum", label_smoothing=config.train.label_smoothing
+        )
+
+    def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        logits = self._logits(model, batch)
+        losses = F.cross_entropy(logits, batch["labels"], reduction="none")
+        return {"logits": logits.cpu().numpy(), "labels": batch["labels"].cpu().numpy(), "loss": losses.cpu().numpy()}
+
+    def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
+        from tunelab.eval.classification import classification_metrics
+
+        metrics = classification_metrics(outputs["labels"], outputs["logits"].argmax(-1), data.info["labels"])
+        metrics["loss"] = float(outputs["loss"].mean()) if len(outputs["loss"]) else float("nan")
+        return metrics
+
+    def save_artifacts(self, run_dir: Path, data: PreparedData) -> None:
+        (run_dir / "labels.json").write_text(json.dumps(data.info["labels"], indent=2) + "\n")
+
+    # ---- inference ------------------------------------------------------------------------
+    def load_trained(self, model_dir: Path, config: Config) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=config.model.trust_remote_code)
+        net = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, trust_remote_code=config.model.trust_remote_code
+        )
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return net.eval(), tokenizer
+
+    def predict(
+        self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str], config: Config, top_k: int = 1
+    ) -> list[dict[str, Any]]:
+        names = model.config.id2label
+        results = []
+        for start in range(0, len(texts), 32):
+            chunk = texts[start : start + 32]
+            enc = tokenizer(chunk, truncation=True, max_length=config.train.max_length, padding=True,
+                            return_tensors="pt")
+            with torch.inference_mode():
+                probs = model(**enc).logits.float().softmax(-1)
+            scores, ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+            for text, row_scores, row_ids in zip(chunk, scores.tolist(), ids.tolist()):
+                labels = [{"label": names[i], "score": s} for i, s in zip(row_ids, row_scores)]
+                results.append({"text": text, "labels": labels})
+        return results
+
+
+def _sum_column(ds: datasets.Dataset, column: str) -> int:
+    """Sum a numeric/bool column batch by batch (respects select/split index mappings)."""
+    import pyarrow.compute as pc
+
+    total = 0
+    for batch in ds.with_format("arrow").iter(batch_size=10_000):
+        total += int(pc.sum(batch.column(column).cast("int64")).as_py() or 0)
+    return total
