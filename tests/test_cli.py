@@ -23,16 +23,16 @@ def trained_run(tmp_path_factory):
     import yaml
 
     root = tmp_path_factory.mktemp("cli")
-    data = {s: write_jsonl(root / f"{s}.jsonl", synthetic_rows(48, seed=i)) for i, s in
-            enumerate(["train", "validation", "test"])}
+    data = {s: write_jsonl(root / f"{s}.jsonl", synthetic_rows(n, seed=i)) for i, (s, n) in
+            enumerate([("train", 96), ("validation", 24), ("test", 24)], 1)}
     config = root / "job.yaml"
     config.write_text(yaml.safe_dump({
         "task": "text-classification", "model": {"source": "tiny-random-bert"},
         "data": {k: str(v) for k, v in data.items()},
-        "train": {"epochs": 4, "batch_size": 8, "learning_rate": 1e-3, "max_length": 64},
+        "train": {"epochs": 4, "batch_size": 8, "learning_rate": 3e-3, "max_length": 64},
         "output": {"dir": str(root / "runs")},
     }))
-    result = tunelab("--quiet", "train", str(config), "train.epochs=5")
+    result = tunelab("--quiet", "train", str(config), "train.epochs=25")
     assert result.returncode == 0, result.stderr
     runs = list((root / "runs").iterdir())
     assert len(runs) == 1
@@ -43,7 +43,7 @@ def test_train_override_lands_in_resolved_config(trained_run):
     run, _ = trained_run
     import yaml
 
-    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 5
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["epochs"] == 25
 
 
 def test_predict_returns_labels_with_scores(trained_run):

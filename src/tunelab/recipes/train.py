@@ -91,7 +91,9 @@ def _build(config: Config, task: Any, resolved: Any, data: Any) -> torch.nn.Modu
     method = METHODS.get(config.method.name)()
     model = method.apply(model, config, task)
     if config.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5.x renamed the switch; keep working on either side of the rename.
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     trainable, total = count_parameters(model)
