@@ -35,6 +35,7 @@ def quiet_third_party(debug: bool = False) -> None:
 
     if not debug:
         transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
         datasets.logging.set_verbosity_error()
         datasets.disable_progress_bars()
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")

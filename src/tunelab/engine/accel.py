@@ -26,6 +26,11 @@ def make_accelerator(config: Config) -> Accelerator:
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
         PartialState._reset_state()
+    import torch
+
     mixed = "bf16" if config.train.precision == "bf16" else "no"
     ddp = DistributedDataParallelKwargs(find_unused_parameters=False)
-    return Accelerator(mixed_precision=mixed, kwargs_handlers=[ddp], step_scheduler_with_optimizer=False)
+    # Without a GPU, Accelerate only forms a process group (gloo) when told it runs on CPU;
+    # otherwise every launched process would silently train alone.
+    cpu = launched_distributed() and not torch.cuda.is_available()
+    return Accelerator(mixed_precision=mixed, cpu=cpu, kwargs_handlers=[ddp], step_scheduler_with_optimizer=False)

@@ -32,11 +32,6 @@ def epoch_batches(
     return batches
 
 
-def usable_batches(batches: list[np.ndarray], world_size: int) -> list[np.ndarray]:
-    """Drop a final batch too small to give every process a row (DDP needs all ranks to step)."""
-    return [b for b in batches if len(b) >= world_size]
-
-
 def shard(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     """This process's contiguous slice of a global batch."""
     return np.array_split(batch, world_size)[rank]

@@ -22,7 +22,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from tunelab.engine import checkpoint as ckpt
-from tunelab.engine.batching import epoch_batches, shard, usable_batches
+from tunelab.engine.batching import epoch_batches, shard
 from tunelab.engine.evaluation import evaluate, lengths as _lengths, to_device
 from tunelab.engine.optim import build_optimizer, build_scheduler
 from tunelab.engine.reporting import Reporter, SilentReporter
@@ -79,9 +79,7 @@ class Trainer:
         self.rank = accelerator.process_index
         cfg = config.train
         self.lengths = _lengths(data.train)
-        self.batches_per_epoch = len(
-            usable_batches(epoch_batches(self.lengths, cfg.batch_size, cfg.seed, 0, False), self.world)
-        )
+        self.batches_per_epoch = math.ceil(len(self.lengths) / cfg.batch_size)
         if self.batches_per_epoch == 0:
             raise TrainingError("the training split is empty", fix="check data.train")
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.gradient_accumulation_steps)
@@ -146,27 +144,24 @@ class Trainer:
     # ---- one step -------------------------------------------------------------------------
     def _epoch_steps(self, epoch: int) -> list[list[np.ndarray]]:
         cfg = self.config.train
-        batches = usable_batches(
-            epoch_batches(self.lengths, cfg.batch_size, cfg.seed, epoch, cfg.group_by_length), self.world
-        )
+        batches = epoch_batches(self.lengths, cfg.batch_size, cfg.seed, epoch, cfg.group_by_length)
         accum = cfg.gradient_accumulation_steps
         return [batches[i : i + accum] for i in range(0, len(batches), accum)]
 
     def _train_step(self, step_batches: list[np.ndarray]) -> dict[str, Any]:
         started = time.perf_counter()
-        micro = [self._to_device(self.task.collate(self.data.train[shard(b, self.rank, self.world).tolist()]))
-                 for b in step_batches]
-        local_items = sum(self.task.count_items(b) for b in micro)
+        micro = [self._micro_batch(b) for b in step_batches]
+        local_items = sum(self.task.count_items(b) * weight for b, weight in micro)
         global_items = self._sum_across(float(local_items))
         loss_total = torch.zeros((), device=self.accelerator.device)
         tokens = 0
-        for i, batch in enumerate(micro):
+        for i, (batch, weight) in enumerate(micro):
             sync = i == len(micro) - 1
             with nullcontext() if sync else self.accelerator.no_sync(self.model):
-                loss_sum = self.task.loss_sum(self.model, batch, self.config)
+                loss_sum = self.task.loss_sum(self.model, batch, self.config) * weight
                 self.accelerator.backward(loss_sum * self.world / global_items)
             loss_total += loss_sum.detach().float()
-            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+            tokens += int(batch["attention_mask"].sum()) * weight if "attention_mask" in batch else 0
         loss = self._sum_across(float(loss_total)) / global_items
         if not math.isfinite(loss):
             self._fail_non_finite("loss", loss)
@@ -182,6 +177,16 @@ class Trainer:
         tokens_global = self._sum_across(float(tokens)) if self.world > 1 else tokens
         return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_global / seconds,
                 "samples_per_s": sum(len(b) for b in step_batches) / seconds}
+
+    def _micro_batch(self, global_batch: np.ndarray) -> tuple[dict[str, torch.Tensor], int]:
+        """This process's slice of a global batch, with weight 1; or, when the batch has fewer rows
+        than processes and the slice is empty, a stand-in row with weight 0 — DDP needs every
+        process to run backward, and the weight keeps the stand-in out of loss and gradients."""
+        rows = shard(global_batch, self.rank, self.world)
+        weight = 1
+        if len(rows) == 0:
+            rows, weight = global_batch[:1], 0
+        return self._to_device(self.task.collate(self.data.train[rows.tolist()])), weight
 
     def _after_step(self, record: dict[str, Any], end_of_epoch: bool) -> None:
         cfg, state = self.config, self.state

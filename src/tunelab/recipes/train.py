@@ -49,7 +49,8 @@ def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter
     file_log = add_file_log(run.path / "train.log")
     try:
         if accelerator.is_main_process:
-            run.update(status="running", started=now_iso(), task=config.task, model=resolved.to_dict())
+            run.update(status="running", started=now_iso(), task=config.task, model=resolved.to_dict(),
+                       processes=accelerator.num_processes, device=str(accelerator.device))
             run.write_json("data.json", data.info)
             run.write_json("environment.json", collect_environment())
         set_seed(config.train.seed)
@@ -91,15 +92,22 @@ def _build(config: Config, task: Any, resolved: Any, data: Any) -> torch.nn.Modu
     method = METHODS.get(config.method.name)()
     model = method.apply(model, config, task)
     if config.train.gradient_checkpointing:
-        # transformers 5.x renamed the switch; keep working on either side of the rename.
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_checkpointing(model)
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     trainable, total = count_parameters(model)
     log.info("method %s: %s trainable of %s parameters (%.2f%%)",
              config.method.name, f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
     return model
+
+
+def _enable_checkpointing(model: torch.nn.Module) -> None:
+    # transformers 5.x renamed the switch (and its kwargs); keep working on either side of the rename.
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _last_checkpoint(run: RunFolder):

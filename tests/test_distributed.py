@@ -1,0 +1,48 @@
+"""The same loop under `accelerate launch` with 2 CPU processes (gloo) matches one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tunelab.config import load_config
+from tunelab.recipes.train import train
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+            if "split" not in json.loads(line)]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(make_config, tmp_path):
+    # batch 5 splits 3/2 across the processes, and the epoch (96 rows, 10 steps) ends with a 1-row batch
+    # that leaves one process empty: the global loss normalisation must still be exact.
+    body = {"max_steps": 10, "batch_size": 5, "gradient_accumulation_steps": 2, "learning_rate": 1e-2}
+    path = make_config("dist", train=body, model={"dropout": 0.0})
+    single = train(load_config(path, ["output.name=single"]))
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(free_port()), "-m", "tunelab", "--quiet", "train", str(path),
+              "output.name=double"]
+    result = subprocess.run(launch, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [p for p in single.run.path.parent.iterdir() if p.name.startswith("double")]
+    assert len(runs) == 1, "every process must write into one run folder"
+    record = json.loads((runs[0] / "run.json").read_text())
+    assert record["processes"] == 2 and record["status"] == "succeeded"
+    assert losses(runs[0]) == pytest.approx(losses(single.run.path), rel=1e-5, abs=1e-6)
+    assert (runs[0] / "model" / "model.safetensors").is_file()
