@@ -45,6 +45,7 @@ class FitResult:
     best: dict[str, Any] | None
     stopped_early: bool
     train_seconds: float
+    eval_seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -59,7 +60,8 @@ class LoopState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     stopped_early: bool = False
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # wall time of the loop, evaluations included
+    eval_seconds: float = 0.0  # the part of it spent evaluating
 
 
 class Trainer:
@@ -128,7 +130,8 @@ class Trainer:
         if state.best_step is not None:
             best = {"step": state.best_step, "metric": self.config.eval.metric, "value": state.best_value}
         epochs_done = state.epoch + state.batches_done / self.batches_per_epoch
-        return FitResult(state.step, epochs_done, best, state.stopped_early, state.train_seconds, self.history)
+        return FitResult(state.step, epochs_done, best, state.stopped_early, state.train_seconds,
+                         state.eval_seconds, self.history)
 
     def load_best(self) -> bool:
         best = self._checkpoint_dir() / "best" if self.run else None
@@ -207,7 +210,9 @@ class Trainer:
 
     def _evaluate_and_track(self) -> None:
         cfg, state = self.config.eval, self.state
+        started = time.perf_counter()
         metrics = self.evaluate(self.data.validation)
+        state.eval_seconds += time.perf_counter() - started
         value = float(metrics[cfg.metric])
         better = self.task.greater_is_better(cfg.metric)
         improved = state.best_value is None or (value > state.best_value if better else value < state.best_value)

