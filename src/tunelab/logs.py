@@ -23,6 +23,7 @@ def setup_console(quiet: bool = False, debug: bool = False) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet or not is_main_process() else logging.INFO
     handler = RichHandler(show_path=debug, show_time=False, markup=False, rich_tracebacks=debug)
     handler.setLevel(level)
+    handler.addFilter(lambda record: getattr(record, "console", True))  # file-only records
     LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.DEBUG)
     LOGGER.propagate = False
@@ -47,5 +48,7 @@ def add_file_log(path: Path) -> logging.Handler:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(_FORMAT))
     handler.setLevel(logging.DEBUG if is_main_process() else logging.CRITICAL + 1)
+    if LOGGER.getEffectiveLevel() > logging.INFO:  # library use without setup_console
+        LOGGER.setLevel(logging.INFO)
     LOGGER.addHandler(handler)
     return handler

@@ -40,7 +40,7 @@ def cached_dataset(
     if target.is_dir():
         dataset = _load(target)
         if dataset is not None:
-            logger.info("%s data: cache hit %s", what, target)
+            logger.debug("%s data: cache hit %s", what, target)
             return dataset, True
     root.mkdir(parents=True, exist_ok=True)
     _sweep_stale(root)
@@ -51,7 +51,7 @@ def cached_dataset(
     loaded = _load(target)
     if loaded is None:
         raise RuntimeError(f"{target} was just written but cannot be loaded")
-    logger.info("%s data: built and cached %s", what, target)
+    logger.debug("%s data: built and cached %s", what, target)
     return loaded, False
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,14 +27,9 @@ from tunelab.data.formats import (
     root_message,
 )
 from tunelab.errors import DataError
+from tunelab.paths import cache_dir
 
 logger = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """tunelab's cache root: $TUNELAB_CACHE, else ~/.cache/tunelab."""
-    env = os.environ.get("TUNELAB_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tunelab"
 
 
 @dataclass

@@ -231,7 +231,8 @@ class Trainer:
         self.history.append({"step": state.step, **summary})
         self._write_metrics({"step": state.step, "split": "validation", **summary})
         self.reporter.evaluation(state.step, summary, note)
-        log.info("step %d validation %s; %s", state.step, _fmt(summary), note)
+        # The reporter already shows this line on the console; the log file still gets it.
+        log.info("step %d validation %s; %s", state.step, _fmt(summary), note, extra={"console": False})
 
     def _checkpoint(self) -> None:
         if self.run is None:

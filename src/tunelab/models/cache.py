@@ -9,14 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tunelab.errors import ModelError
-
-
-def cache_dir() -> Path:
-    """The tunelab cache root: `$TUNELAB_CACHE` if set, else `~/.cache/tunelab`; created on demand."""
-    root = os.environ.get("TUNELAB_CACHE")
-    path = Path(root).expanduser() if root else Path.home() / ".cache" / "tunelab"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+from tunelab.paths import cache_dir
 
 
 def models_dir() -> Path:

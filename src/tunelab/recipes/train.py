@@ -66,6 +66,8 @@ def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter
         return TrainOutcome(run, results, fit)
     except KeyboardInterrupt:
         _mark(run, accelerator, status="interrupted", ended=now_iso())
+        if latest_checkpoint(run.checkpoints) is not None:
+            log.warning("interrupted; continue with: tunelab train --resume %s", run.path)
         raise
     except Exception as err:
         _mark(run, accelerator, status="failed", ended=now_iso(), error=str(err))

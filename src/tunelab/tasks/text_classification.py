@@ -67,6 +67,8 @@ class TextClassification(Task):
             for s, d in splits.items() if d is not None
         }
         info["truncated_rows"] = {s: int(_sum_column(d, "truncated")) for s, d in splits.items() if d is not None}
+        log.info("data: %s; %d labels; tokenized %s", ", ".join(f"{s} {n}" for s, n in info["rows"].items()),
+                 len(labels), "from cache" if all(info["cache_hits"].values()) else "and cached")
         return PreparedData(splits["train"], splits["validation"], splits.get("test"), info)
 
     def prepare_heldout(
@@ -94,8 +96,8 @@ class TextClassification(Task):
         if data.text_pair_column:
             keys[data.text_pair_column] = "data.text_pair_column"
         require_columns(table, list(keys), keys=keys)
+        self._check_labels_present(table, config)  # before _check_text may drop rows: where() needs file rows
         self._check_text(table, config)
-        self._check_labels_present(table, config)
         return table
 
     def _check_text(self, table: Table, config: Config) -> None:
