@@ -208,7 +208,7 @@ def test_undecodable_bytes_name_line_and_column() -> None:
 
 
 def test_utf8_split_across_read_chunks_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tunelab.data import formats
+    from tunelab.data.formats import base as formats
 
     monkeypatch.setattr(formats, "CHUNK", 16)
     write("data/x.jsonl", '{"text": "ééééééééé"}\n'.encode())  # 2-byte chars straddle 16-byte chunks

@@ -46,7 +46,13 @@ class FitResult:
     stopped_early: bool
     train_seconds: float
     eval_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def step_seconds(self) -> float:
+        """Time spent in training steps alone (what throughput is measured against)."""
+        return self.train_seconds - self.eval_seconds - self.checkpoint_seconds
 
 
 @dataclass
@@ -62,6 +68,7 @@ class LoopState:
     stopped_early: bool = False
     train_seconds: float = 0.0  # wall time of the loop, evaluations included
     eval_seconds: float = 0.0  # the part of it spent evaluating
+    checkpoint_seconds: float = 0.0  # ... and writing checkpoints (periodic and best)
 
 
 class Trainer:
@@ -131,7 +138,7 @@ class Trainer:
             best = {"step": state.best_step, "metric": self.config.eval.metric, "value": state.best_value}
         epochs_done = state.epoch + state.batches_done / self.batches_per_epoch
         return FitResult(state.step, epochs_done, best, state.stopped_early, state.train_seconds,
-                         state.eval_seconds, self.history)
+                         state.eval_seconds, state.checkpoint_seconds, self.history)
 
     def load_best(self) -> bool:
         best = self._checkpoint_dir() / "best" if self.run else None
@@ -219,8 +226,10 @@ class Trainer:
         if improved:
             state.best_value, state.best_step, state.evals_without_improvement = value, state.step, 0
             if self.run is not None:
+                started = time.perf_counter()
                 note = {"step": state.step, "metric": cfg.metric, "value": value}
                 ckpt.save_weights(self.unwrapped, self._checkpoint_dir() / "best", self.accelerator, note)
+                state.checkpoint_seconds += time.perf_counter() - started
         else:
             state.evals_without_improvement += 1
         note = f"best: step {state.best_step}, validation {cfg.metric} {state.best_value:.4f}"
@@ -237,11 +246,13 @@ class Trainer:
     def _checkpoint(self) -> None:
         if self.run is None:
             return
+        started = time.perf_counter()
         target = self._checkpoint_dir() / f"step-{self.state.step:07d}"
         state = {"loop": vars(self.state).copy()}
         ckpt.save_checkpoint(target, self.unwrapped, self.optimizer, self.scheduler, state, self.accelerator)
         if self.accelerator.is_main_process:
             ckpt.prune_checkpoints(self._checkpoint_dir(), self.config.train.keep_checkpoints)
+        self.state.checkpoint_seconds += time.perf_counter() - started
 
     # ---- helpers --------------------------------------------------------------------------
     def _checkpoint_dir(self) -> Path:

@@ -146,7 +146,7 @@ def _save(run: RunFolder, trainer: Trainer, config: Config, task: Any, data: Any
     run.update(
         status="succeeded", ended=now_iso(), steps=fit.steps, epochs=round(fit.epochs_done, 3),
         stopped_early=fit.stopped_early, train_seconds=round(fit.train_seconds, 2),
-        eval_seconds=round(fit.eval_seconds, 2), best=results.get("best"),
+        eval_seconds=round(fit.eval_seconds, 2), checkpoint_seconds=round(fit.checkpoint_seconds, 2), best=results.get("best"),
         best_reason=results.get("best_reason"), trainable_params=trainable, total_params=total,
         artifacts=written,
     )

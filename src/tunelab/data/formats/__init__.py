@@ -1,0 +1,24 @@
+"""Data file formats: one module per format, each registering itself in FORMATS."""
+
+from tunelab.data.formats import delimited, json, parquet  # noqa: F401  (registration)
+from tunelab.data.formats.base import (
+    EMPTY_FIX,
+    FORMATS,
+    DataFormat,
+    check_file,
+    format_for_extension,
+    quiet_datasets,
+    root_message,
+    utf8_error,
+)
+
+__all__ = [
+    "EMPTY_FIX",
+    "FORMATS",
+    "DataFormat",
+    "check_file",
+    "format_for_extension",
+    "quiet_datasets",
+    "root_message",
+    "utf8_error",
+]
