@@ -13,7 +13,7 @@ class RichReporter:
         self.console = console
         self.progress = Progress(
             TextColumn("[bold]train"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"),
             TimeElapsedColumn(),
@@ -29,10 +29,7 @@ class RichReporter:
         self.task_id = self.progress.add_task("train", total=total_steps, completed=done_steps, stats="")
 
     def step(self, step: int, record: dict[str, Any]) -> None:
-        stats = (
-            f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
-            f"{record['samples_per_s']:.1f} samples/s  {record['tokens_per_s']:.0f} tok/s"
-        )
+        stats = f"loss {record['loss']:.4f} lr {record['lr']:.1e} {record['samples_per_s']:.1f} rows/s"
         self.progress.update(self.task_id, completed=step, stats=stats)
 
     def evaluation(self, step: int, metrics: dict[str, Any], note: str) -> None:
