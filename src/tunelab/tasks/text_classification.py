@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 UNSEEN = -1  # label id for validation/test rows whose label never occurs in train
-TOKENIZE_VERSION = 1  # bump when the tokenized layout changes, to invalidate cached datasets
+TOKENIZE_VERSION = 2  # bump when the tokenized layout changes, to invalidate cached datasets
 
 
 @TASKS.register("text-classification")
@@ -152,13 +152,13 @@ class TextClassification(Task):
         max_length = config.train.max_length
 
         def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            texts = batch[data.text_column]
             pairs = batch[data.text_pair_column] if data.text_pair_column else None
-            full = tokenizer(batch[data.text_column], pairs, truncation=False, add_special_tokens=True)
-            enc = tokenizer(batch[data.text_column], pairs, truncation=True, max_length=max_length)
+            enc, truncated = _encode_truncating(tokenizer, texts, pairs, max_length)
             enc["labels"] = [label_ids.get(str(v), UNSEEN) for v in batch[data.label_column]]
             enc["length"] = [len(ids) for ids in enc["input_ids"]]
-            enc["truncated"] = [len(ids) > max_length for ids in full["input_ids"]]
-            return dict(enc)
+            enc["truncated"] = truncated
+            return enc
 
         def build() -> datasets.Dataset:
             return table.dataset.map(
@@ -279,6 +279,28 @@ class TextClassification(Task):
                 labels = [{"label": names[i], "score": s} for i, s in zip(row_ids, row_scores)]
                 results.append({"text": text, "labels": labels})
         return results
+
+
+def _encode_truncating(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], pairs: list[str] | None, max_length: int
+) -> tuple[dict[str, list[Any]], list[bool]]:
+    """Tokenize truncated to `max_length`, and say which rows lost tokens.
+
+    Single texts tokenize once: a fast tokenizer returns the cut-off tail as extra "overflow" rows,
+    which are dropped after counting. Pairs cannot overflow that way, so they are tokenized twice.
+    """
+    if pairs is None and tokenizer.is_fast:
+        enc = tokenizer(texts, truncation=True, max_length=max_length, return_overflowing_tokens=True)
+        owners = enc.pop("overflow_to_sample_mapping")
+        first = [i for i, owner in enumerate(owners) if i == 0 or owners[i - 1] != owner]
+        truncated = [False] * len(texts)
+        for i, owner in enumerate(owners):
+            if i and owners[i - 1] == owner:
+                truncated[owner] = True
+        return {k: [v[i] for i in first] for k, v in enc.items()}, truncated
+    full = tokenizer(texts, pairs, truncation=False)
+    enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    return dict(enc), [len(ids) > max_length for ids in full["input_ids"]]
 
 
 def _sum_column(ds: datasets.Dataset, column: str) -> int:
