@@ -224,3 +224,17 @@ def test_gradient_checkpointing_matches_plain(make_config):
     ckpt = train(load_config(make_config("c", train={"max_steps": 3, "gradient_checkpointing": True},
                                          model={"dropout": 0.0})))
     assert train_losses(plain.run.path) == pytest.approx(train_losses(ckpt.run.path), rel=1e-5)
+
+
+def test_unmerged_adapter_run_predicts_and_evaluates(make_config, text_data):
+    from tunelab.recipes.evaluate import evaluate_run
+    from tunelab.recipes.predict import predict_texts
+
+    outcome = train(load_config(make_config(method={"name": "lora", "r": 4, "merge": False},
+                                            train={"max_steps": 4})))
+    run = outcome.run.path
+    assert not (run / "model").exists() and (run / "adapter" / "adapter_config.json").is_file()
+    predictions = predict_texts(run, ["goal match team", "vote tax law"], top_k=3)
+    assert [sorted(g["label"] for g in p["labels"]) for p in predictions] == [["politics", "sport", "tech"]] * 2
+    metrics, _ = evaluate_run(run, text_data["test"])
+    assert metrics["accuracy"] == pytest.approx(outcome.results["test"]["accuracy"])

@@ -24,6 +24,7 @@ from torch import nn
 from tunelab.engine import checkpoint as ckpt
 from tunelab.engine.batching import epoch_batches, shard
 from tunelab.engine.evaluation import evaluate, lengths as _lengths, to_device
+from tunelab.engine.memory import release_free_heap
 from tunelab.engine.optim import build_optimizer, build_scheduler
 from tunelab.engine.reporting import Reporter, SilentReporter
 from tunelab.errors import TrainingError
@@ -99,6 +100,7 @@ class Trainer:
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
         self.state = LoopState()
         self.history: list[dict[str, Any]] = []
+        self._last_longest = 0
 
     # ---- public ---------------------------------------------------------------------------
     @property
@@ -121,6 +123,7 @@ class Trainer:
         while state.step < self.total_steps and not state.stopped_early:
             steps = self._epoch_steps(state.epoch)
             for step_batches in steps[math.ceil(state.batches_done / cfg.gradient_accumulation_steps) :]:
+                self._trim_if_growing(step_batches)
                 record = self._train_step(step_batches)
                 state.step += 1
                 state.batches_done += len(step_batches)
@@ -187,6 +190,12 @@ class Trainer:
         tokens_global = self._sum_across(float(tokens)) if self.world > 1 else tokens
         return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_global / seconds,
                 "samples_per_s": sum(len(b) for b in step_batches) / seconds}
+
+    def _trim_if_growing(self, step_batches: list[np.ndarray]) -> None:
+        longest = max(int(self.lengths[b].max()) for b in step_batches)
+        if longest > self._last_longest and self.accelerator.device.type == "cpu":
+            release_free_heap()
+        self._last_longest = longest
 
     def _micro_batch(self, global_batch: np.ndarray) -> tuple[dict[str, torch.Tensor], int]:
         """This process's slice of a global batch, with weight 1; or, when the batch has fewer rows

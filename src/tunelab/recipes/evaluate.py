@@ -7,8 +7,7 @@ from typing import Any
 
 from tunelab.engine.accel import make_accelerator
 from tunelab.engine.evaluation import evaluate
-from tunelab.errors import RunError
-from tunelab.models import resolve_model
+from tunelab.models import ResolvedModel, fingerprint_folder
 from tunelab.runs import RunFolder
 from tunelab.tasks import TASKS
 
@@ -16,13 +15,13 @@ from tunelab.tasks import TASKS
 def evaluate_run(run_path: str | Path, data_path: str | Path) -> tuple[dict[str, Any], Path]:
     run = RunFolder.open(run_path)
     config = run.config()
-    if not (run.model_dir / "config.json").is_file():
-        raise RunError(f"{run.path} has no saved model (status: {run.read_json('run.json').get('status')})",
-                       fix="evaluate a run that finished, or resume it with `tunelab train --resume`")
     task = TASKS.get(config.task)()
-    model, tokenizer = task.load_trained(run.model_dir, config)
+    model, tokenizer = task.load_trained(run.path, config)
     labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
-    resolved = resolve_model(config.model.model_copy(update={"source": str(run.model_dir)}))
+    # The tokenization cache key needs the tokenizer's fingerprint; the run saved its tokenizer
+    # beside the model, so fingerprint that folder.
+    saved = run.model_dir if (run.model_dir / "config.json").is_file() else run.path / "adapter"
+    resolved = ResolvedModel(str(saved), "local", saved, fingerprint_folder(saved))
     data = task.prepare_heldout(config, tokenizer, resolved, str(data_path), labels)
     accelerator = make_accelerator(config)
     model = accelerator.prepare(model)

@@ -89,8 +89,8 @@ class Task:
         """Tokenize one extra labelled file (for `tunelab eval`) into `PreparedData.test`."""
         raise NotImplementedError
 
-    def load_trained(self, model_dir: Path, config: Config) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-        """Load a run's saved model/ folder and tokenizer for inference."""
+    def load_trained(self, run_dir: Path, config: Config) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+        """Load a run's trained model (model/, or base + adapter/) and tokenizer for inference."""
         raise NotImplementedError
 
     def predict(
