@@ -187,8 +187,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - started
-        tokens_global = self._sum_across(float(tokens)) if self.world > 1 else tokens
-        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_global / seconds,
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": self._sum_across(tokens) / seconds,
                 "samples_per_s": sum(len(b) for b in step_batches) / seconds}
 
     def _trim_if_growing(self, step_batches: list[np.ndarray]) -> None:

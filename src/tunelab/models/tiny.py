@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import string
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tunelab.models.cache import build_atomically, models_dir
 
@@ -128,7 +128,6 @@ def build_llama_tokenizer():  # -> transformers.PreTrainedTokenizerBase
 
 
 def _build_bert(folder: Path) -> None:
-    import torch
     from transformers import BertConfig, BertModel
 
     tokenizer = build_bert_tokenizer()
@@ -141,15 +140,10 @@ def _build_bert(folder: Path) -> None:
         max_position_embeddings=MAX_POSITIONS,
         pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng(devices=[]):  # building must not shift the caller's RNG stream
-        model = BertModel(config)
-    seeded_init(model)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    _save_seeded(BertModel, config, tokenizer, folder)
 
 
 def _build_llama(folder: Path) -> None:
-    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = build_llama_tokenizer()
@@ -166,8 +160,15 @@ def _build_llama(folder: Path) -> None:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    with torch.random.fork_rng(devices=[]):
-        model = LlamaForCausalLM(config)
+    _save_seeded(LlamaForCausalLM, config, tokenizer, folder)
+
+
+def _save_seeded(model_class: Any, config: Any, tokenizer: Any, folder: Path) -> None:
+    """Instantiate, give every weight its seeded value, and save model and tokenizer to `folder`."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # building must not shift the caller's RNG stream
+        model = model_class(config)
     seeded_init(model)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

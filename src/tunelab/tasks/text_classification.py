@@ -46,9 +46,13 @@ class TextClassification(Task):
     def __init__(self) -> None:
         self.pad_id = 0
 
+    def _use_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Remember what collate needs from the tokenizer (its pad id; 0 when it has none)."""
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
     # ---- data -----------------------------------------------------------------------------
     def prepare(self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel) -> PreparedData:
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._use_tokenizer(tokenizer)
         tables = self._load_tables(config)
         labels = self._label_names(tables["train"], config)
         tokenized = {
@@ -76,7 +80,7 @@ class TextClassification(Task):
         labels: list[str],
     ) -> PreparedData:
         """Tokenize one extra labelled file for `tunelab eval`, with the trained run's label set."""
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._use_tokenizer(tokenizer)
         table = self._load_checked(path, config, "test")
         ds, hit = self._tokenize(table, config, tokenizer, model, labels)
         info: dict[str, Any] = {"labels": labels, "files": [fingerprint_table(table)], "cache_hits": {"test": hit}}
@@ -277,7 +281,7 @@ class TextClassification(Task):
         else:
             raise RunError(f"{run_dir} has no saved model (no model/ or adapter/)",
                            fix="use a run that finished, or resume it with `tunelab train --resume`")
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._use_tokenizer(tokenizer)
         return net.eval(), tokenizer
 
     def predict(
