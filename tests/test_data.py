@@ -72,7 +72,7 @@ def rows(table: Table) -> dict[str, list]:
 
 
 def test_formats_registry_has_one_entry_per_format() -> None:
-    assert FORMATS.names() == ["csv", "json", "jsonl", "parquet", "tsv"]
+    assert FORMATS.names() == ["csv", "json", "jsonl", "parquet", "tsv", "txt"]
 
 
 def test_jsonl_loads_memory_mapped_under_tunelab_cache(workspace: Path) -> None:
@@ -282,19 +282,19 @@ def test_parquet_without_rows_or_not_parquet() -> None:
 
 
 def test_unknown_extension_names_it_and_the_format_key() -> None:
-    write("data/x.txt", "hello\n")
-    message = load_error("data/x.txt")
-    assert message.startswith("data.train: data/x.txt has extension '.txt'")
+    write("data/x.doc", "hello\n")
+    message = load_error("data/x.doc")
+    assert message.startswith("data.train: data/x.doc has extension '.doc'")
     assert "data.format" in message
 
 
 def test_folder_problems() -> None:
     write("data/mix/a.jsonl", '{"text": "a"}\n')
     write("data/mix/b.csv", "text\nb\n")
-    write("data/none/readme.md", "hi\n")
+    write("data/none/notes.rst", "hi\n")
     (Path("data/empty")).mkdir()
     assert load_error("data/mix").startswith("data.train: data/mix mixes data formats: a.jsonl (jsonl), b.csv (csv)")
-    assert load_error("data/none").startswith("data.train: data/none has no data files (found: readme.md)")
+    assert load_error("data/none").startswith("data.train: data/none has no data files (found: notes.rst)")
     assert load_error("data/empty").startswith("data.train: data/empty has no data files")
 
 

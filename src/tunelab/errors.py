@@ -34,3 +34,7 @@ class TrainingError(TunelabError):
 
 class RunError(TunelabError):
     """A run folder is missing or incomplete."""
+
+
+class ExportError(TunelabError):
+    """A model cannot be exported in the requested format."""

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tunelab.errors import TunelabError
 
@@ -71,17 +72,29 @@ def train(
 
 
 def _print_results(run_path: Path, results: dict) -> None:
+    splits = [s for s in ("validation", "test", "generation") if isinstance(results.get(s), dict)]
+    names = [n for n in dict.fromkeys(k for s in splits for k in results[s]) if n not in HIDDEN_METRICS
+             and all(isinstance(results[s].get(n, 0.0), (int, float)) for s in splits)]
     table = Table(title=f"{run_path}", show_edge=False)
-    table.add_column("split")
-    names = ["accuracy", "macro_f1", "weighted_f1", "loss"]
+    table.add_column("split", no_wrap=True)
+    base = results.get("base") or {}
     for name in names:
         table.add_column(name, justify="right")
-    for split in ("validation", "test"):
-        if split in results:
-            table.add_row(split, *(f"{results[split].get(n, float('nan')):.4f}" for n in names))
+    for split in splits:
+        row = [_fmt_metric(results[split].get(n)) for n in names]
+        if split in base:
+            table.add_row(f"{split} (base)", *(_fmt_metric(base[split].get(n)) for n in names), style="dim")
+        table.add_row(split, *row)
     out.print(table)
     if results.get("best_reason"):
         out.print(f"[dim]{results['best_reason']}; model saved with the {results['weights']} weights[/]")
+
+
+HIDDEN_METRICS = {"tokens", "samples", "per_class", "confusion_matrix", "labels", "support"}
+
+
+def _fmt_metric(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
 @app.command("eval")
@@ -162,7 +175,7 @@ def config_show(
 
 @data_app.command("example")
 def data_example(
-    name: Annotated[str, typer.Argument(help="bbc-news")],
+    name: Annotated[str, typer.Argument(help="bbc-news, bbc-news-text or chatterbot-en")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write train/validation/test jsonl into.")],
 ) -> None:
     """Materialize a packaged example corpus as jsonl files."""
@@ -170,6 +183,133 @@ def data_example(
 
     summary = CORPORA.get(name)(out_dir)
     out.print(json.dumps(summary, indent=2))
+
+
+@data_app.command("preview")
+def data_preview(
+    config: Annotated[Path, typer.Argument(help="YAML config of a causal-lm job.")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="Dotted overrides.")] = None,
+    n: Annotated[int, typer.Option("-n", help="How many training samples to show.")] = 3,
+) -> None:
+    """Show training samples with the trained tokens highlighted, and the masking statistics."""
+    from tunelab.config import load_config
+    from tunelab.recipes.preview import preview
+
+    samples, info = preview(load_config(config, overrides or []), n)
+    for sample in samples:
+        out.rule(f"[bold]{sample.where}[/]")
+        text = Text()
+        for piece, trained in sample.pieces:
+            shown = piece.replace("\n", "↵\n")
+            text.append(shown, style="bold black on green" if trained else "dim")
+        out.print(text)
+    out.rule()
+    out.print("[bold black on green] trained [/] tokens carry loss; [dim]dim[/] ones are context only. "
+              "truncated: samples longer than train.max_length; dropped: left with no trained token")
+    _print_lm_stats(info)
+
+
+def _print_lm_stats(info: dict) -> None:
+    table = Table(show_edge=False, title="data")
+    for column in ("split", "samples", "tokens", "trained", "truncated", "dropped", "p50/p95 length"):
+        table.add_column(column, justify="right" if column != "split" else "left", no_wrap=True)
+    for split, st in info["stats"].items():
+        table.add_row(split, str(st["samples"]), f"{st['tokens']:,}", f"{100 * st['trained_fraction']:.1f}%",
+                      f"{st['longer_than_max_length']} ({100 * st['truncation_rate']:.1f}%)",
+                      str(st["dropped_untrainable"]), f"{st['length_p50']}/{st['length_p95']}")
+    out.print(table)
+    records = info["records"]["train"]
+    template = info.get("template")
+    line = f"records: {records['records']}"
+    if records.get("skipped"):
+        line += f" ({records['skipped']} malformed rows skipped)"
+    if template:
+        line += f"; template: {template['name']}, turns end with {template['end_of_turn']!r}"
+        if template["added_tokens"]:
+            line += f"; added tokens: {', '.join(template['added_tokens'])}"
+    out.print(f"[dim]{line}[/]")
+
+
+@app.command()
+def generate(
+    run: Annotated[Path, typer.Argument(help="Run folder of a causal-lm run.")],
+    input: Annotated[Path, typer.Option("--input", help="jsonl: one {\"prompt\": ...} or {\"messages\": [...]} per line.")],
+    output: Annotated[Path, typer.Option("--output", help="jsonl to write: each input row plus 'output'.")],
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens to generate at most.")] = None,
+    sample: Annotated[Optional[bool], typer.Option("--sample/--greedy", help="Sample, or decode greedily.")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass.")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample among the k most likely tokens.")] = None,
+    repetition_penalty: Annotated[Optional[float], typer.Option(help="Penalty for repeated tokens.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Sampling seed.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
+) -> None:
+    """Answer a file of prompts with a trained causal-lm run."""
+    from tunelab.recipes.generate import generate_file, load_lm, settings
+
+    lm = load_lm(run)
+    cfg = settings(lm.config, max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature,
+                   top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, seed=seed)
+    count = generate_file(lm, input, output, cfg, batch_size=batch_size)
+    console.print(f"wrote {count} answers to {output}")
+
+
+@app.command()
+def chat(
+    run: Annotated[Path, typer.Argument(help="Run folder of a causal-lm run.")],
+    system: Annotated[Optional[str], typer.Option(help="System message (default: the run's lm.system_prompt).")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens to generate at most.")] = None,
+    sample: Annotated[Optional[bool], typer.Option("--sample/--greedy", help="Sample, or decode greedily.")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass.")] = None,
+) -> None:
+    """Talk to a trained causal-lm run (streamed answers; /reset clears the history, /exit quits)."""
+    from tunelab.recipes.generate import load_lm, settings, stream_reply
+
+    lm = load_lm(run)
+    cfg = settings(lm.config, max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature, top_p=top_p)
+    conversational = lm.task.template is not None
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    console.print(f"[dim]{lm.run.path} ({'chat' if conversational else 'completion'}); /reset, /exit[/]")
+    while True:
+        try:
+            line = input("you> ")
+        except EOFError:
+            break
+        if line.strip() in ("/exit", "/quit"):
+            break
+        if line.strip() == "/reset":
+            history = history[:1] if system else []
+            continue
+        if not line.strip():
+            continue
+        history.append({"role": "user", "content": line})
+        item = {"messages": history} if conversational else {"prompt": line}
+        out.print("bot> ", end="")
+        reply = ""
+        for piece in stream_reply(lm, item, cfg):
+            reply += piece
+            out.print(piece, end="", highlight=False, markup=False)
+        out.print()
+        history.append({"role": "assistant", "content": reply.strip()})
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder.")],
+    format: Annotated[str, typer.Option("--format", help="merged (safetensors folder), adapter, or gguf.")] = "merged",
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Where to write; default runs/<id>/exports/.")] = None,
+    dtype: Annotated[str, typer.Option(help="GGUF tensor type: f16 or f32.")] = "f16",
+) -> None:
+    """Export a trained run: merged safetensors (default), the adapter alone, or GGUF (Llama family)."""
+    from tunelab.recipes.export import export_run
+
+    if format not in ("merged", "adapter", "gguf"):
+        raise TunelabError(f"--format {format!r} is not supported", fix="use merged, adapter or gguf")
+    if dtype not in ("f16", "f32"):
+        raise TunelabError(f"--dtype {dtype!r} is not supported", fix="use f16 or f32")
+    summary = export_run(run, format, out_path, dtype)  # type: ignore[arg-type]
+    console.print(f"exported {summary['format']} to {summary['path']}")
 
 
 def main() -> None:

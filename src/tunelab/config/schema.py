@@ -37,8 +37,19 @@ class DataConfig(Section):
     train: str = Field(description="Training data: a .jsonl/.json/.csv/.tsv/.parquet file or a folder of them.")
     validation: str | None = Field(None, description="Validation data; split from train when absent.")
     test: str | None = Field(None, description="Test data; split from train when absent.")
-    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet"] = Field(
-        "auto", description="File format; 'auto' picks it from the file extension."
+    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "txt"] = Field(
+        "auto", description="File format; 'auto' picks it from the file extension. "
+        "'txt' reads .txt/.md files as one document each (raw text for domain adaptation).",
+    )
+    records: Literal["auto", "messages", "sharegpt", "alpaca", "prompt-completion", "text"] = Field(
+        "auto",
+        description="How causal-lm rows are laid out: messages (OpenAI-style chat), sharegpt (from/value), "
+        "alpaca (instruction/input/output), prompt-completion, or text (raw text for domain adaptation); "
+        "'auto' detects it from the columns.",
+    )
+    bad_rows: Literal["error", "skip"] = Field(
+        "error", description="Malformed causal-lm rows (unknown role, empty assistant turn, wrong types): "
+        "stop with the file and line, or skip them and report the count.",
     )
     text_column: str = Field("text", description="Column holding the input text.")
     text_pair_column: str | None = Field(
@@ -81,6 +92,10 @@ class LoraMethod(Section):
         "auto", description="Module names to adapt; 'auto' uses PEFT's default for the architecture."
     )
     bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
+    train_embeddings: Literal["auto", "new-tokens", "all", "none"] = Field(
+        "auto", description="Causal LMs: train the rows of tokens added by lm.add_tokens (new-tokens), the whole "
+        "embedding and lm_head (all), or neither; 'auto' is new-tokens when tokens are added, else none.",
+    )
     merge: bool = Field(True, description="Save model/ with the adapter merged in (the adapter is kept beside it).")
 
 
@@ -88,9 +103,17 @@ class DoraMethod(LoraMethod):
     name: Literal["dora"] = "dora"  # type: ignore[assignment]
 
 
+class QloraMethod(LoraMethod):
+    name: Literal["qlora"] = "qlora"  # type: ignore[assignment]
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type of the frozen base weights.")
+    double_quant: bool = Field(True, description="Quantize the quantization constants too (saves ~0.4 bit/param).")
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Dtype the 4-bit weights are "
+                                                           "dequantized to for each matmul.")
+
+
 MethodConfig = Annotated[
-    FullMethod | FreezeMethod | LoraMethod | DoraMethod,
-    Field(discriminator="name", description="How the model is adapted: full | freeze | lora | dora."),
+    FullMethod | FreezeMethod | LoraMethod | DoraMethod | QloraMethod,
+    Field(discriminator="name", description="How the model is adapted: full | freeze | lora | dora | qlora."),
 ]
 
 
@@ -126,13 +149,58 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    metric: str = Field("macro_f1", description="Validation metric that picks the best checkpoint.")
+    metric: str | None = Field(
+        None, description="Validation metric that picks the best checkpoint; default: the task's "
+        "(macro_f1 for classifiers, loss for causal LMs).",
+    )
     every_steps: int | None = Field(None, gt=0, description="Evaluate every N optimizer steps; default: every epoch.")
     early_stopping_patience: int | None = Field(
         None, gt=0, description="Stop after this many evaluations without improvement."
     )
     batch_size: int | None = Field(None, gt=0, description="Evaluation batch size; default: 2 x train.batch_size.")
     load_best: bool = Field(True, description="Test and save the best validation checkpoint rather than the last.")
+    base: bool = Field(
+        True, description="Also evaluate the starting model the same way, so eval.json shows base vs tuned."
+    )
+    generate_samples: int = Field(
+        32, ge=0, description="Causal LMs: held-out prompts to answer with generation settings, scored by exact "
+        "match and ROUGE-L against the reference answer (0 skips generation).",
+    )
+
+
+class LanguageModelConfig(Section):
+    """Settings of the causal-lm task: how conversations become tokens, and which tokens are trained."""
+
+    template: str = Field(
+        "auto", description="Chat template: 'auto' (the model's own), a named one (chatml, llama-3, alpaca) "
+        "or a .jinja file. The template used is saved with the model and used by `tunelab chat`.",
+    )
+    train_on: Literal["assistant", "last-assistant", "all"] = Field(
+        "assistant", description="Which tokens carry loss: every assistant turn (with its end-of-turn token), "
+        "only the last assistant turn, or every token.",
+    )
+    system_prompt: str | None = Field(
+        None, description="System message added to conversations that have none (training and chat)."
+    )
+    packing: bool = Field(
+        False, description="Pack several samples per row up to train.max_length (best-fit decreasing), with "
+        "per-sample positions and no attention across samples.",
+    )
+    add_tokens: list[str] = Field(
+        default_factory=list, description="Special tokens to add to the tokenizer (embeddings are resized)."
+    )
+
+
+class GenerationConfig(Section):
+    """Sampling settings for evaluation generations, `tunelab generate` and `tunelab chat`."""
+
+    max_new_tokens: int = Field(128, gt=0, description="Tokens to generate at most per answer.")
+    do_sample: bool = Field(False, description="Sample (true) or decode greedily (false).")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature (with do_sample).")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling mass (with do_sample).")
+    top_k: int = Field(50, ge=0, description="Sample among the k most likely tokens (0: no limit).")
+    repetition_penalty: float = Field(1.0, gt=0, description="Penalty for repeating tokens (1.0: none).")
+    seed: int = Field(0, description="Seed for sampling.")
 
 
 class OutputConfig(Section):
@@ -149,6 +217,8 @@ class Config(Section):
     method: MethodConfig = Field(default_factory=FullMethod)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    lm: LanguageModelConfig = Field(default_factory=LanguageModelConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @model_validator(mode="after")

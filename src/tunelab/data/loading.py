@@ -116,7 +116,7 @@ def _file_format(file: Path, configured: str, key: str) -> DataFormat:
         ext = f"extension {file.suffix!r}" if file.suffix else "no extension"
         raise DataError(
             f"{key}: {file} has {ext}, so its format is unknown",
-            fix="rename it to .jsonl, .json, .csv, .tsv or .parquet, or set data.format to its format",
+            fix="rename it to .jsonl, .json, .csv, .tsv, .parquet, .txt or .md, or set data.format to its format",
         )
     return fmt
 
@@ -124,6 +124,9 @@ def _file_format(file: Path, configured: str, key: str) -> DataFormat:
 def _folder_files(folder: Path, configured: str, key: str) -> tuple[list[Path], DataFormat]:
     candidates = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     known = [p for p in candidates if format_for_extension(p) is not None]
+    if configured == "auto":
+        # .txt/.md files beside other data files are notes (a README.md), not documents: ignore them.
+        known = [p for p in known if format_for_extension(p).name != "txt"] or known  # type: ignore[union-attr]
     if configured != "auto":
         fmt = FORMATS.get(configured)
         known = [p for p in known if p.suffix.lower() in fmt.extensions] or known
@@ -131,7 +134,7 @@ def _folder_files(folder: Path, configured: str, key: str) -> tuple[list[Path], 
         listed = f" (found: {', '.join(p.name for p in candidates[:5])})" if candidates else ""
         raise DataError(
             f"{key}: {folder} has no data files{listed}",
-            fix="put .jsonl, .json, .csv, .tsv or .parquet files in it",
+            fix="put .jsonl, .json, .csv, .tsv, .parquet, .txt or .md files in it",
         )
     ignored = [p.name for p in candidates if p not in known]
     if ignored:

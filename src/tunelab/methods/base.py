@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -18,6 +18,13 @@ class Method:
     """Base class; `full` is this class unchanged. Subclasses override `apply` and/or `save`."""
 
     name = "full"
+
+    def validate(self, config: Config, task: Task) -> None:
+        """Reject settings this method cannot honour here (hardware, task), before anything loads."""
+
+    def load_kwargs(self, config: Config) -> dict[str, Any]:
+        """Extra `from_pretrained` kwargs the method needs when the task loads the model."""
+        return {}
 
     def apply(self, model: nn.Module, config: Config, task: Task) -> nn.Module:
         """Freeze, wrap or otherwise prepare `model` for training; return the model to train."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -33,6 +33,7 @@ class Lora(Method):
             target_modules=targets,
             bias=spec.bias,
             use_dora=self.use_dora,
+            **_embedding_training(model, config, task),
         )
         try:
             return get_peft_model(model, peft_config)
@@ -54,3 +55,31 @@ class Lora(Method):
             merged.save_pretrained(run_model_dir, safe_serialization=True)
             written["model"] = str(run_model_dir)
         return written
+
+
+def _embedding_training(model: nn.Module, config: Config, task: Task) -> dict[str, Any]:
+    """LoraConfig kwargs for `method.train_embeddings`: train only the rows of added tokens (PEFT
+    trainable tokens), or the whole input embedding and LM head (modules_to_save)."""
+    mode = getattr(config.method, "train_embeddings", "none")
+    new_ids = task.added_token_ids()
+    if mode == "auto":
+        mode = "new-tokens" if new_ids else "none"
+    if mode == "none":
+        return {}
+    names = _embedding_module_names(model)
+    if mode == "all":
+        return {"modules_to_save": names}
+    if not new_ids:
+        raise ConfigError("method.train_embeddings: new-tokens, but this run adds no tokens",
+                          fix="add tokens with lm.add_tokens, or set method.train_embeddings: auto")
+    return {"trainable_token_indices": {name: new_ids for name in names}}
+
+
+def _embedding_module_names(model: nn.Module) -> list[str]:
+    """Names (last component) of the input embedding and, when not tied to it, the output head."""
+    wanted = [model.get_input_embeddings()]
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    if output is not None and not tied:
+        wanted.append(output)
+    return [name.rsplit(".", 1)[-1] for name, module in model.named_modules() if any(module is w for w in wanted)]

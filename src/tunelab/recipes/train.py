@@ -6,8 +6,10 @@ folder is created, so a bad input never leaves a half-written run behind.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +20,7 @@ from tunelab.engine import FitResult, Reporter, Trainer
 from tunelab.engine.accel import make_accelerator
 from tunelab.engine.checkpoint import latest_checkpoint
 from tunelab.errors import RunError
+from tunelab.eval.generation import generation_eval
 from tunelab.logs import add_file_log
 from tunelab.methods import METHODS, count_parameters
 from tunelab.models import load_tokenizer, resolve_model
@@ -38,6 +41,9 @@ def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter
     """Run one training job described by `config` (or continue `resume`) and return its results."""
     task = TASKS.get(config.task)()
     task.validate_config(config)
+    method = METHODS.get(config.method.name)()
+    method.validate(config, task)
+    task.load_kwargs = method.load_kwargs(config)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     resolved = resolve_model(config.model)
@@ -58,8 +64,10 @@ def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter
         trainer = Trainer(config, task, model, data, accelerator, run, reporter)
         if resume is not None:
             trainer.resume(_last_checkpoint(run))
+        base = _base_evaluation(trainer, run, config, task, data, tokenizer)
         fit = trainer.fit()
         results = _final_evaluation(trainer, config, data, fit)
+        _generation_results(trainer, run, config, task, data, tokenizer, results, base)
         if accelerator.is_main_process:
             _save(run, trainer, config, task, data, tokenizer, results, fit)
         accelerator.wait_for_everyone()
@@ -134,6 +142,65 @@ def _final_evaluation(trainer: Trainer, config: Config, data: Any, fit: FitResul
     return results
 
 
+def _base_evaluation(
+    trainer: Trainer, run: RunFolder, config: Config, task: Any, data: Any, tokenizer: Any
+) -> dict[str, Any] | None:
+    """Score the starting model exactly as the tuned one will be (saved once, reused on resume)."""
+    if not (task.evaluates_base and config.eval.base):
+        return None
+    saved = run.path / "eval_base.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    log.info("evaluating the base model (eval.base)")
+    base: dict[str, Any] = {"validation": trainer.evaluate(data.validation)}
+    if data.test is not None and len(data.test):
+        base["test"] = trainer.evaluate(data.test)
+    prompts = data.extra.get("prompts") or []
+    if prompts and trainer.accelerator.is_main_process:
+        base["generation"], base["answers"] = generation_eval(
+            trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids()
+        )
+    if trainer.accelerator.is_main_process:
+        run.write_json("eval_base.json", base)
+    return base
+
+
+def _generation_results(
+    trainer: Trainer, run: RunFolder, config: Config, task: Any, data: Any, tokenizer: Any,
+    results: dict[str, Any], base: dict[str, Any] | None,
+) -> None:
+    """Tuned-model generations on the held-out prompts; base vs tuned side by side in eval.json
+    and every prompt's answers in generations.jsonl."""
+    prompts = data.extra.get("prompts") or []
+    if prompts and trainer.accelerator.is_main_process:
+        results["generation"], answers = generation_eval(
+            trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids()
+        )
+        base_answers = (base or {}).get("answers") or [None] * len(prompts)
+        rows = [
+            {"prompt": p.get("messages") or p.get("prompt"), "reference": p["reference"], "base": b, "tuned": a}
+            for p, a, b in zip(prompts, answers, base_answers, strict=True)
+        ]
+        run.write_jsonl("generations.jsonl", rows)
+    if base is not None:
+        results["base"] = {k: v for k, v in base.items() if k != "answers"}
+        results["gain"] = _gain(results["base"], results)
+
+
+def _gain(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """tuned - base for every numeric metric both have, per section (validation, test, generation)."""
+    gain: dict[str, dict[str, float]] = {}
+    for section, metrics in base.items():
+        theirs = tuned.get(section)
+        if not isinstance(metrics, dict) or not isinstance(theirs, dict):
+            continue
+        gain[section] = {
+            k: theirs[k] - v for k, v in metrics.items()
+            if isinstance(v, float) and isinstance(theirs.get(k), float) and k != "samples"
+        }
+    return gain
+
+
 def _save(run: RunFolder, trainer: Trainer, config: Config, task: Any, data: Any, tokenizer: Any,
           results: dict[str, Any], fit: FitResult) -> None:
     model = trainer.unwrapped
@@ -142,6 +209,7 @@ def _save(run: RunFolder, trainer: Trainer, config: Config, task: Any, data: Any
     written = METHODS.get(config.method.name)().save(model, run.model_dir, config)
     for folder in written.values():
         tokenizer.save_pretrained(folder)
+        task.finalize_saved(Path(folder))
     task.save_artifacts(run.path, data)
     run.update(
         status="succeeded", ended=now_iso(), steps=fit.steps, epochs=round(fit.epochs_done, 3),

@@ -98,6 +98,10 @@ class RunFolder:
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_text(self.path / name, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
+    def write_jsonl(self, name: str, rows: list[Any]) -> None:
+        text = "".join(json.dumps(row, ensure_ascii=False, default=_jsonable) + "\n" for row in rows)
+        atomic_write_text(self.path / name, text)
+
     def update(self, **fields: Any) -> None:
         """Merge fields into run.json (status, timings, best, ...)."""
         record = self.read_json("run.json")

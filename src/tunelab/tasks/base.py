@@ -34,6 +34,8 @@ class PreparedData:
     validation: datasets.Dataset | None
     test: datasets.Dataset | None
     info: dict[str, Any] = field(default_factory=dict)
+    #: task-specific in-memory extras that are not written to data.json (e.g. held-out prompts)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Task:
@@ -43,9 +45,21 @@ class Task:
     peft_task_type: str | None = None
     #: metric name -> True when greater is better; `eval.metric` must be one of these.
     metrics: dict[str, bool] = {}
+    #: what `eval.metric` means when the config leaves it out
+    default_metric: str = "loss"
+    #: whether the starting model is evaluated like the trained one (base vs tuned in eval.json)
+    evaluates_base: bool = False
+
+    def __init__(self) -> None:
+        #: extra `from_pretrained` kwargs a method needs (4-bit quantization for qlora)
+        self.load_kwargs: dict[str, Any] = {}
 
     def validate_config(self, config: Config) -> None:
-        """Reject settings this task cannot honour, before any data or model is loaded."""
+        """Reject settings this task cannot honour, before any data or model is loaded.
+
+        Fills in task defaults the config left open (eval.metric), so the saved config is resolved."""
+        if config.eval.metric is None:
+            config.eval.metric = self.default_metric
         if config.eval.metric not in self.metrics:
             hint = closest(config.eval.metric, list(self.metrics))
             fix = f"did you mean {hint!r}?" if hint else f"choose one of {', '.join(self.metrics)}"
@@ -81,6 +95,13 @@ class Task:
 
     def save_artifacts(self, run_dir: Path, data: PreparedData) -> None:
         """Write task files a run folder needs beyond the model (label maps, ...)."""
+
+    def added_token_ids(self) -> list[int]:
+        """Ids of tokens the run added to the tokenizer (methods may train their embedding rows)."""
+        return []
+
+    def finalize_saved(self, folder: Path) -> None:
+        """Adjust a saved model folder (model/ or adapter/) after the method wrote it."""
 
     def prepare_heldout(
         self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel, path: str,

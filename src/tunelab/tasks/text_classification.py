@@ -42,8 +42,10 @@ class TextClassification(Task):
     name = "text-classification"
     peft_task_type = "SEQ_CLS"
     metrics = {"accuracy": True, "macro_f1": True, "weighted_f1": True, "loss": False}
+    default_metric = "macro_f1"
 
     def __init__(self) -> None:
+        super().__init__()
         self.pad_id = 0
 
     def _use_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -1,0 +1,126 @@
+"""The record-format interface: how one raw row of causal-lm data becomes one canonical row.
+
+Every record format turns a row (a dict, as `datasets` yields it) into one of three canonical layouts,
+its `kind`:
+
+- "chat": `{"messages": [{"role": "system" | "user" | "assistant", "content": str}, ...]}`
+- "prompt-completion": `{"prompt": str, "completion": str}`
+- "text": `{"text": str}`
+
+A malformed row raises `RowError(reason)`; the caller adds the file and line (or skips the row).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import datasets
+
+from tunelab.config.schema import DataConfig
+from tunelab.registry import Registry
+
+Kind = Literal["chat", "prompt-completion", "text"]
+ROLES = ("system", "user", "assistant")
+
+_TEXT = datasets.Value("string")
+# Explicit output features: Arrow would otherwise infer each batch's type on its own, and a batch
+# whose rows were all skipped (empty lists) would get a null type that the next batch cannot match.
+FEATURES: dict[str, dict[str, Any]] = {
+    "chat": {"messages": [{"role": _TEXT, "content": _TEXT}]},
+    "prompt-completion": {"prompt": _TEXT, "completion": _TEXT},
+    "text": {"text": _TEXT},
+}
+
+
+class RowError(Exception):
+    """One row does not fit its record format; `reason` is a short phrase, without file or line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RecordFormat:
+    """One row layout: which columns it reads, and how a row becomes the canonical layout of `kind`."""
+
+    name: str = ""
+    kind: Kind = "chat"
+    optional: tuple[str, ...] = ()  # columns read when present
+
+    def columns(self, cfg: DataConfig) -> list[str]:
+        """Columns every row needs (optional columns are read when present)."""
+        raise NotImplementedError
+
+    def convert(self, row: dict[str, Any], cfg: DataConfig) -> dict[str, Any]:
+        """The canonical row for `row`; raises RowError when `row` is malformed."""
+        raise NotImplementedError
+
+
+RECORDS: Registry[RecordFormat] = Registry("record format")
+
+
+# --------------------------------------------------------------------------- shared checks
+
+
+def describe(value: object) -> str:
+    """What a non-text value is, for reasons like 'content is a number, not text'."""
+    if value is None:
+        return "missing"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def text_field(row: dict[str, Any], column: str, *, blank_ok: bool) -> str:
+    """`row[column]` as text; RowError when it is not a string (or blank, unless `blank_ok`)."""
+    value = row.get(column)
+    if value is None:
+        raise RowError(f"{column!r} is missing")
+    if not isinstance(value, str):
+        raise RowError(f"{column!r} is {describe(value)}, not text")
+    if not blank_ok and not value.strip():
+        raise RowError(f"{column!r} is empty")
+    return value
+
+
+def turn_list(row: dict[str, Any], column: str) -> list[Any]:
+    """The list of turns in `row[column]`; RowError when it is missing, not a list, or empty."""
+    turns = row.get(column)
+    if turns is None:
+        raise RowError(f"{column!r} is missing")
+    if not isinstance(turns, list):
+        raise RowError(f"{column!r} is {describe(turns)}, not a list of messages")
+    if not turns:
+        raise RowError(f"{column!r} is an empty list")
+    return turns
+
+
+def check_conversation(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Rules every conversation obeys after its roles are mapped to system/user/assistant.
+
+    Reasons number messages from 1, as a person counts them in the file.
+    """
+    for number, message in enumerate(messages, 1):
+        if message["role"] == "system" and number != 1:
+            raise RowError(f"message {number} is a system message; only the first message may be one")
+        if message["role"] == "assistant" and not message["content"].strip():
+            raise RowError(f"message {number} is an assistant message with empty content")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise RowError("no assistant message (nothing to learn from)")
+    return messages
+
+
+def message_text(turn: dict[str, Any], key: str, number: int) -> str:
+    """`turn[key]` of message `number` as text; RowError for a missing or non-string value."""
+    value = turn.get(key)
+    if value is None:
+        raise RowError(f"message {number} has no {key!r}")
+    if not isinstance(value, str):
+        raise RowError(f"message {number} {key!r} is {describe(value)}, not text")
+    return value

@@ -1,0 +1,71 @@
+"""`tunelab export`: a trained run as a merged model folder, an adapter folder, or a GGUF file.
+
+Every output is assembled under a temporary name beside its target and renamed into place, so a
+failed export never leaves a half-written folder or file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from tunelab.errors import ExportError
+from tunelab.runs import RunFolder
+from tunelab.tasks import TASKS
+
+Format = Literal["merged", "adapter", "gguf"]
+
+
+def export_run(run_path: str | Path, fmt: Format, out: Path | None = None, dtype: str = "f16") -> dict[str, Any]:
+    run = RunFolder.open(run_path)
+    target = out or run.path / "exports" / _default_name(fmt, dtype)
+    if target.exists():
+        raise ExportError(f"{target} already exists", fix="remove it or choose another --out")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "adapter":
+        adapter = run.path / "adapter"
+        if not (adapter / "adapter_config.json").is_file():
+            raise ExportError(f"{run.path} has no adapter (it was trained with method {run.config().method.name})",
+                              fix="export --format merged instead")
+        _copy_folder(adapter, target)
+        return {"format": "adapter", "path": str(target)}
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as scratch:
+        merged = _merged_folder(run, Path(scratch) / "merged")
+        if fmt == "merged":
+            _copy_folder(merged, target)
+            return {"format": "merged", "path": str(target)}
+        from tunelab.export import write_gguf
+
+        summary = write_gguf(merged, target, dtype)  # type: ignore[arg-type]
+        return {"format": "gguf", "path": str(target), **summary}
+
+
+def _default_name(fmt: Format, dtype: str) -> str:
+    return {"merged": "merged", "adapter": "adapter", "gguf": f"model-{dtype}.gguf"}[fmt]
+
+
+def _merged_folder(run: RunFolder, scratch: Path) -> Path:
+    """The run's model/ folder; for adapter-only runs, base + adapter merged into `scratch`."""
+    if (run.model_dir / "config.json").is_file():
+        return run.model_dir
+    config = run.config()
+    task = TASKS.get(config.task)()
+    model, tokenizer = task.load_trained(run.path, config)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(scratch, safe_serialization=True)
+    tokenizer.save_pretrained(scratch)
+    task.finalize_saved(scratch)
+    return scratch
+
+
+def _copy_folder(source: Path, target: Path) -> None:
+    tmp = target.parent / f".{target.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(source, tmp)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

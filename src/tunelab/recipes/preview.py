@@ -1,0 +1,52 @@
+"""`tunelab data preview`: what the model will be trained on, token by token, before training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tunelab.config import Config
+from tunelab.errors import ConfigError
+from tunelab.models import load_tokenizer, resolve_model
+from tunelab.tasks import TASKS
+from tunelab.tasks.lm.render import IGNORE
+
+
+@dataclass
+class PreviewSample:
+    where: str
+    pieces: list[tuple[str, bool]]  # (decoded token text, carries loss)
+
+
+def preview(config: Config, n: int = 3) -> tuple[list[PreviewSample], dict[str, Any]]:
+    """The first `n` training samples as rendered and masked for training, and the data statistics.
+
+    Runs the same pre-flight checks as `tunelab train`, so a config it accepts will start training."""
+    task = TASKS.get(config.task)()
+    if not hasattr(task, "encode_splits"):
+        raise ConfigError(f"data preview shows causal-lm samples; task {config.task!r} has no loss mask",
+                          fix="use it with task: causal-lm")
+    task.validate_config(config)
+    resolved = resolve_model(config.model)
+    tokenizer = load_tokenizer(resolved, config.model)
+    encoded, info, _ = task.encode_splits(config, tokenizer, resolved)
+    train = encoded["train"]
+    samples = []
+    for row in train.select(range(min(n, len(train)))):
+        trained = [label != IGNORE for label in row["labels"]]
+        samples.append(PreviewSample(task.where("train", row["row"]), token_pieces(tokenizer, row["input_ids"], trained)))
+    return samples, info
+
+
+def token_pieces(tokenizer: Any, ids: list[int], trained: list[bool]) -> list[tuple[str, bool]]:
+    """Each token's text, decoded incrementally so multi-byte characters split across tokens show
+    up once, on the token that completes them."""
+    pieces, shown = [], ""
+    for j, keep in enumerate(trained):
+        text = tokenizer.decode(ids[: j + 1])
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next token
+            pieces.append(("", keep))
+            continue
+        pieces.append((text[len(shown):], keep))
+        shown = text
+    return pieces

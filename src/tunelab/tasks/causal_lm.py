@@ -1,0 +1,513 @@
+"""Causal language modelling: instruction tuning on conversations and domain adaptation on raw text.
+
+Rows are normalized by their record format (messages, sharegpt, alpaca, prompt-completion, text),
+rendered with the run's chat template, and tokenized with a per-token loss mask (tasks/lm/render.py).
+Samples are optionally packed into full rows (tasks/lm/packing.py). The loss is summed over trained
+tokens only, and the engine normalises it by the global count of trained tokens, so every trained
+token weighs the same whatever the batch, accumulation or process count.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tunelab.data import cached_dataset, fingerprint_table, load_table, normalize_records
+from tunelab.errors import ConfigError, DataError, RunError, TrainingError
+from tunelab.models.templates import ChatTemplate, resolve_template
+from tunelab.tasks.base import TASKS, PreparedData, Task, dropout_overrides, pad_sequences
+from tunelab.tasks.lm.packing import pack_rows
+from tunelab.tasks.lm.render import (
+    IGNORE,
+    Encoded,
+    chunks,
+    prompt_ids,
+    render_chat,
+    render_prompt_completion,
+    render_text,
+    to_labels,
+    with_system,
+)
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedTokenizerBase
+
+    from tunelab.config import Config
+    from tunelab.models import ResolvedModel
+
+log = logging.getLogger(__name__)
+TOKENIZE_VERSION = 1  # bump when the tokenized layout changes, to invalidate cached datasets
+SPLITS = ("train", "validation", "test")
+
+
+@TASKS.register("causal-lm")
+class CausalLM(Task):
+    name = "causal-lm"
+    peft_task_type = "CAUSAL_LM"
+    metrics = {"loss": False, "perplexity": False, "token_accuracy": True}
+    default_metric = "loss"
+    evaluates_base = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pad_id = 0
+        self.template: ChatTemplate | None = None
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.kind = "chat"
+        self._tables: dict[str, Any] = {}
+        self._added: list[str] = []  # lm.add_tokens of runs without a chat template
+        self._select: torch.Tensor | None = None  # trained positions, read by the decoder hook
+
+    def validate_config(self, config: Config) -> None:
+        super().validate_config(config)
+        if config.train.label_smoothing:
+            raise ConfigError("train.label_smoothing is for classification tasks",
+                              fix="remove it from a causal-lm config")
+
+    # ---- data -----------------------------------------------------------------------------
+    def prepare(self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel) -> PreparedData:
+        encoded, info, records = self.encode_splits(config, tokenizer, model)
+        splits: dict[str, Any] = {}
+        for split, ds in encoded.items():
+            splits[split] = self._pack(ds, config, split, info) if config.lm.packing else ds
+        info["rows"] = {s: len(d) for s, d in splits.items()}
+        prompts = self._heldout_prompts(records.get("test"), config)
+        log.info("data: %s rows (%s); %.1f%% of train tokens trained", _fmt_rows(info["samples"]),
+                 self.kind, 100 * info["stats"]["train"]["trained_fraction"])
+        return PreparedData(splits["train"], splits["validation"], splits["test"], info, extra={"prompts": prompts})
+
+    def encode_splits(
+        self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel
+    ) -> tuple[dict[str, datasets.Dataset], dict[str, Any], dict[str, datasets.Dataset]]:
+        """Load, normalize, split and tokenize every split (unpacked), and run the pre-flight checks.
+
+        Returns (tokenized splits, info, normalized records per split)."""
+        self.tokenizer = tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        tables = {s: load_table(p, config.data, s) for s, p in self._paths(config).items()}
+        self._tables = tables
+        records, info = {}, {"files": [fingerprint_table(t) for t in tables.values()], "records": {}}
+        for split, table in tables.items():
+            records[split], info["records"][split] = normalize_records(table, config.data)
+        self.kind = self._one_kind(info["records"], tables)
+        if self.kind == "chat":
+            self.template = resolve_template(tokenizer, config.lm, model.source)
+            info["template"] = {"name": self.template.name, "end_of_turn": self.template.end_of_turn,
+                                "added_tokens": self.template.added_tokens}
+        elif config.lm.add_tokens:
+            tokenizer.add_tokens(config.lm.add_tokens, special_tokens=True)
+            self._added = list(config.lm.add_tokens)
+        records, info["split_from_train"] = _split_missing(records, config)
+        encoded, stats, hits = {}, {}, {}
+        for split, ds in records.items():
+            encoded[split], hits[split] = self._tokenize(ds, split, config, model, info["files"])
+            encoded[split], stats[split] = self._drop_untrainable(encoded[split], split, config)
+        info.update(stats=stats, cache_hits=hits, samples={s: len(d) for s, d in encoded.items()})
+        self._preflight(encoded["train"], stats["train"], config)
+        return encoded, info, records
+
+    def where(self, split: str, row: int) -> str:
+        """File and line of a sample (records split from train point into the train file)."""
+        table = self._tables.get(split) or self._tables["train"]
+        return table.where(row)
+
+    def _paths(self, config: Config) -> dict[str, str]:
+        data = config.data
+        paths = {"train": data.train, "validation": data.validation, "test": data.test}
+        return {s: p for s, p in paths.items() if p is not None}
+
+    def _one_kind(self, infos: dict[str, dict[str, Any]], tables: dict[str, Any]) -> str:
+        kinds = {split: info["kind"] for split, info in infos.items()}
+        if len(set(kinds.values())) > 1:
+            listed = ", ".join(f"{tables[s].name} is {infos[s]['records']}" for s in kinds)
+            raise DataError(f"the splits hold different kinds of records: {listed}",
+                            fix="give train, validation and test the same layout")
+        return kinds["train"]
+
+    def _tokenize(
+        self, records: datasets.Dataset, split: str, config: Config, model: ResolvedModel, files: list[Any]
+    ) -> tuple[datasets.Dataset, bool]:
+        tokenizer, lm, max_length = self.tokenizer, config.lm, config.train.max_length
+        assert tokenizer is not None
+        key = {
+            "task": self.name, "version": TOKENIZE_VERSION, "split": split, "files": files,
+            "rows": len(records), "tokenizer": model.fingerprint,
+            "records": [config.data.records, config.data.bad_rows, config.data.text_column, config.data.max_rows],
+            "template": self.template.jinja if self.template else None,
+            "added": self.template.added_tokens if self.template else lm.add_tokens,
+            "max_length": max_length, "train_on": lm.train_on, "system_prompt": lm.system_prompt,
+            "split_seed": config.train.seed, "sizes": [config.data.validation_size, config.data.test_size],
+        }
+
+        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            out: dict[str, list[Any]] = {
+                "input_ids": [], "labels": [], "length": [], "trained": [], "truncated": [], "row": []
+            }
+            for i in range(len(batch["row"])):
+                record = {k: v[i] for k, v in batch.items()}
+                encoded = self.render(record, config)
+                if self.kind == "text":
+                    pieces, cut = chunks(encoded, max_length), False
+                else:
+                    cut = len(encoded.input_ids) > max_length
+                    pieces = [Encoded(encoded.input_ids[:max_length], encoded.trained[:max_length])]
+                for piece in pieces:
+                    out["input_ids"].append(piece.input_ids)
+                    labels = to_labels(piece)
+                    out["labels"].append(labels)
+                    out["trained"].append(sum(1 for t in labels if t != IGNORE))
+                    out["length"].append(len(piece.input_ids))
+                    out["truncated"].append(cut)
+                    out["row"].append(record["row"])
+            return out
+
+        def build() -> datasets.Dataset:
+            return records.map(encode, batched=True, remove_columns=records.column_names, desc=f"tokenize {split}")
+
+        return cached_dataset(key, build)
+
+    def render(self, record: dict[str, Any], config: Config) -> Encoded:
+        """One normalized record as token ids with its loss mask (what training sees)."""
+        tokenizer = self.tokenizer
+        assert tokenizer is not None
+        if self.kind == "chat":
+            return render_chat(with_system(record["messages"], config.lm.system_prompt), tokenizer, config.lm.train_on)
+        if self.kind == "prompt-completion":
+            return render_prompt_completion(record["prompt"], record["completion"], tokenizer, config.lm.train_on)
+        return render_text(record["text"], tokenizer)
+
+    def _drop_untrainable(
+        self, ds: datasets.Dataset, split: str, config: Config
+    ) -> tuple[datasets.Dataset, dict[str, Any]]:
+        """Drop samples left with no trained token (all cut off by max_length); return the split's stats."""
+        columns = ds.select_columns(["trained", "length", "truncated"]).with_format("numpy")[:]
+        trained = np.asarray(columns["trained"], dtype=np.int64)
+        lengths = np.asarray(columns["length"], dtype=np.int64)
+        truncated = np.asarray(columns["truncated"], dtype=bool)
+        empty = np.flatnonzero(trained == 0)
+        stats = {
+            "samples": len(ds),
+            "tokens": int(lengths.sum()),
+            "trained_tokens": int(trained.sum()),
+            "trained_fraction": float(trained.sum() / max(lengths.sum(), 1)),
+            "truncated": int(truncated.sum()),
+            "truncation_rate": float(truncated.mean()) if len(ds) else 0.0,
+            "longer_than_max_length": int(truncated.sum()),
+            "dropped_untrainable": len(empty),
+            "max_length": config.train.max_length,
+            "length_p50": int(np.percentile(lengths, 50)) if len(ds) else 0,
+            "length_p95": int(np.percentile(lengths, 95)) if len(ds) else 0,
+        }
+        if len(empty) and len(empty) < len(ds):
+            log.warning("%s: dropped %d samples with no trained token left after truncation to %d tokens",
+                        split, len(empty), config.train.max_length)
+            ds = ds.select(np.flatnonzero(trained > 0))
+        return ds, stats
+
+    def _preflight(self, train: datasets.Dataset, stats: dict[str, Any], config: Config) -> None:
+        """Refuse to train when training could not teach anything useful."""
+        if stats["trained_tokens"] == 0 or stats["dropped_untrainable"] == stats["samples"]:
+            raise DataError(
+                f"{config.data.train}: no token is trained (lm.train_on: {config.lm.train_on}; every answer is "
+                f"cut off by train.max_length {config.train.max_length} or missing)",
+                fix="raise train.max_length, shorten prompts, or check the assistant turns",
+            )
+        if self.kind == "text":
+            return
+        end = self.template.end_of_turn if self.template else self.tokenizer.eos_token  # type: ignore[union-attr]
+        end_id = self.tokenizer.convert_tokens_to_ids(end)  # type: ignore[union-attr]
+        if self.kind == "prompt-completion":
+            end_id = self.tokenizer.eos_token_id  # type: ignore[union-attr]
+        if not any(end_id in row for row in train["labels"]):
+            raise DataError(
+                f"{config.data.train}: the end-of-turn token {end!r} is never trained, so the model would not "
+                "learn to stop (answers are cut off by train.max_length, or the template does not end turns)",
+                fix="raise train.max_length, or choose lm.template so turns end with a special token",
+            )
+
+    def _pack(self, ds: datasets.Dataset, config: Config, split: str, info: dict[str, Any]) -> datasets.Dataset:
+        import datasets as hf_datasets
+
+        rows = {"input_ids": ds["input_ids"], "labels": ds["labels"]}
+        packed = hf_datasets.Dataset.from_dict(pack_rows(rows, config.train.max_length))
+        fill = sum(packed["length"]) / max(len(packed) * config.train.max_length, 1)
+        info.setdefault("packing", {})[split] = {"samples": len(ds), "rows": len(packed), "fill": round(fill, 4)}
+        return packed
+
+    def _heldout_prompts(self, records: datasets.Dataset | None, config: Config) -> list[dict[str, Any]]:
+        """Prompts and reference answers for generation metrics: the first eval.generate_samples test
+        records, asked for their last assistant turn (chat) or their completion."""
+        n = config.eval.generate_samples
+        if records is None or n == 0 or self.kind == "text":
+            return []
+        prompts = []
+        for record in records.select(range(min(n, len(records)))):
+            if self.kind == "chat":
+                messages = with_system(record["messages"], config.lm.system_prompt)
+                last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+                ids = prompt_ids(self.tokenizer, messages[:last])
+                prompts.append({"messages": messages[:last], "prompt_ids": ids, "reference": messages[last]["content"]})
+            else:
+                ids = self.tokenizer(record["prompt"], add_special_tokens=True)["input_ids"]  # type: ignore[misc]
+                prompts.append({"prompt": record["prompt"], "prompt_ids": ids, "reference": record["completion"]})
+        return prompts
+
+    # ---- model ----------------------------------------------------------------------------
+    def build_model(self, config: Config, model: ResolvedModel, data: PreparedData) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        net = AutoModelForCausalLM.from_pretrained(
+            model.path,
+            trust_remote_code=config.model.trust_remote_code,
+            dtype=torch.float32,
+            **self.load_kwargs,  # set by the method (4-bit quantization for qlora)
+            **dropout_overrides(model.path, config.model.dropout, config.model.trust_remote_code),
+        )
+        assert self.tokenizer is not None
+        if len(self.tokenizer) > net.get_input_embeddings().weight.shape[0]:
+            net.resize_token_embeddings(len(self.tokenizer))
+        net.config.use_cache = False
+        if net.config.pad_token_id is None:
+            net.config.pad_token_id = self.pad_id
+        self._install_selector(net)
+        if config.lm.packing:
+            check_packing_isolation(net)
+        return net
+
+    def added_token_ids(self) -> list[int]:
+        """Ids of tokens this run added to the tokenizer (their embedding rows start untrained)."""
+        if self.tokenizer is None:
+            return []
+        added = self.template.added_tokens if self.template else self._added
+        return [int(self.tokenizer.convert_tokens_to_ids(t)) for t in added]
+
+    def _install_selector(self, net: nn.Module) -> None:
+        """Make the decoder hand the LM head only the positions that carry loss.
+
+        Logits are (tokens x vocabulary) floats, by far the largest activation of a small LM: for a
+        49k vocabulary, 16 x 512 tokens of fp32 logits are 1.6 GB, and most prompt positions carry no
+        loss. While `self._select` is set, a forward hook on the decoder replaces its hidden states
+        with the selected positions only, so the head computes logits for trained tokens alone.
+        """
+        def select(_module: nn.Module, _args: Any, output: Any) -> Any:
+            if self._select is None:
+                return output
+            output.last_hidden_state = output.last_hidden_state[self._select].unsqueeze(0)
+            return output
+
+        net.get_decoder().register_forward_hook(select)
+
+    @contextmanager
+    def _selecting(self, mask: torch.Tensor):  # -> Iterator[None]
+        self._select = mask
+        try:
+            yield
+        finally:
+            self._select = None
+
+    def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
+        input_ids = pad_sequences(rows["input_ids"], self.pad_id)
+        labels = pad_sequences(rows["labels"], IGNORE)
+        targets = torch.full_like(labels, IGNORE)
+        targets[:, :-1] = labels[:, 1:]  # position t predicts token t + 1
+        length = input_ids.shape[1]
+        lengths = torch.as_tensor([len(r) for r in rows["input_ids"]])
+        if "position_ids" in rows:
+            # Packed rows: per-sample positions; the padding tail restarts at 0, a block of its own.
+            positions = torch.stack([
+                torch.cat([torch.as_tensor(p), torch.arange(length - len(p))]) for p in rows["position_ids"]
+            ])
+        else:
+            positions = torch.arange(length).expand(len(lengths), -1)
+        return {
+            "input_ids": input_ids,
+            "position_ids": positions,
+            "targets": targets,
+            "attention_mask": (torch.arange(length) < lengths[:, None]).long(),  # counts tokens; not fed
+        }
+
+    def count_items(self, batch: dict[str, torch.Tensor]) -> int:
+        return int((batch["targets"] != IGNORE).sum())
+
+    def _trained_logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, targets) for the trained positions only, flattened across the batch.
+
+        No attention mask is passed: padding sits at the end of each row, so under a causal mask no
+        real token sees it, and transformers builds the block-diagonal mask of packed rows from the
+        position ids (a mask would switch that off)."""
+        mask = batch["targets"] != IGNORE
+        with self._selecting(mask):
+            out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+        return out.logits[0].float(), batch["targets"][mask]
+
+    def loss_sum(self, model: nn.Module, batch: dict[str, torch.Tensor], config: Config) -> torch.Tensor:
+        logits, targets = self._trained_logits(model, batch)
+        return F.cross_entropy(logits, targets, reduction="sum")
+
+    def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        logits, targets = self._trained_logits(model, batch)
+        losses = F.cross_entropy(logits, targets, reduction="none")
+        correct = (logits.argmax(-1) == targets).float()
+        rows = torch.nonzero(batch["targets"] != IGNORE)[:, 0]  # which row each trained token is in
+        n_rows = batch["targets"].shape[0]
+        per_row = lambda v: torch.zeros(n_rows, dtype=torch.float64).index_add_(0, rows.cpu(), v.double().cpu())  # noqa: E731
+        return {
+            "loss_sum": per_row(losses).numpy(),
+            "correct": per_row(correct).numpy(),
+            "tokens": per_row(torch.ones_like(losses)).numpy(),
+        }
+
+    def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
+        tokens = float(outputs["tokens"].sum()) if outputs else 0.0
+        if tokens == 0:
+            return {"loss": float("nan"), "perplexity": float("nan"), "token_accuracy": float("nan"), "tokens": 0}
+        loss = float(outputs["loss_sum"].sum()) / tokens
+        return {
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 50.0)),
+            "token_accuracy": float(outputs["correct"].sum()) / tokens,
+            "tokens": int(tokens),
+        }
+
+    def save_artifacts(self, run_dir: Path, data: PreparedData) -> None:
+        """The template is saved with the tokenizer (chat_template.jinja); the generation config of
+        saved models stops at the end-of-turn token (done in `finalize_saved`)."""
+
+    def finalize_saved(self, folder: Path) -> None:
+        """Make a saved model folder stop generating at the template's end-of-turn token."""
+        if self.template is None or self.tokenizer is None:
+            return
+        from transformers import GenerationConfig
+
+        try:
+            gen = GenerationConfig.from_pretrained(folder)
+        except OSError:
+            gen = GenerationConfig()
+        gen.eos_token_id = self.stop_ids()
+        gen.pad_token_id = self.pad_id
+        gen.save_pretrained(folder)
+
+    def stop_ids(self) -> list[int]:
+        """Token ids that end an answer: the template's end-of-turn token and EOS."""
+        assert self.tokenizer is not None
+        ids = [self.tokenizer.eos_token_id]
+        if self.template is not None:
+            ids.insert(0, self.tokenizer.convert_tokens_to_ids(self.template.end_of_turn))
+        return [int(i) for i in dict.fromkeys(ids) if i is not None]
+
+    # ---- inference ------------------------------------------------------------------------
+    def load_trained(self, run_dir: Path, config: Config) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+        """The run's merged model/ folder; or, for `method.merge: false`, the base model plus adapter/."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        remote = config.model.trust_remote_code
+        model_dir, adapter_dir = run_dir / "model", run_dir / "adapter"
+        if (model_dir / "config.json").is_file():
+            net = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=remote)
+            tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=remote)
+        elif (adapter_dir / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            from tunelab.models import resolve_model
+
+            tokenizer = AutoTokenizer.from_pretrained(adapter_dir, trust_remote_code=remote)
+            base = AutoModelForCausalLM.from_pretrained(resolve_model(config.model).path, trust_remote_code=remote)
+            if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
+                base.resize_token_embeddings(len(tokenizer))
+            net = PeftModel.from_pretrained(base, adapter_dir)
+        else:
+            raise RunError(f"{run_dir} has no saved model (no model/ or adapter/)",
+                           fix="use a run that finished, or resume it with `tunelab train --resume`")
+        self.tokenizer = tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.template = _saved_template(run_dir, tokenizer)
+        return net.eval(), tokenizer
+
+    def encode_prompt(self, item: dict[str, Any], config: Config) -> list[int]:
+        """Token ids of one inference prompt, rendered as training rendered it.
+
+        `item` holds `messages` (a conversation ending before the wanted answer) or `prompt` (a
+        string: a single user turn for chat-trained runs, raw text for prompt-completion runs)."""
+        assert self.tokenizer is not None
+        if "messages" in item:
+            if self.template is None:
+                raise DataError("this run was not trained on conversations, so it takes 'prompt', not 'messages'",
+                                fix="give each input a 'prompt' string")
+            return prompt_ids(self.tokenizer, with_system(item["messages"], config.lm.system_prompt))
+        if self.template is not None:
+            messages = [{"role": "user", "content": item["prompt"]}]
+            return prompt_ids(self.tokenizer, with_system(messages, config.lm.system_prompt))
+        return self.tokenizer(item["prompt"], add_special_tokens=True)["input_ids"]
+
+
+def _saved_template(run_dir: Path, tokenizer: PreTrainedTokenizerBase) -> ChatTemplate | None:
+    """The chat template a run trained with: recorded in data.json, saved in the tokenizer. Runs on
+    prompt-completion or raw text used none, even when the base model has one."""
+    import json
+
+    info_file = run_dir / "data.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    recorded = info.get("template")
+    if not recorded or not tokenizer.chat_template:
+        return None
+    return ChatTemplate(recorded["name"], tokenizer.chat_template, recorded["end_of_turn"])
+
+
+def check_packing_isolation(net: nn.Module) -> None:
+    """Refuse packing when the model lets packed samples attend to each other.
+
+    transformers builds a block-diagonal mask from position ids for the architectures that use its
+    masking utilities; a model that does not would silently train on cross-sample attention. Two
+    short samples are scored packed and alone; their logits must agree.
+    """
+    vocab = net.get_input_embeddings().weight.shape[0]
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, vocab, (1, 5), generator=gen), torch.randint(0, vocab, (1, 4), generator=gen)
+    positions = torch.cat([torch.arange(5), torch.arange(4)])[None]
+    was_training = net.training
+    net.eval()
+    with torch.inference_mode():
+        packed = net(input_ids=torch.cat([a, b], 1), position_ids=positions, use_cache=False).logits[0, 5:]
+        alone = net(input_ids=b, use_cache=False).logits[0]
+    net.train(was_training)
+    if not torch.allclose(packed, alone, atol=1e-3, rtol=1e-3):
+        arch = type(net).__name__
+        raise TrainingError(f"lm.packing: {arch} lets packed samples attend to each other in this transformers "
+                            "version", fix="set lm.packing: false for this model")
+
+
+def _split_missing(records: dict[str, Any], config: Config) -> tuple[dict[str, Any], list[str]]:
+    """Hold out test and validation records from train when their files are not given (seeded)."""
+    data, seed, derived = config.data, config.train.seed, []
+    if "test" not in records:
+        parts = _holdout(records["train"], data.test_size, seed, "test")
+        records["train"], records["test"] = parts
+        derived.append("test")
+    if "validation" not in records:
+        remaining = 1.0 - (data.test_size if "test" in derived else 0.0)
+        parts = _holdout(records["train"], min(data.validation_size / remaining, 0.5), seed, "validation")
+        records["train"], records["validation"] = parts
+        derived.append("validation")
+    return {s: records[s] for s in SPLITS}, derived
+
+
+def _holdout(ds: datasets.Dataset, size: float, seed: int, what: str) -> tuple[datasets.Dataset, datasets.Dataset]:
+    if len(ds) < 2:
+        raise DataError(f"cannot hold out a {what} split from {len(ds)} training row(s)",
+                        fix=f"add rows, or give data.{what} as a file")
+    n = min(max(round(size * len(ds)), 1), len(ds) - 1)
+    order = np.random.default_rng(seed).permutation(len(ds))
+    return ds.select(np.sort(order[n:])), ds.select(np.sort(order[:n]))
+
+
+def _fmt_rows(rows: dict[str, int]) -> str:
+    return ", ".join(f"{s} {n}" for s, n in rows.items())
