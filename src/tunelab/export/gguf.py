@@ -133,7 +133,7 @@ def write_gguf(
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.parent / f".{out_file.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
     try:
-        _write(tmp, name or out_file.stem, hparams, vocab, tensors, f16=dtype == "f16")
+        _write(tmp, _general_name(name or out_file.stem), hparams, vocab, tensors, f16=dtype == "f16")
         os.replace(tmp, out_file)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -146,6 +146,15 @@ def write_gguf(
         "architecture": GGUF_ARCHITECTURE,
         "source_architecture": hf_arch,
     }
+
+
+def _general_name(name: str) -> str:
+    """`general.name`, avoiding the one value transformers' GGUF reader mistakes for an architecture.
+
+    transformers (5.x) reads a llama file whose general.name is exactly "mistral" as model_type
+    "mistral", then fails to map its tensors (gguf-py has no "mistral" architecture).
+    """
+    return f"{name}-model" if name == "mistral" else name
 
 
 # --- config ------------------------------------------------------------------------------------
@@ -498,7 +507,7 @@ def _plan_tensors(model_dir: Path, hp: _Hparams, *, f16: bool) -> list[_Tensor]:
         if not file.is_file():
             raise ExportError(f"weight file {file} is missing", fix="export a complete model folder")
         with safe_open(str(file), framework="pt") as handle:
-            for name in handle.keys():
+            for name in handle.keys():  # noqa: SIM118 - a safe_open handle is not iterable
                 if name in expected:
                     shapes[name] = tuple(handle.get_slice(name).get_shape())
 

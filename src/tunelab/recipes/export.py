@@ -38,7 +38,7 @@ def export_run(run_path: str | Path, fmt: Format, out: Path | None = None, dtype
             return {"format": "merged", "path": str(target)}
         from tunelab.export import write_gguf
 
-        summary = write_gguf(merged, target, dtype)  # type: ignore[arg-type]
+        summary = write_gguf(merged, target, dtype, name=run.path.name)  # type: ignore[arg-type]
         return {"format": "gguf", "path": str(target), **summary}
 
 
