@@ -335,3 +335,40 @@ def test_generate_file_and_chat_prompts_match_training(tmp_path: Path, lm_config
     assert all(isinstance(r["output"], str) for r in rows)
     streamed = "".join(stream_reply(lm, {"messages": conversation[:-1]}, cfg)).strip()
     assert streamed == rows[1]["output"]  # greedy: streaming and batch generation agree
+
+
+# ---- export ----------------------------------------------------------------------------------
+def test_export_merged_adapter_and_gguf_from_a_run(tmp_path: Path, lm_config) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.errors import ExportError
+    from tunelab.recipes.export import export_run
+    from tunelab.recipes.train import train
+
+    run = train(load_config(lm_config(eval={"base": False, "generate_samples": 0}))).run.path
+    merged = export_run(run, "merged")
+    adapter = export_run(run, "adapter")
+    gguf = export_run(run, "gguf", dtype="f32")
+    assert (Path(merged["path"]) / "model.safetensors").is_file()
+    assert (Path(adapter["path"]) / "adapter_config.json").is_file()
+    with pytest.raises(ExportError, match="already exists"):
+        export_run(run, "merged")
+
+    ids = torch.tensor([[1, 60, 61, 62, 63, 64]])
+    reference = AutoModelForCausalLM.from_pretrained(run / "model").eval()
+    path = Path(gguf["path"])
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=str(path)).eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, reference(ids).logits, atol=1e-5)
+
+
+def test_gguf_export_of_a_classifier_is_refused_without_a_file(make_config) -> None:
+    from tunelab.errors import ExportError
+    from tunelab.recipes.export import export_run
+    from tunelab.recipes.train import train
+
+    run = train(load_config(make_config(train={"max_steps": 1}))).run.path
+    with pytest.raises(ExportError, match="BertForSequenceClassification"):
+        export_run(run, "gguf")
+    assert not any((run / "exports").glob("*.gguf"))
+    assert not any(p.name.startswith(".") for p in (run / "exports").iterdir())
