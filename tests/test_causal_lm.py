@@ -67,7 +67,8 @@ def lm_config(tmp_path: Path):
             "output": {"dir": str(tmp_path / "runs")},
         }
         for section, values in sections.items():
-            body[section] = {**body.get(section, {}), **values} if isinstance(values, dict) else values
+            merge = isinstance(values, dict) and section != "method"  # a method's keys depend on its name
+            body[section] = {**body.get(section, {}), **values} if merge else values
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(body))
         return path
@@ -372,3 +373,51 @@ def test_gguf_export_of_a_classifier_is_refused_without_a_file(make_config) -> N
         export_run(run, "gguf")
     assert not any((run / "exports").glob("*.gguf"))
     assert not any(p.name.startswith(".") for p in (run / "exports").iterdir())
+
+
+def test_eval_command_scores_new_conversations_with_the_saved_template(tmp_path: Path, lm_config) -> None:
+    from tunelab.recipes.evaluate import evaluate_run
+    from tunelab.recipes.train import train
+
+    outcome = train(load_config(lm_config(lm={"template": "chatml"}, eval={"base": False, "generate_samples": 0})))
+    held_out = write_jsonl(tmp_path / "new.jsonl", chat_rows(10, seed=5))
+    metrics, written = evaluate_run(outcome.run.path, held_out)
+    assert written.is_file() and metrics["tokens"] > 0
+    assert metrics["loss"] == pytest.approx(np.log(metrics["perplexity"]))
+    with pytest.raises(DataError, match="unlike the run's training data"):
+        evaluate_run(outcome.run.path, write_jsonl(tmp_path / "raw.jsonl", [{"text": "plain words"}] * 3))
+
+
+def test_freeze_method_trains_only_the_top_layer_of_a_causal_lm(lm_config) -> None:
+    from tunelab.recipes.train import train
+
+    outcome = train(load_config(lm_config(method={"name": "freeze", "layers": 1},
+                                          eval={"base": False, "generate_samples": 0})))
+    record = json.loads((outcome.run.path / "run.json").read_text())
+    assert 0 < record["trainable_params"] < record["total_params"]
+    from safetensors.torch import load_file
+
+    tuned = load_file(outcome.run.path / "model" / "model.safetensors")
+    base = load_file(tiny_llama_folder() / "model.safetensors")
+    assert torch.equal(tuned["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
+    assert not torch.equal(tuned["model.layers.1.mlp.up_proj.weight"], base["model.layers.1.mlp.up_proj.weight"])
+
+
+def test_masked_loss_matches_transformers_own_loss() -> None:
+    """Our summed loss over trained tokens / their count equals the mean loss transformers computes
+    from the same labels (its own shift and ignore_index), on an unpacked padded batch."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_folder(), dtype=torch.float32).eval()
+    task = CausalLM()
+    task.tokenizer, task.pad_id = tokenizer, tokenizer.pad_token_id
+    task._install_selector(model)
+    samples = [render_chat(r["messages"], tokenizer, "assistant") for r in chat_rows(4, seed=4)]
+    batch = task.collate({"input_ids": [s.input_ids for s in samples], "labels": [to_labels(s) for s in samples]})
+    with torch.no_grad():
+        ours = task.loss_sum(model, batch, None) / task.count_items(batch)
+        labels = torch.full_like(batch["input_ids"], IGNORE)
+        labels[:, 1:] = batch["targets"][:, :-1]
+        theirs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-6)

@@ -100,6 +100,7 @@ def test_example_configs_load(path):
 
 
 def test_every_method_in_schema_is_registered():
-    names = {variant["properties"]["name"]["const"] for variant in
-             (config_schema()["$defs"][k] for k in ("FullMethod", "FreezeMethod", "LoraMethod", "DoraMethod"))}
-    assert names == set(METHODS.names())
+    schema = config_schema()
+    mapping = schema["properties"]["method"]["discriminator"]["mapping"]
+    names = {schema["$defs"][ref.rsplit("/", 1)[-1]]["properties"]["name"]["const"] for ref in mapping.values()}
+    assert names == set(mapping) == set(METHODS.names())

@@ -337,5 +337,5 @@ def _fail(message: str) -> None:
     first = message.strip().splitlines()[0] if message.strip() else "failed"
     from rich.text import Text
 
-    console.print(Text.assemble(("error: ", "bold red"), first))
+    console.print(Text.assemble(("error: ", "bold red"), first), soft_wrap=True)  # one line, never wrapped
     sys.exit(1)

@@ -115,6 +115,30 @@ class CausalLM(Task):
         self._preflight(encoded["train"], stats["train"], config)
         return encoded, info, records
 
+    def prepare_heldout(
+        self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel, path: str,
+        labels: list[str],
+    ) -> PreparedData:
+        """Tokenize one extra file for `tunelab eval` with the run's saved template (set by load_trained)."""
+        self.tokenizer = tokenizer
+        table = load_table(path, config.data, "test")
+        self._tables = {"test": table}
+        records, record_info = normalize_records(table, config.data)
+        trained_kind = "chat" if self.template is not None else None
+        if trained_kind and record_info["kind"] != trained_kind or not trained_kind and record_info["kind"] == "chat":
+            raise DataError(f"{table.name} holds {record_info['records']} records, unlike the run's training data",
+                            fix="evaluate on data laid out like the training data")
+        self.kind = record_info["kind"]
+        files = [fingerprint_table(table)]
+        ds, hit = self._tokenize(records, "test", config, model, files)
+        ds, stats = self._drop_untrainable(ds, "test", config)
+        info: dict[str, Any] = {"files": files, "records": {"test": record_info}, "stats": {"test": stats},
+                                "cache_hits": {"test": hit}}
+        if config.lm.packing:
+            ds = self._pack(ds, config, "test", info)
+        info["rows"] = {"test": len(ds)}
+        return PreparedData(train=None, validation=None, test=ds, info=info)
+
     def where(self, split: str, row: int) -> str:
         """File and line of a sample (records split from train point into the train file)."""
         table = self._tables.get(split) or self._tables["train"]
@@ -304,7 +328,8 @@ class CausalLM(Task):
             output.last_hidden_state = output.last_hidden_state[self._select].unsqueeze(0)
             return output
 
-        net.get_decoder().register_forward_hook(select)
+        inner = net.get_base_model() if hasattr(net, "get_base_model") else net  # PEFT wraps the HF model
+        inner.get_decoder().register_forward_hook(select)
 
     @contextmanager
     def _selecting(self, mask: torch.Tensor):  # -> Iterator[None]
@@ -430,6 +455,7 @@ class CausalLM(Task):
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.template = _saved_template(run_dir, tokenizer)
+        self._install_selector(net)  # eval_step (tunelab eval) scores trained positions only
         return net.eval(), tokenizer
 
     def encode_prompt(self, item: dict[str, Any], config: Config) -> list[int]:
