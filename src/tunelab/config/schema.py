@@ -37,15 +37,42 @@ class DataConfig(Section):
     train: str = Field(description="Training data: a .jsonl/.json/.csv/.tsv/.parquet file or a folder of them.")
     validation: str | None = Field(None, description="Validation data; split from train when absent.")
     test: str | None = Field(None, description="Test data; split from train when absent.")
-    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "txt"] = Field(
-        "auto", description="File format; 'auto' picks it from the file extension. "
-        "'txt' reads .txt/.md files as one document each (raw text for domain adaptation).",
+    format: Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "txt", "conll", "imagefolder"] = Field(
+        "auto", description="File format; 'auto' picks it from the file extension (or, for a folder of class "
+        "sub-folders holding images, imagefolder). 'txt' reads .txt/.md files as one document each; 'conll' "
+        "reads one token per line with blank lines between sentences.",
     )
     records: Literal["auto", "messages", "sharegpt", "alpaca", "prompt-completion", "text"] = Field(
         "auto",
         description="How causal-lm rows are laid out: messages (OpenAI-style chat), sharegpt (from/value), "
         "alpaca (instruction/input/output), prompt-completion, or text (raw text for domain adaptation); "
         "'auto' detects it from the columns.",
+    )
+    tokens_column: str = Field("tokens", description="Token classification: column with the list of words.")
+    tags_column: str = Field("tags", description="Token classification: column with one tag per word.")
+    entities_column: str = Field(
+        "entities", description="Token classification: column with character spans [{start, end, label}] over "
+        "`text_column` (the span layout).",
+    )
+    conll_tag_column: int = Field(
+        -1, description="CoNLL files: which whitespace-separated field of a line holds the tag (the token is "
+        "field 0; -1 is the last).",
+    )
+    tag_scheme: Literal["auto", "IO", "BIO", "BIOES"] = Field(
+        "auto", description="Token classification: the tag scheme of the data; 'auto' detects it from the tags.",
+    )
+    invalid_tags: Literal["error", "repair"] = Field(
+        "error", description="Token classification: invalid tag sequences (I- without B-, overlapping or "
+        "out-of-text spans) stop with the file and line, or are repaired (I- starts an entity; overlaps keep "
+        "the first span) and counted.",
+    )
+    image_column: str = Field(
+        "image", description="Image classification: column with an image path (relative to the data file) "
+        "or image bytes (CSV/JSONL/parquet layouts).",
+    )
+    bad_images: Literal["error", "skip"] = Field(
+        "error", description="Image classification: corrupt, missing or unreadable images stop with their "
+        "path, or are skipped and counted (checked before training, never mid-epoch).",
     )
     bad_rows: Literal["error", "skip"] = Field(
         "error", description="Malformed causal-lm rows (unknown role, empty assistant turn, wrong types): "
@@ -191,6 +218,36 @@ class LanguageModelConfig(Section):
     )
 
 
+class TokenClassificationConfig(Section):
+    """Settings of the token-classification task: how word labels meet sub-word tokens."""
+
+    label_all_subtokens: bool = Field(
+        False, description="Train every sub-token of a word on its label (false: only the first sub-token)."
+    )
+    stride: int = Field(
+        32, ge=0, description="Texts longer than train.max_length are split into windows overlapping by this "
+        "many tokens; predictions are merged back (each token scored by the window where it is most central).",
+    )
+
+
+class AugmentConfig(Section):
+    """Training-time image augmentation (evaluation always uses resize + center crop)."""
+
+    random_resized_crop: bool = Field(False, description="Random crop of 8-100% area, resized to the input size.")
+    crop_scale: tuple[float, float] = Field((0.08, 1.0), description="Area range of the random resized crop.")
+    horizontal_flip: bool = Field(False, description="Flip left-right with probability 0.5.")
+    color_jitter: float = Field(0.0, ge=0, le=1, description="Brightness/contrast/saturation jitter strength.")
+
+
+class ImageConfig(Section):
+    """Settings of the image-classification task; sizes and normalization come from the model."""
+
+    size: int | None = Field(
+        None, gt=0, description="Input size in pixels; default: the model's pretrained configuration."
+    )
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
 class GenerationConfig(Section):
     """Sampling settings for evaluation generations, `tunelab generate` and `tunelab chat`."""
 
@@ -218,6 +275,8 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     lm: LanguageModelConfig = Field(default_factory=LanguageModelConfig)
+    tokens: TokenClassificationConfig = Field(default_factory=TokenClassificationConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
