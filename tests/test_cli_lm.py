@@ -80,5 +80,7 @@ def test_export_gguf_from_the_command_line(lm_run) -> None:
     result = tunelab("export", str(lm_run), "--format", "gguf", "--dtype", "f32")
     assert result.returncode == 0, result.stderr
     assert (lm_run / "exports" / "model-f32.gguf").stat().st_size > 0
-    bad = tunelab("export", str(lm_run), "--format", "onnx")
-    assert bad.returncode == 1 and "use merged, adapter or gguf" in bad.stderr
+    bad = tunelab("export", str(lm_run), "--format", "tflite")
+    assert bad.returncode == 1 and "use merged, adapter, gguf or onnx" in bad.stderr
+    refused = tunelab("export", str(lm_run), "--format", "onnx")
+    assert refused.returncode == 1 and "ONNX export is not available for causal-lm runs" in refused.stderr

@@ -297,15 +297,16 @@ def chat(
 @app.command()
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
-    format: Annotated[str, typer.Option("--format", help="merged (safetensors folder), adapter, or gguf.")] = "merged",
+    format: Annotated[str, typer.Option("--format", help="merged (safetensors folder), adapter, gguf or onnx.")] = "merged",
     out_path: Annotated[Optional[Path], typer.Option("--out", help="Where to write; default runs/<id>/exports/.")] = None,
     dtype: Annotated[str, typer.Option(help="GGUF tensor type: f16 or f32.")] = "f16",
 ) -> None:
-    """Export a trained run: merged safetensors (default), the adapter alone, or GGUF (Llama family)."""
+    """Export a trained run: merged safetensors (default), the adapter alone, GGUF (Llama-family causal
+    LMs) or ONNX (classifiers, verified in onnxruntime)."""
     from tunelab.recipes.export import export_run
 
-    if format not in ("merged", "adapter", "gguf"):
-        raise TunelabError(f"--format {format!r} is not supported", fix="use merged, adapter or gguf")
+    if format not in ("merged", "adapter", "gguf", "onnx"):
+        raise TunelabError(f"--format {format!r} is not supported", fix="use merged, adapter, gguf or onnx")
     if dtype not in ("f16", "f32"):
         raise TunelabError(f"--dtype {dtype!r} is not supported", fix="use f16 or f32")
     summary = export_run(run, format, out_path, dtype)  # type: ignore[arg-type]

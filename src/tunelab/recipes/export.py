@@ -15,7 +15,7 @@ from tunelab.errors import ExportError
 from tunelab.runs import RunFolder
 from tunelab.tasks import TASKS
 
-Format = Literal["merged", "adapter", "gguf"]
+Format = Literal["merged", "adapter", "gguf", "onnx"]
 
 
 def export_run(run_path: str | Path, fmt: Format, out: Path | None = None, dtype: str = "f16") -> dict[str, Any]:
@@ -31,6 +31,8 @@ def export_run(run_path: str | Path, fmt: Format, out: Path | None = None, dtype
                               fix="export --format merged instead")
         _copy_folder(adapter, target)
         return {"format": "adapter", "path": str(target)}
+    if fmt == "onnx":
+        return _export_onnx(run, target)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as scratch:
         merged = _merged_folder(run, Path(scratch) / "merged")
         if fmt == "merged":
@@ -43,7 +45,21 @@ def export_run(run_path: str | Path, fmt: Format, out: Path | None = None, dtype
 
 
 def _default_name(fmt: Format, dtype: str) -> str:
-    return {"merged": "merged", "adapter": "adapter", "gguf": f"model-{dtype}.gguf"}[fmt]
+    return {"merged": "merged", "adapter": "adapter", "gguf": f"model-{dtype}.gguf", "onnx": "model.onnx"}[fmt]
+
+
+def _export_onnx(run: RunFolder, target: Path) -> dict[str, Any]:
+    """The trained model (adapters merged) as ONNX; the task provides example inputs."""
+    from tunelab.export.onnx import write_onnx
+
+    config = run.config()
+    task = TASKS.get(config.task)()
+    model, tokenizer = task.load_trained(run.path, config)
+    example, dynamic = task.onnx_example(model, tokenizer, config)  # refuses tasks without ONNX export
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    summary = write_onnx(model, example, target, dynamic)
+    return {"format": "onnx", "path": str(target), **summary}
 
 
 def _merged_folder(run: RunFolder, scratch: Path) -> Path:

@@ -119,6 +119,15 @@ class Task:
     ) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def onnx_example(
+        self, model: nn.Module, tokenizer: Any, config: Config
+    ) -> tuple[dict[str, torch.Tensor], dict[str, dict[int, str]]]:
+        """Example inputs for ONNX export and their dynamic axes; tasks without an ONNX export refuse."""
+        from tunelab.errors import ExportError
+
+        raise ExportError(f"ONNX export is not available for {self.name} runs",
+                          fix="use --format merged (or gguf for Llama-family causal LMs)")
+
 
 TASKS: Registry[type[Task]] = Registry("task")
 

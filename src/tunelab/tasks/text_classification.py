@@ -286,6 +286,11 @@ class TextClassification(Task):
         self._use_tokenizer(tokenizer)
         return net.eval(), tokenizer
 
+    def onnx_example(
+        self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: Config
+    ) -> tuple[dict[str, torch.Tensor], dict[str, dict[int, str]]]:
+        return text_onnx_example(tokenizer, config)
+
     def predict(
         self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str], config: Config, top_k: int = 1
     ) -> list[dict[str, Any]]:
@@ -302,6 +307,16 @@ class TextClassification(Task):
                 labels = [{"label": names[i], "score": s} for i, s in zip(row_ids, row_scores)]
                 results.append({"text": text, "labels": labels})
         return results
+
+
+def text_onnx_example(
+    tokenizer: PreTrainedTokenizerBase, config: Config
+) -> tuple[dict[str, torch.Tensor], dict[str, dict[int, str]]]:
+    """Tokenizer outputs for two short texts, with dynamic batch and sequence axes."""
+    enc = tokenizer(["an example text to trace", "a second one"], padding=True, truncation=True,
+                    max_length=config.train.max_length, return_tensors="pt")
+    example = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    return example, {name: {0: "batch", 1: "sequence"} for name in example}
 
 
 def _encode_truncating(
