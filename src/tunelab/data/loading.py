@@ -9,6 +9,7 @@ format's scanner finds the first bad line so the user gets one line naming file,
 from __future__ import annotations
 
 import bisect
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from tunelab.data.formats import (
     quiet_datasets,
     root_message,
 )
+from tunelab.data.formats.imagefolder import looks_like_imagefolder
+from tunelab.data.formats.imagefolder import scan as scan_imagefolder
 from tunelab.errors import DataError
 from tunelab.paths import cache_dir
 
@@ -69,13 +72,16 @@ class Table:
         file = self.files[index]
         fmt = FORMATS.get(self.format) if self.format else format_for_extension(file)
         local = row - starts[index]
-        return f"{file} {fmt.locate(file, local) if fmt else f'row {local + 1}'}"
+        place = fmt.locate(file, local) if fmt else f"row {local + 1}"
+        return f"{file} {place}" if place else str(file)  # an image of an image folder is a whole "file"
 
 
 def load_table(path: str | Path, cfg: DataConfig, split: str) -> Table:
     """Load the file or folder `path` for `split` ("train" | "validation" | "test").
 
     A folder expands to its data files (sorted by name, not recursive, hidden files skipped).
+    A folder with no data files on top but images in sub-folders (or any folder with
+    data.format: imagefolder) is an image folder: one row per image, labelled by its sub-folder.
     `cfg.max_rows` keeps the first N rows of the concatenation; files past them are not read.
     Raises DataError with one line naming the file (and line) and the fix.
     """
@@ -83,6 +89,8 @@ def load_table(path: str | Path, cfg: DataConfig, split: str) -> Table:
     source = Path(path)
     if not source.exists():
         raise DataError(f"{key}: {source} does not exist", fix=f"check the path (relative paths start at {Path.cwd()})")
+    if source.is_dir() and _is_imagefolder(source, cfg.format):
+        return _load_imagefolder(source, cfg, split, key)
     if source.is_dir():
         files, fmt = _folder_files(source, cfg.format, key)
     else:
@@ -108,6 +116,49 @@ def load_table(path: str | Path, cfg: DataConfig, split: str) -> Table:
     return Table(dataset, used, split, source=source, format=fmt.name, starts=starts, hashes=hashes)
 
 
+def _is_imagefolder(folder: Path, configured: str) -> bool:
+    """data.format: imagefolder, or auto with no data files on top but images in class sub-folders."""
+    if configured != "auto":
+        return configured == "imagefolder"
+    top = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    # .txt/.md files beside class folders are notes (a README.md), not data.
+    if any((fmt := format_for_extension(p)) is not None and fmt.name != "txt" for p in top):
+        return False
+    return looks_like_imagefolder(folder)
+
+
+def _load_imagefolder(folder: Path, cfg: DataConfig, split: str, key: str) -> Table:
+    """One row per image: {image_column: absolute path, label_column: class sub-folder name}.
+
+    Each image is one of the table's files, so `where(row)` is its path and fingerprints cover its
+    bytes. The images are hashed here but decoded only by `tunelab.data.images.check_images`.
+    """
+    relative, labels = scan_imagefolder(folder, key)
+    if cfg.max_rows is not None:
+        relative, labels = relative[: cfg.max_rows], labels[: cfg.max_rows]
+    root = folder.resolve()
+    files = [folder / rel for rel in relative]
+    hashes = {file: stat for file in files if (stat := _image_hash(file)) is not None}
+    columns = {cfg.image_column: [str(root / rel) for rel in relative], cfg.label_column: labels}
+    features = datasets.Features({name: datasets.Value("string") for name in columns})
+    dataset = datasets.Dataset.from_dict(columns, features=features)
+    classes = len(set(labels))
+    logger.info("%s: %d images in %d class folder(s) of %s", key, dataset.num_rows, classes, folder)
+    return Table(dataset, files, split, source=folder, format="imagefolder", starts=list(range(len(files))),
+                 hashes=hashes)
+
+
+def _image_hash(file: Path) -> tuple[int, int, str] | None:
+    """(size, mtime_ns, sha256) like a data file's; None when unreadable (check_images reports it)."""
+    try:
+        stat = file.stat()
+        with open(file, "rb") as handle:
+            sha = hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns, sha
+
+
 def _file_format(file: Path, configured: str, key: str) -> DataFormat:
     if configured != "auto":
         return FORMATS.get(configured)
@@ -116,7 +167,7 @@ def _file_format(file: Path, configured: str, key: str) -> DataFormat:
         ext = f"extension {file.suffix!r}" if file.suffix else "no extension"
         raise DataError(
             f"{key}: {file} has {ext}, so its format is unknown",
-            fix="rename it to .jsonl, .json, .csv, .tsv, .parquet, .txt or .md, or set data.format to its format",
+            fix="rename it to .jsonl, .json, .csv, .tsv, .parquet, .conll, .txt or .md, or set data.format to its format",
         )
     return fmt
 

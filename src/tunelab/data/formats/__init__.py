@@ -1,6 +1,6 @@
 """Data file formats: one module per format, each registering itself in FORMATS."""
 
-from tunelab.data.formats import delimited, json, parquet, txt  # noqa: F401  (registration)
+from tunelab.data.formats import conll, delimited, imagefolder, json, parquet, txt  # noqa: F401  (registration)
 from tunelab.data.formats.base import (
     EMPTY_FIX,
     FORMATS,
