@@ -131,6 +131,9 @@ def predict(
         for item in predictions:
             out.print(json.dumps(item), soft_wrap=True)
         return
+    if predictions and "entities" in predictions[0]:
+        _print_entities(predictions)
+        return
     table = Table(show_edge=False)
     for column in ("text", "label", "score"):
         table.add_column(column)
@@ -139,6 +142,27 @@ def predict(
         for i, guess in enumerate(item["labels"]):
             table.add_row(text if i == 0 else "", guess["label"], f"{guess['score']:.3f}")
     out.print(table)
+
+
+def _print_entities(predictions: list[dict]) -> None:
+    """Token classification: each text with its entities highlighted, then a span table."""
+    for item in predictions:
+        text, at = Text(), 0
+        for entity in item["entities"]:
+            text.append(item["text"][at : entity["start"]])
+            text.append(item["text"][entity["start"] : entity["end"]], style="bold black on cyan")
+            text.append(f" {entity['label']}", style="cyan")
+            at = entity["end"]
+        text.append(item["text"][at:])
+        out.print(text)
+        table = Table(show_edge=False)
+        for column in ("entity", "label", "start", "end", "score"):
+            table.add_column(column)
+        for entity in item["entities"]:
+            table.add_row(entity["text"], entity["label"], str(entity["start"]), str(entity["end"]),
+                          f"{entity['score']:.3f}")
+        if item["entities"]:
+            out.print(table)
 
 
 @models_app.command("list")
@@ -175,7 +199,7 @@ def config_show(
 
 @data_app.command("example")
 def data_example(
-    name: Annotated[str, typer.Argument(help="bbc-news, bbc-news-text or chatterbot-en")],
+    name: Annotated[str, typer.Argument(help="bbc-news, bbc-news-text, chatterbot-en, clinical-ner or mnist-digits")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write train/validation/test jsonl into.")],
 ) -> None:
     """Materialize a packaged example corpus as jsonl files."""

@@ -58,7 +58,7 @@ class DataConfig(Section):
         -1, description="CoNLL files: which whitespace-separated field of a line holds the tag (the token is "
         "field 0; -1 is the last).",
     )
-    tag_scheme: Literal["auto", "IO", "BIO", "BIOES"] = Field(
+    tag_scheme: Literal["auto", "IO", "BIO", "IOB2", "BIOES", "BILOU"] = Field(
         "auto", description="Token classification: the tag scheme of the data; 'auto' detects it from the tags.",
     )
     invalid_tags: Literal["error", "repair"] = Field(
@@ -107,6 +107,10 @@ class FreezeMethod(Section):
     embeddings: bool = Field(True, description="Freeze the embedding layer.")
     patterns: list[str] = Field(
         default_factory=list, description="Also freeze every parameter whose name matches one of these regexes."
+    )
+    train_last: int | None = Field(
+        None, ge=0, description="Train only the last N blocks and the head after them, freezing everything "
+        "before (0: a linear probe on the frozen backbone). Overrides layers and embeddings.",
     )
 
 

@@ -86,3 +86,16 @@ def _stratified_indices(
     held = [rng.permutation(order[bounds[k] : bounds[k + 1]])[: take[k]] for k in range(len(counts))]
     return np.concatenate(held) if held else np.empty(0, dtype=np.int64)
 
+
+
+def random_split(
+    dataset: datasets.Dataset, size: float, seed: int, what: str = "held-out"
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Split into (kept, held_out), about `size` of the rows held out at random (seeded); both sides
+    keep the original row order. For rows without a single label (conversations, tagged sentences)."""
+    total = len(dataset)
+    if total < 2:
+        raise DataError(f"cannot hold out a {what} split from {total} row(s)", fix=f"add rows, or give data.{what} as a file")
+    n = min(max(round(size * total), 1), total - 1)
+    order = np.random.default_rng(seed).permutation(total)
+    return dataset.select(np.sort(order[n:])), dataset.select(np.sort(order[:n]))

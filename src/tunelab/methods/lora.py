@@ -15,6 +15,20 @@ if TYPE_CHECKING:
     from tunelab.tasks.base import Task
 
 
+# For architectures PEFT has no default for (vision transformers, among others): the attention's
+# query and value projections, under the names transformers uses for them.
+FALLBACK_TARGETS = (["q_proj", "v_proj"], ["query", "value"])
+
+
+def _fallback_targets(model: nn.Module) -> list[str] | None:
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    if getattr(getattr(model, "config", None), "model_type", None) in DEFAULTS:
+        return None  # PEFT's own default applies
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    return next((pair for pair in FALLBACK_TARGETS if set(pair) <= names), None)
+
+
 @METHODS.register("lora")
 class Lora(Method):
     name = "lora"
@@ -25,6 +39,8 @@ class Lora(Method):
 
         spec = config.method
         targets = None if spec.target_modules == "auto" else spec.target_modules
+        if targets is None:
+            targets = _fallback_targets(model)
         peft_config = LoraConfig(
             task_type=task.peft_task_type,
             r=spec.r,
@@ -34,6 +50,7 @@ class Lora(Method):
             bias=spec.bias,
             use_dora=self.use_dora,
             **_embedding_training(model, config, task),
+            **({"modules_to_save": task.head_modules} if task.peft_task_type is None and task.head_modules else {}),
         )
         try:
             return get_peft_model(model, peft_config)

@@ -47,7 +47,7 @@ def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     resolved = resolve_model(config.model)
-    tokenizer = load_tokenizer(resolved, config.model)
+    tokenizer = load_tokenizer(resolved, config.model) if task.uses_tokenizer else None
     data = task.prepare(config, tokenizer, resolved)
 
     accelerator = make_accelerator(config)
@@ -208,7 +208,8 @@ def _save(run: RunFolder, trainer: Trainer, config: Config, task: Any, data: Any
     run.write_json("eval.json", results)
     written = METHODS.get(config.method.name)().save(model, run.model_dir, config)
     for folder in written.values():
-        tokenizer.save_pretrained(folder)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
         task.finalize_saved(Path(folder))
     task.save_artifacts(run.path, data)
     run.update(

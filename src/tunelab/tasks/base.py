@@ -49,6 +49,10 @@ class Task:
     default_metric: str = "loss"
     #: whether the starting model is evaluated like the trained one (base vs tuned in eval.json)
     evaluates_base: bool = False
+    #: whether the model comes with a tokenizer (image tasks read pixels)
+    uses_tokenizer: bool = True
+    #: modules trained in full beside a LoRA adapter when PEFT has no task type for the task (new heads)
+    head_modules: list[str] = []
 
     def __init__(self) -> None:
         #: extra `from_pretrained` kwargs a method needs (4-bit quantization for qlora)
@@ -153,3 +157,35 @@ def pad_sequences(sequences: list[list[int]], value: int, multiple_of: int | Non
     for i, seq in enumerate(sequences):
         out[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
     return out
+
+
+def load_saved_classifier(run_dir: Path, config: Config, auto_class: Any) -> tuple[nn.Module, Any]:
+    """A run's classifier and tokenizer: the merged model/ folder, or (method.merge: false) the base
+    model with the run's label set plus adapter/."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from tunelab.errors import RunError
+
+    remote = config.model.trust_remote_code
+    model_dir, adapter_dir = run_dir / "model", run_dir / "adapter"
+    if (model_dir / "config.json").is_file():
+        net = auto_class.from_pretrained(model_dir, trust_remote_code=remote)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=remote)
+    elif (adapter_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        from tunelab.models import resolve_model
+
+        labels = json.loads((run_dir / "labels.json").read_text())
+        base = auto_class.from_pretrained(
+            resolve_model(config.model).path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)}, trust_remote_code=remote,
+        )
+        net = PeftModel.from_pretrained(base, adapter_dir)
+        tokenizer = AutoTokenizer.from_pretrained(adapter_dir, trust_remote_code=remote)
+    else:
+        raise RunError(f"{run_dir} has no saved model (no model/ or adapter/)",
+                       fix="use a run that finished, or resume it with `tunelab train --resume`")
+    return net.eval(), tokenizer

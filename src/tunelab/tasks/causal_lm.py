@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunelab.data import cached_dataset, fingerprint_table, load_table, normalize_records
+from tunelab.data.split import random_split
 from tunelab.errors import ConfigError, DataError, RunError, TrainingError
 from tunelab.models.templates import ChatTemplate, resolve_template
 from tunelab.tasks.base import TASKS, PreparedData, Task, dropout_overrides, pad_sequences
@@ -515,24 +516,15 @@ def _split_missing(records: dict[str, Any], config: Config) -> tuple[dict[str, A
     """Hold out test and validation records from train when their files are not given (seeded)."""
     data, seed, derived = config.data, config.train.seed, []
     if "test" not in records:
-        parts = _holdout(records["train"], data.test_size, seed, "test")
+        parts = random_split(records["train"], data.test_size, seed, "test")
         records["train"], records["test"] = parts
         derived.append("test")
     if "validation" not in records:
         remaining = 1.0 - (data.test_size if "test" in derived else 0.0)
-        parts = _holdout(records["train"], min(data.validation_size / remaining, 0.5), seed, "validation")
+        parts = random_split(records["train"], min(data.validation_size / remaining, 0.5), seed, "validation")
         records["train"], records["validation"] = parts
         derived.append("validation")
     return {s: records[s] for s in SPLITS}, derived
-
-
-def _holdout(ds: datasets.Dataset, size: float, seed: int, what: str) -> tuple[datasets.Dataset, datasets.Dataset]:
-    if len(ds) < 2:
-        raise DataError(f"cannot hold out a {what} split from {len(ds)} training row(s)",
-                        fix=f"add rows, or give data.{what} as a file")
-    n = min(max(round(size * len(ds)), 1), len(ds) - 1)
-    order = np.random.default_rng(seed).permutation(len(ds))
-    return ds.select(np.sort(order[n:])), ds.select(np.sort(order[:n]))
 
 
 def _fmt_rows(rows: dict[str, int]) -> str:

@@ -22,8 +22,8 @@ from tunelab.data import (
     stratified_split,
     value_counts,
 )
-from tunelab.errors import DataError, RunError
-from tunelab.tasks.base import TASKS, PreparedData, Task, dropout_overrides, pad_sequences
+from tunelab.errors import DataError
+from tunelab.tasks.base import TASKS, PreparedData, Task, dropout_overrides, load_saved_classifier, pad_sequences
 
 if TYPE_CHECKING:
     import datasets
@@ -261,28 +261,9 @@ class TextClassification(Task):
     # ---- inference ------------------------------------------------------------------------
     def load_trained(self, run_dir: Path, config: Config) -> tuple[nn.Module, PreTrainedTokenizerBase]:
         """The run's merged model/ folder; or, for `method.merge: false`, the base model plus adapter/."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
-        remote = config.model.trust_remote_code
-        model_dir, adapter_dir = run_dir / "model", run_dir / "adapter"
-        if (model_dir / "config.json").is_file():
-            net = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=remote)
-            tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=remote)
-        elif (adapter_dir / "adapter_config.json").is_file():
-            from peft import PeftModel
-
-            from tunelab.models import resolve_model
-
-            labels = json.loads((run_dir / "labels.json").read_text())
-            base = AutoModelForSequenceClassification.from_pretrained(
-                resolve_model(config.model).path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-                label2id={name: i for i, name in enumerate(labels)}, trust_remote_code=remote,
-            )
-            net = PeftModel.from_pretrained(base, adapter_dir)
-            tokenizer = AutoTokenizer.from_pretrained(adapter_dir, trust_remote_code=remote)
-        else:
-            raise RunError(f"{run_dir} has no saved model (no model/ or adapter/)",
-                           fix="use a run that finished, or resume it with `tunelab train --resume`")
+        net, tokenizer = load_saved_classifier(run_dir, config, AutoModelForSequenceClassification)
         self._use_tokenizer(tokenizer)
         return net.eval(), tokenizer
 

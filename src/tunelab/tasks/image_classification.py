@@ -1,0 +1,287 @@
+"""Image classification (product catalogs, digits): one label per image.
+
+Backbones are Hugging Face `AutoModelForImageClassification` folders (ViT, ConvNeXt, ...) or timm-
+layout folders (config.json with `architecture` + safetensors; efficientnet-lite0 in the catalog).
+Every image is decoded once before training (corrupt ones fail or are skipped as configured); the
+training split gets augmentation, evaluation the model's resize + center crop.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tunelab.data import fingerprint_table, load_table, require_columns, stratified_split, value_counts
+from tunelab.data.images import check_images, open_image
+from tunelab.data.transforms import Preprocess
+from tunelab.errors import DataError, RunError
+from tunelab.models.vision import create_vision_backbone, is_timm_folder, vision_data_config
+from tunelab.tasks.base import TASKS, PreparedData, Task
+
+if TYPE_CHECKING:
+    import datasets
+
+    from tunelab.config import Config
+    from tunelab.models import ResolvedModel
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "validation", "test")
+
+
+class TimmClassifier(nn.Module):
+    """A timm-layout backbone with the HF-style surface the engine and methods use:
+    `forward(pixel_values=...)` returning logits, `config`, and `save_pretrained` to a timm folder."""
+
+    def __init__(self, backbone: nn.Module, folder_config: dict[str, Any], labels: list[str]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.folder_config = {**folder_config, "num_classes": len(labels), "label_names": labels}
+        self.config = _Labels(labels)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.backbone(pixel_values)
+
+    def save_pretrained(self, folder: str | Path, **_: Any) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.contiguous() for k, v in self.backbone.state_dict().items()}
+        save_file(state, str(folder / "model.safetensors"))
+        (folder / "config.json").write_text(json.dumps(self.folder_config, indent=2) + "\n")
+
+
+class _Labels:
+    """The bit of a transformers config that prediction and ONNX export read."""
+
+    def __init__(self, labels: list[str]) -> None:
+        self.id2label = dict(enumerate(labels))
+        self.label2id = {name: i for i, name in enumerate(labels)}
+
+
+@TASKS.register("image-classification")
+class ImageClassification(Task):
+    name = "image-classification"
+    peft_task_type = None
+    head_modules = ["classifier"]  # trained in full (and saved) beside a LoRA adapter
+    uses_tokenizer = False
+    metrics = {"accuracy": True, "top5_accuracy": True, "macro_f1": True, "weighted_f1": True, "loss": False}
+    default_metric = "macro_f1"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.preprocess: Preprocess | None = None
+        self.config: Config | None = None
+
+    # ---- data -----------------------------------------------------------------------------
+    def prepare(self, config: Config, tokenizer: Any, model: ResolvedModel) -> PreparedData:
+        self._setup(config, model.path)
+        paths = {"train": config.data.train, "validation": config.data.validation, "test": config.data.test}
+        tables = {s: load_table(p, config.data, s) for s, p in paths.items() if p is not None}
+        checks, splits = {}, {}
+        for split, table in tables.items():
+            require_columns(table, [config.data.image_column, config.data.label_column],
+                            keys={config.data.image_column: "data.image_column",
+                                  config.data.label_column: "data.label_column"})
+            good, checks[split] = check_images(table, config.data)
+            splits[split] = _rows(table, good, config)
+        labels = _label_names(splits["train"], tables["train"], config)
+        ids = {name: i for i, name in enumerate(labels)}
+        for split, ds in splits.items():
+            splits[split] = _with_label_ids(ds, ids, split, config)
+        info: dict[str, Any] = {"labels": labels, "files": [fingerprint_table(t) for t in tables.values()],
+                                "images": checks}
+        splits = _split_missing(splits, config, info)
+        splits["train"] = splits["train"].map(lambda b: {"augment": [True] * len(b["labels"])}, batched=True)
+        info["rows"] = {s: len(d) for s, d in splits.items()}
+        info["label_counts"] = {s: {labels[int(k)]: v for k, v in value_counts(d, "labels").items()}
+                                for s, d in splits.items()}
+        log.info("data: %s images; %d labels", ", ".join(f"{s} {n}" for s, n in info["rows"].items()), len(labels))
+        return PreparedData(splits["train"], splits["validation"], splits["test"], info)
+
+    def prepare_heldout(self, config: Config, tokenizer: Any, model: ResolvedModel, path: str,
+                        labels: list[str]) -> PreparedData:
+        """One extra labelled image set for `tunelab eval` (the run's label set; others left out)."""
+        table = load_table(path, config.data, "test")
+        require_columns(table, [config.data.image_column, config.data.label_column])
+        good, check = check_images(table, config.data)
+        ds = _with_label_ids(_rows(table, good, config), {n: i for i, n in enumerate(labels)}, "test", config)
+        info = {"labels": labels, "files": [fingerprint_table(table)], "images": {"test": check},
+                "rows": {"test": len(ds)}}
+        return PreparedData(train=None, validation=None, test=ds, info=info)
+
+    def _setup(self, config: Config, model_path: Path) -> None:
+        cfg = vision_data_config(model_path)
+        size = config.image.size or int(cfg["input_size"][-1])
+        self.preprocess = Preprocess(size, tuple(cfg["mean"]), tuple(cfg["std"]), cfg["crop_pct"],
+                                     cfg["interpolation"])
+        self.config = config
+        self.rng = random.Random(config.train.seed)
+
+    # ---- model ----------------------------------------------------------------------------
+    def build_model(self, config: Config, model: ResolvedModel, data: PreparedData) -> nn.Module:
+        return self._load(model.path, data.info["labels"], config)
+
+    def _load(self, path: Path, labels: list[str], config: Config) -> nn.Module:
+        if is_timm_folder(path):
+            backbone, fresh = create_vision_backbone(path, len(labels))
+            if fresh:
+                log.info("new classifier for %d labels: %s", len(labels), ", ".join(fresh))
+            folder_config = json.loads((path / "config.json").read_text())
+            return TimmClassifier(backbone, folder_config, labels)
+        from transformers import AutoModelForImageClassification
+
+        return AutoModelForImageClassification.from_pretrained(
+            path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)}, ignore_mismatched_sizes=True,
+            trust_remote_code=config.model.trust_remote_code, dtype=torch.float32, **self.load_kwargs,
+        )
+
+    def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
+        assert self.preprocess is not None and self.config is not None
+        augment = self.config.image.augment
+        pixels = []
+        for value, base, train in zip(rows["image"], rows["base"], rows.get("augment") or [False] * len(rows["image"]),
+                                      strict=True):
+            image = open_image(value, Path(base))
+            pixels.append(self.preprocess.train(image, augment, self.rng) if train else self.preprocess.evaluate(image))
+        return {"pixel_values": torch.stack(pixels), "labels": torch.as_tensor(rows["labels"], dtype=torch.long)}
+
+    def count_items(self, batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["labels"].shape[0])
+
+    def _logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = model(pixel_values=batch["pixel_values"])
+        return (out if isinstance(out, torch.Tensor) else out.logits).float()
+
+    def loss_sum(self, model: nn.Module, batch: dict[str, torch.Tensor], config: Config) -> torch.Tensor:
+        return F.cross_entropy(self._logits(model, batch), batch["labels"], reduction="sum",
+                               label_smoothing=config.train.label_smoothing)
+
+    def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        logits = self._logits(model, batch)
+        losses = F.cross_entropy(logits, batch["labels"], reduction="none")
+        return {"logits": logits.cpu().numpy(), "labels": batch["labels"].cpu().numpy(), "loss": losses.cpu().numpy()}
+
+    def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
+        from tunelab.eval.classification import classification_metrics
+
+        names = data.info["labels"]
+        logits, labels = outputs["logits"], outputs["labels"]
+        metrics = classification_metrics(labels, logits.argmax(-1), names)
+        if len(labels):
+            k = min(5, len(names))
+            top = np.argsort(-logits, axis=-1)[:, :k]
+            metrics["top5_accuracy"] = float((top == labels[:, None]).any(-1).mean())
+            metrics["loss"] = float(outputs["loss"].mean())
+        return metrics
+
+    def save_artifacts(self, run_dir: Path, data: PreparedData) -> None:
+        (run_dir / "labels.json").write_text(json.dumps(data.info["labels"], indent=2) + "\n")
+
+    def finalize_saved(self, folder: Path) -> None:
+        """Keep the preprocessing beside the weights, so the folder is usable on its own."""
+        assert self.preprocess is not None
+        p = self.preprocess
+        settings = {"input_size": [3, p.size, p.size], "mean": list(p.mean), "std": list(p.std),
+                    "crop_pct": p.crop_pct, "interpolation": p.interpolation}
+        (folder / "tunelab_preprocess.json").write_text(json.dumps(settings, indent=2) + "\n")
+
+    # ---- inference ------------------------------------------------------------------------
+    def load_trained(self, run_dir: Path, config: Config) -> tuple[nn.Module, Any]:
+        from tunelab.models import resolve_model
+
+        labels = json.loads((run_dir / "labels.json").read_text())
+        model_dir, adapter_dir = run_dir / "model", run_dir / "adapter"
+        base = resolve_model(config.model).path
+        self._setup(config, base)
+        if (model_dir / "config.json").is_file():
+            net = self._load(model_dir, labels, config)
+        elif (adapter_dir / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            net = PeftModel.from_pretrained(self._load(base, labels, config), adapter_dir)
+        else:
+            raise RunError(f"{run_dir} has no saved model (no model/ or adapter/)",
+                           fix="use a run that finished, or resume it with `tunelab train --resume`")
+        return net.eval(), None
+
+    def predict(self, model: nn.Module, tokenizer: Any, texts: list[str], config: Config,
+                top_k: int = 1) -> list[dict[str, Any]]:
+        """`texts` are image paths; returns the top_k labels with probabilities for each."""
+        assert self.preprocess is not None
+        names = model.config.id2label
+        results = []
+        for path in texts:
+            pixels = self.preprocess.evaluate(open_image(path, Path.cwd()))[None]
+            with torch.inference_mode():
+                probs = self._logits(model, {"pixel_values": pixels}).softmax(-1)[0]
+            scores, ids = probs.topk(min(top_k, probs.shape[-1]))
+            results.append({"text": path, "labels": [{"label": names[int(i)], "score": float(s)}
+                                                     for s, i in zip(scores, ids, strict=True)]})
+        return results
+
+    def onnx_example(self, model: nn.Module, tokenizer: Any,
+                     config: Config) -> tuple[dict[str, torch.Tensor], dict[str, dict[int, str]]]:
+        assert self.preprocess is not None
+        size = self.preprocess.size
+        example = {"pixel_values": torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))}
+        return example, {"pixel_values": {0: "batch"}}
+
+
+def _rows(table: Any, good: np.ndarray, config: Config) -> datasets.Dataset:
+    """The usable rows as {image, base (folder relative paths start from), label}."""
+    column, label = config.data.image_column, config.data.label_column
+    starts = table.starts or [0]
+    folders = [str(f.parent) for f in table.files]
+    base = [folders[max(bisect.bisect_right(starts, int(i)) - 1, 0)] if len(starts) == len(folders) else folders[0]
+            for i in good]
+    ds = table.dataset.select(good).select_columns([column, label])
+    if column != "image":
+        ds = ds.rename_column(column, "image")
+    if label != "label":
+        ds = ds.rename_column(label, "label")
+    return ds.add_column("base", base)
+
+
+def _label_names(train: datasets.Dataset, table: Any, config: Config) -> list[str]:
+    counts = value_counts(train, "label")
+    if len(counts) < 2:
+        raise DataError(f"{table.name}: label column {config.data.label_column!r} has a single class",
+                        fix="an image classifier needs at least two classes")
+    return sorted(counts)
+
+
+def _with_label_ids(ds: datasets.Dataset, ids: dict[str, int], split: str, config: Config) -> datasets.Dataset:
+    def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        return {"labels": [ids.get(str(v), -1) for v in batch["label"]], "length": [1] * len(batch["label"])}
+
+    ds = ds.map(encode, batched=True, remove_columns=["label"])
+    unseen = sum(1 for v in ds["labels"] if v < 0)
+    if unseen:
+        log.warning("%s: %d images have labels never seen in train; they are left out", split, unseen)
+        ds = ds.filter(lambda b: [v >= 0 for v in b["labels"]], batched=True)
+    return ds
+
+
+def _split_missing(splits: dict[str, Any], config: Config, info: dict[str, Any]) -> dict[str, Any]:
+    data, seed, derived = config.data, config.train.seed, []
+    if "test" not in splits:
+        splits["train"], splits["test"] = stratified_split(splits["train"], "labels", data.test_size, seed)
+        derived.append("test")
+    if "validation" not in splits:
+        remaining = 1.0 - (data.test_size if "test" in derived else 0.0)
+        size = min(data.validation_size / remaining, 0.5)
+        splits["train"], splits["validation"] = stratified_split(splits["train"], "labels", size, seed)
+        derived.append("validation")
+    info["split_from_train"] = derived
+    return {s: splits[s] for s in SPLITS}
