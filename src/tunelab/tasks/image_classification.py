@@ -137,7 +137,9 @@ class ImageClassification(Task):
             if fresh:
                 log.info("new classifier for %d labels: %s", len(labels), ", ".join(fresh))
             folder_config = json.loads((path / "config.json").read_text())
-            return TimmClassifier(backbone, folder_config, labels)
+            # Convolution nets train ~1.5x faster on CPU (oneDNN) with NHWC tensors, as timm's
+            # --channels-last does; the batches are made NHWC in collate.
+            return TimmClassifier(backbone, folder_config, labels).to(memory_format=torch.channels_last)
         from transformers import AutoModelForImageClassification
 
         return AutoModelForImageClassification.from_pretrained(
@@ -154,7 +156,8 @@ class ImageClassification(Task):
                                       strict=True):
             image = open_image(value, Path(base))
             pixels.append(self.preprocess.train(image, augment, self.rng) if train else self.preprocess.evaluate(image))
-        return {"pixel_values": torch.stack(pixels), "labels": torch.as_tensor(rows["labels"], dtype=torch.long)}
+        pixel_values = torch.stack(pixels).contiguous(memory_format=torch.channels_last)
+        return {"pixel_values": pixel_values, "labels": torch.as_tensor(rows["labels"], dtype=torch.long)}
 
     def count_items(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["labels"].shape[0])
