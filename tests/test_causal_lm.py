@@ -31,8 +31,8 @@ CONVERSATION = [
     {"role": "assistant", "content": "Blué."},  # a two-byte character: two byte tokens
 ]
 # Golden per-step training losses (tiny llama, lora r=4, lr 1e-2, 6 steps, fp32, seed 0); see test below.
-GOLDEN_UNPACKED = [5.556699, 5.536975, 5.513382, 5.495659, 5.474847, 5.454284]
-GOLDEN_PACKED = [5.556622, 5.532331, 5.517680, 5.497359, 5.474261, 5.457996]
+GOLDEN_UNPACKED = [5.549598, 5.527295, 5.515411, 5.493351, 5.484950, 5.459157]
+GOLDEN_PACKED = [5.547583, 5.530080, 5.519769, 5.493368, 5.482554, 5.458465]
 
 
 def chat_rows(n: int, seed: int) -> list[dict]:
