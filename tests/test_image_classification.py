@@ -153,3 +153,14 @@ def test_efficientnet_lite0_fine_tunes_on_digits(tmp_path: Path) -> None:
     results = json.loads((outcome.run.path / "eval.json").read_text())
     assert results["test"]["accuracy"] > 0.8, results["test"]  # chance is 0.1
     assert json.loads((outcome.run.path / "model" / "config.json").read_text())["num_classes"] == 10
+
+
+def test_best_checkpoint_keeps_its_batchnorm_statistics() -> None:
+    """Restoring the best weights must restore BatchNorm running statistics too."""
+    from tunelab.engine.checkpoint import _running_buffers, trainable_state
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
+    net(torch.randn(8, 3, 8, 8))
+    state = trainable_state(net)
+    assert torch.equal(state["1.running_mean"], net[1].running_mean) and "1.num_batches_tracked" in state
+    assert set(_running_buffers(net)) == {"1.running_mean", "1.running_var", "1.num_batches_tracked"}

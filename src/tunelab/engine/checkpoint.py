@@ -24,19 +24,31 @@ STATE = "trainer_state.json"
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """Trainable parameters plus the buffers training updates (BatchNorm running statistics): a
+    best checkpoint restored without them would pair its weights with the last step's statistics."""
+    state = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    state.update(_running_buffers(model))
+    return {n: t.to("cpu").contiguous().clone() for n, t in state.items()}
+
+
+def _running_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{name}" if prefix else name: buffer
+            for prefix, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._NormBase)
+            for name, buffer in module.named_buffers(recurse=False) if buffer is not None}
 
 
 def load_trainable(model: nn.Module, path: Path) -> None:
-    """Copy saved trainable tensors into `model`; every trainable parameter must be present."""
+    """Copy saved trainable tensors (and running statistics) into `model`; every trainable
+    parameter must be present."""
     saved = load_file(path / WEIGHTS)
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in saved]
     if missing:
         raise RuntimeError(f"checkpoint {path} lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
+    targets = {**params, **_running_buffers(model)}
     with torch.no_grad():
         for name, tensor in saved.items():
-            params[name].copy_(tensor)
+            targets[name].copy_(tensor)
 
 
 def save_weights(model: nn.Module, target: Path, accelerator: Accelerator, extra: dict[str, Any]) -> None:
