@@ -47,12 +47,18 @@ def test_train_override_lands_in_resolved_config(trained_run):
 
 
 def test_predict_returns_labels_with_scores(trained_run):
-    run, _ = trained_run
-    result = tunelab("predict", str(run), "goal match team striker", "--top-k", "2", "--json")
+    run, data = trained_run
+    rows = [json.loads(line) for line in data["test"].read_text().splitlines()]
+    stdin = "".join(r["text"] + "\n" for r in rows)
+    result = tunelab("predict", str(run), "-", "--top-k", "2", "--json", stdin=stdin)
     assert result.returncode == 0, result.stderr
-    item = json.loads(result.stdout.strip().splitlines()[0])
-    assert [g["label"] for g in item["labels"]][0] == "sport"
-    assert len(item["labels"]) == 2 and item["labels"][0]["score"] >= item["labels"][1]["score"]
+    items = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [i["text"] for i in items] == [r["text"] for r in rows]
+    # predict agrees with the run's own test accuracy (one wrong guess allowed for ties at the margin)
+    correct = sum(i["labels"][0]["label"] == r["label"] for i, r in zip(items, rows))
+    expected = json.loads((run / "eval.json").read_text())["test"]["accuracy"] * len(rows)
+    assert abs(correct - expected) <= 1
+    assert all(len(i["labels"]) == 2 and i["labels"][0]["score"] >= i["labels"][1]["score"] for i in items)
 
 
 def test_eval_on_new_data_writes_json(trained_run):
