@@ -11,4 +11,7 @@ test: setup
 	.venv/bin/python -m pytest -q
 
 bench: setup
+	.venv/bin/python -m pip install -q -e ".[bench]"
 	.venv/bin/python benchmarks/bench_text_classification.py
+	.venv/bin/python benchmarks/bench_token_classification.py
+	.venv/bin/python benchmarks/bench_causal_lm.py
