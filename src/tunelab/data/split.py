@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import datasets
 import numpy as np
@@ -99,3 +101,24 @@ def random_split(
     n = min(max(round(size * total), 1), total - 1)
     order = np.random.default_rng(seed).permutation(total)
     return dataset.select(np.sort(order[n:])), dataset.select(np.sort(order[:n]))
+
+
+Splitter = Callable[["datasets.Dataset", float, str], tuple["datasets.Dataset", "datasets.Dataset"]]
+
+
+def hold_out_missing(
+    splits: dict[str, Any], validation_size: float, test_size: float, split: Splitter
+) -> tuple[dict[str, Any], list[str]]:
+    """Carve test and then validation out of `splits["train"]` when they are absent; `split(ds, size,
+    what)` returns (kept, held_out). Returns the splits in train/validation/test order and which were
+    derived. validation_size is a fraction of the original train data, not of what remains."""
+    derived = []
+    if "test" not in splits:
+        splits["train"], splits["test"] = split(splits["train"], test_size, "test")
+        derived.append("test")
+    if "validation" not in splits:
+        remaining = 1.0 - (test_size if "test" in derived else 0.0)
+        size = min(validation_size / remaining, 0.5)
+        splits["train"], splits["validation"] = split(splits["train"], size, "validation")
+        derived.append("validation")
+    return {name: splits[name] for name in ("train", "validation", "test")}, derived

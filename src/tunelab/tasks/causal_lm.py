@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunelab.data import cached_dataset, fingerprint_table, load_table, normalize_records
-from tunelab.data.split import random_split
+from tunelab.data.split import hold_out_missing, random_split
 from tunelab.errors import ConfigError, DataError, RunError, TrainingError
 from tunelab.models.templates import ChatTemplate, resolve_template
 from tunelab.tasks.base import TASKS, PreparedData, Task, dropout_overrides, pad_sequences
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TOKENIZE_VERSION = 1  # bump when the tokenized layout changes, to invalidate cached datasets
-SPLITS = ("train", "validation", "test")
 
 
 @TASKS.register("causal-lm")
@@ -107,7 +106,10 @@ class CausalLM(Task):
         elif config.lm.add_tokens:
             tokenizer.add_tokens(config.lm.add_tokens, special_tokens=True)
             self._added = list(config.lm.add_tokens)
-        records, info["split_from_train"] = _split_missing(records, config)
+        seed = config.train.seed
+        records, info["split_from_train"] = hold_out_missing(
+            records, config.data.validation_size, config.data.test_size,
+            lambda ds, size, what: random_split(ds, size, seed, what))
         encoded, stats, hits = {}, {}, {}
         for split, ds in records.items():
             encoded[split], hits[split] = self._tokenize(ds, split, config, model, info["files"])
@@ -510,21 +512,6 @@ def check_packing_isolation(net: nn.Module) -> None:
         arch = type(net).__name__
         raise TrainingError(f"lm.packing: {arch} lets packed samples attend to each other in this transformers "
                             "version", fix="set lm.packing: false for this model")
-
-
-def _split_missing(records: dict[str, Any], config: Config) -> tuple[dict[str, Any], list[str]]:
-    """Hold out test and validation records from train when their files are not given (seeded)."""
-    data, seed, derived = config.data, config.train.seed, []
-    if "test" not in records:
-        parts = random_split(records["train"], data.test_size, seed, "test")
-        records["train"], records["test"] = parts
-        derived.append("test")
-    if "validation" not in records:
-        remaining = 1.0 - (data.test_size if "test" in derived else 0.0)
-        parts = random_split(records["train"], min(data.validation_size / remaining, 0.5), seed, "validation")
-        records["train"], records["validation"] = parts
-        derived.append("validation")
-    return {s: records[s] for s in SPLITS}, derived
 
 
 def _fmt_rows(rows: dict[str, int]) -> str:

@@ -22,6 +22,7 @@ from torch import nn
 
 from tunelab.data import fingerprint_table, load_table, require_columns, stratified_split, value_counts
 from tunelab.data.images import check_images, open_image
+from tunelab.data.split import hold_out_missing
 from tunelab.data.transforms import Preprocess
 from tunelab.errors import DataError, RunError
 from tunelab.models.vision import create_vision_backbone, is_timm_folder, vision_data_config
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from tunelab.models import ResolvedModel
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "validation", "test")
 
 
 class TimmClassifier(nn.Module):
@@ -100,7 +100,10 @@ class ImageClassification(Task):
             splits[split] = _with_label_ids(ds, ids, split, config)
         info: dict[str, Any] = {"labels": labels, "files": [fingerprint_table(t) for t in tables.values()],
                                 "images": checks}
-        splits = _split_missing(splits, config, info)
+        seed = config.train.seed
+        splits, info["split_from_train"] = hold_out_missing(
+            splits, config.data.validation_size, config.data.test_size,
+            lambda ds, size, what: stratified_split(ds, "labels", size, seed))
         splits["train"] = splits["train"].map(lambda b: {"augment": [True] * len(b["labels"])}, batched=True)
         info["rows"] = {s: len(d) for s, d in splits.items()}
         info["label_counts"] = {s: {labels[int(k)]: v for k, v in value_counts(d, "labels").items()}
@@ -276,15 +279,3 @@ def _with_label_ids(ds: datasets.Dataset, ids: dict[str, int], split: str, confi
     return ds
 
 
-def _split_missing(splits: dict[str, Any], config: Config, info: dict[str, Any]) -> dict[str, Any]:
-    data, seed, derived = config.data, config.train.seed, []
-    if "test" not in splits:
-        splits["train"], splits["test"] = stratified_split(splits["train"], "labels", data.test_size, seed)
-        derived.append("test")
-    if "validation" not in splits:
-        remaining = 1.0 - (data.test_size if "test" in derived else 0.0)
-        size = min(data.validation_size / remaining, 0.5)
-        splits["train"], splits["validation"] = stratified_split(splits["train"], "labels", size, seed)
-        derived.append("validation")
-    info["split_from_train"] = derived
-    return {s: splits[s] for s in SPLITS}

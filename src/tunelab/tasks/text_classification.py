@@ -22,6 +22,7 @@ from tunelab.data import (
     stratified_split,
     value_counts,
 )
+from tunelab.data.split import hold_out_missing
 from tunelab.errors import DataError
 from tunelab.tasks.base import TASKS, PreparedData, Task, dropout_overrides, load_saved_classifier, pad_sequences
 
@@ -63,7 +64,10 @@ class TextClassification(Task):
         info: dict[str, Any] = {"labels": labels, "files": [fingerprint_table(t) for t in tables.values()]}
         info["cache_hits"] = {split: hit for split, (_, hit) in tokenized.items()}
         splits = {split: ds for split, (ds, _) in tokenized.items()}
-        splits = self._split_missing(splits, config, info)
+        seed = config.train.seed
+        splits, info["split_from_train"] = hold_out_missing(
+            splits, config.data.validation_size, config.data.test_size,
+            lambda ds, size, what: stratified_split(ds, "labels", size, seed))
         for split in ("validation", "test"):
             if splits.get(split) is not None:
                 splits[split] = self._drop_unseen(splits[split], split, labels, info)
@@ -172,23 +176,6 @@ class TextClassification(Task):
             )
 
         return cached_dataset(key, build)
-
-    def _split_missing(
-        self, splits: dict[str, datasets.Dataset], config: Config, info: dict[str, Any]
-    ) -> dict[str, datasets.Dataset]:
-        data, seed = config.data, config.train.seed
-        derived = []
-        if "test" not in splits:
-            splits["train"], splits["test"] = stratified_split(splits["train"], "labels", data.test_size, seed)
-            derived.append("test")
-        if "validation" not in splits:
-            # validation_size is a fraction of the original train file, not of what remains.
-            remaining = 1.0 - (data.test_size if "test" in derived else 0.0)
-            size = min(data.validation_size / remaining, 0.5)
-            splits["train"], splits["validation"] = stratified_split(splits["train"], "labels", size, seed)
-            derived.append("validation")
-        info["split_from_train"] = derived
-        return splits
 
     def _drop_unseen(
         self, ds: datasets.Dataset, split: str, labels: list[str], info: dict[str, Any]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tunelab.data import cached_dataset, fingerprint_table, load_table
-from tunelab.data.split import random_split
+from tunelab.data.split import hold_out_missing, random_split
 from tunelab.data.tags import labels_from_tags, normalize_token_rows, split_words
 from tunelab.errors import DataError
 from tunelab.tasks.base import TASKS, PreparedData, Task, dropout_overrides, load_saved_classifier, pad_sequences
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 IGNORE = -100
 TOKENIZE_VERSION = 1
-SPLITS = ("train", "validation", "test")
 
 
 @TASKS.register("token-classification")
@@ -58,7 +57,10 @@ class TokenClassification(Task):
         rows, info = {}, {"files": [fingerprint_table(t) for t in tables.values()], "layouts": {}}
         for split, table in tables.items():
             rows[split], info["layouts"][split] = normalize_token_rows(table, config.data)
-        rows, info["split_from_train"] = _split_missing(rows, config)
+        seed = config.train.seed
+        rows, info["split_from_train"] = hold_out_missing(
+            rows, config.data.validation_size, config.data.test_size,
+            lambda ds, size, what: random_split(ds, size, seed, what))
         labels = labels_from_tags(list(rows.values()))
         info["labels"] = labels
         encoded, hits = {}, {}
@@ -325,14 +327,3 @@ def _paths(config: Config) -> dict[str, str]:
     return {s: p for s, p in paths.items() if p is not None}
 
 
-def _split_missing(rows: dict[str, Any], config: Config) -> tuple[dict[str, Any], list[str]]:
-    data, seed, derived = config.data, config.train.seed, []
-    if "test" not in rows:
-        rows["train"], rows["test"] = random_split(rows["train"], data.test_size, seed, "test")
-        derived.append("test")
-    if "validation" not in rows:
-        remaining = 1.0 - (data.test_size if "test" in derived else 0.0)
-        size = min(data.validation_size / remaining, 0.5)
-        rows["train"], rows["validation"] = random_split(rows["train"], size, seed, "validation")
-        derived.append("validation")
-    return {s: rows[s] for s in SPLITS}, derived
