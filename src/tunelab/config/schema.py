@@ -94,6 +94,11 @@ class DataConfig(Section):
         None, gt=0, description="Use only the first N rows of the data (files in name order; quick experiments, benchmarks)."
     )
 
+    def split_paths(self) -> dict[str, str]:
+        """The configured files by split (train, then validation and test where given)."""
+        paths = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {split: path for split, path in paths.items() if path is not None}
+
 
 class FullMethod(Section):
     name: Literal["full"] = "full"

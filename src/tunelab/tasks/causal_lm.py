@@ -93,7 +93,7 @@ class CausalLM(Task):
         Returns (tokenized splits, info, normalized records per split)."""
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        tables = {s: load_table(p, config.data, s) for s, p in self._paths(config).items()}
+        tables = {s: load_table(p, config.data, s) for s, p in config.data.split_paths().items()}
         self._tables = tables
         records, info = {}, {"files": [fingerprint_table(t) for t in tables.values()], "records": {}}
         for split, table in tables.items():
@@ -146,11 +146,6 @@ class CausalLM(Task):
         """File and line of a sample (records split from train point into the train file)."""
         table = self._tables.get(split) or self._tables["train"]
         return table.where(row)
-
-    def _paths(self, config: Config) -> dict[str, str]:
-        data = config.data
-        paths = {"train": data.train, "validation": data.validation, "test": data.test}
-        return {s: p for s, p in paths.items() if p is not None}
 
     def _one_kind(self, infos: dict[str, dict[str, Any]], tables: dict[str, Any]) -> str:
         kinds = {split: info["kind"] for split, info in infos.items()}

@@ -85,8 +85,7 @@ class ImageClassification(Task):
     # ---- data -----------------------------------------------------------------------------
     def prepare(self, config: Config, tokenizer: Any, model: ResolvedModel) -> PreparedData:
         self._setup(config, model.path)
-        paths = {"train": config.data.train, "validation": config.data.validation, "test": config.data.test}
-        tables = {s: load_table(p, config.data, s) for s, p in paths.items() if p is not None}
+        tables = {s: load_table(p, config.data, s) for s, p in config.data.split_paths().items()}
         checks, splits = {}, {}
         for split, table in tables.items():
             require_columns(table, [config.data.image_column, config.data.label_column],

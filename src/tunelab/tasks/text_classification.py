@@ -95,9 +95,7 @@ class TextClassification(Task):
         return PreparedData(train=None, validation=None, test=ds, info=info)
 
     def _load_tables(self, config: Config) -> dict[str, Table]:
-        data = config.data
-        paths = {"train": data.train, "validation": data.validation, "test": data.test}
-        return {split: self._load_checked(path, config, split) for split, path in paths.items() if path is not None}
+        return {split: self._load_checked(path, config, split) for split, path in config.data.split_paths().items()}
 
     def _load_checked(self, path: str, config: Config, split: str) -> Table:
         data = config.data

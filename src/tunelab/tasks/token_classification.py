@@ -53,7 +53,7 @@ class TokenClassification(Task):
     # ---- data -----------------------------------------------------------------------------
     def prepare(self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel) -> PreparedData:
         self._use_tokenizer(tokenizer)
-        tables = {s: load_table(p, config.data, s) for s, p in _paths(config).items()}
+        tables = {s: load_table(p, config.data, s) for s, p in config.data.split_paths().items()}
         rows, info = {}, {"files": [fingerprint_table(t) for t in tables.values()], "layouts": {}}
         for split, table in tables.items():
             rows[split], info["layouts"][split] = normalize_token_rows(table, config.data)
@@ -319,11 +319,3 @@ def _objects(values: list[Any]) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
-
-
-def _paths(config: Config) -> dict[str, str]:
-    data = config.data
-    paths = {"train": data.train, "validation": data.validation, "test": data.test}
-    return {s: p for s, p in paths.items() if p is not None}
-
-
