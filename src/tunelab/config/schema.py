@@ -33,6 +33,19 @@ class ModelConfig(Section):
     )
 
 
+class ReplayConfig(Section):
+    """General data mixed into every epoch of training (replay against catastrophic forgetting)."""
+
+    source: str = Field(
+        "general-text", description="'general-text' (packaged text, never the retention set's documents) or a "
+        "file/folder of causal-lm rows (text, messages, ...).",
+    )
+    fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of the training samples that are replayed general data (0.1: one "
+        "replayed sample for every nine task samples).",
+    )
+
+
 class DataConfig(Section):
     train: str = Field(description="Training data: a .jsonl/.json/.csv/.tsv/.parquet file or a folder of them.")
     validation: str | None = Field(None, description="Validation data; split from train when absent.")
@@ -92,6 +105,10 @@ class DataConfig(Section):
     )
     max_rows: int | None = Field(
         None, gt=0, description="Use only the first N rows of the data (files in name order; quick experiments, benchmarks)."
+    )
+    replay: ReplayConfig | None = Field(
+        None, description="Causal LMs: mix general text into training so the model keeps its general ability "
+        "(a mitigation of catastrophic forgetting).",
     )
 
     def split_paths(self) -> dict[str, str]:
@@ -176,12 +193,40 @@ class TrainConfig(Section):
         True, description="Batch rows of similar length together (less padding); order stays random across batches."
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing for classification losses.")
+    l2_sp: float = Field(
+        0.0, ge=0, description="L2-SP strength: pull pretrained weights back toward their starting values "
+        "(adds l2_sp/2 * ||w - w0||^2; new heads are not pulled). Mitigates catastrophic forgetting.",
+    )
+    layer_lr_decay: float | None = Field(
+        None, gt=0, le=1, description="Layer-wise learning-rate decay: the top block trains at learning_rate, "
+        "each block below at this factor times the one above, embeddings lowest; heads at the full rate.",
+    )
     log_every: int = Field(10, gt=0, description="Write a metrics.jsonl line every N optimizer steps.")
     checkpoint_every: int | None = Field(
         None, gt=0, description="Write a resumable checkpoint every N optimizer steps; default: at every evaluation."
     )
     keep_checkpoints: int = Field(1, ge=1, description="How many periodic checkpoints to keep (the best is kept apart).")
     num_threads: int | None = Field(None, gt=0, description="torch CPU threads; default: torch's choice.")
+
+
+class RetentionSet(Section):
+    """A held-out set that measures general (or earlier) ability before and after fine-tuning."""
+
+    source: str = Field(
+        description="'general-text' (causal LMs: packaged general English text not used in training) or a "
+        "file/folder: causal-lm rows (text, messages, ...) or, for classifiers, a previous task's held-out set.",
+    )
+    name: str | None = Field(None, description="Name in reports; default: the source's name.")
+    head: str | None = Field(
+        None, description="Classifiers: the model folder whose classification head scores this set (the "
+        "previous task's model); default: model.source.",
+    )
+    metric: str | None = Field(
+        None, description="Metric whose change is the forgetting; default: perplexity for causal LMs, the "
+        "head's task default (macro_f1) for classifiers.",
+    )
+    max_rows: int | None = Field(256, gt=0, description="Use at most this many rows (null: all).")
+    max_forgetting: float | None = Field(None, ge=0, description="Gate for this set; default: eval.max_forgetting.")
 
 
 class EvalConfig(Section):
@@ -197,6 +242,14 @@ class EvalConfig(Section):
     load_best: bool = Field(True, description="Test and save the best validation checkpoint rather than the last.")
     base: bool = Field(
         True, description="Also evaluate the starting model the same way, so eval.json shows base vs tuned."
+    )
+    retention: list[RetentionSet] | Literal["auto", "none"] = Field(
+        "auto", description="Retention sets scored before and after training; the change is the forgetting. "
+        "'auto': general-text for causal LMs, none for classifiers.",
+    )
+    max_forgetting: float | None = Field(
+        None, ge=0, description="Gate: the run fails its gate when any retention set lost more than this "
+        "fraction of its metric (0.1: perplexity up or accuracy/F1 down by more than 10%, relative).",
     )
     generate_samples: int = Field(
         32, ge=0, description="Causal LMs: held-out prompts to answer with generation settings, scored by exact "

@@ -25,8 +25,11 @@ def evaluate(
     data: PreparedData,
     accelerator: Accelerator,
     batch_size: int,
-) -> dict[str, Any]:
-    """The task's metrics on `dataset`; every process scores its shard, results are merged in order."""
+    keep_outputs: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The task's metrics on `dataset`; every process scores its shard, results are merged in order.
+
+    With `keep_outputs`, also the per-row outputs in dataset order (baselines, worst samples)."""
     was_training = model.training
     model.eval()
     outputs: list[dict[str, np.ndarray]] = []
@@ -42,7 +45,9 @@ def evaluate(
     parts = gather_object([mine]) if world > 1 else [mine]
     merged = concat([p for p, _ in parts if p])
     order = np.argsort(np.concatenate([i for _, i in parts]), kind="stable")
-    return task.compute_metrics({k: v[order] for k, v in merged.items()}, data)
+    ordered = {k: v[order] for k, v in merged.items()}
+    metrics = task.compute_metrics(ordered, data)
+    return (metrics, ordered) if keep_outputs else metrics
 
 
 def lengths(dataset: datasets.Dataset) -> np.ndarray:

@@ -26,6 +26,7 @@ from tunelab.engine.batching import epoch_batches, shard
 from tunelab.engine.evaluation import evaluate, lengths as _lengths, to_device
 from tunelab.engine.memory import release_free_heap
 from tunelab.engine.optim import build_optimizer, build_scheduler
+from tunelab.engine.regularize import L2SP
 from tunelab.engine.reporting import Reporter, SilentReporter
 from tunelab.errors import TrainingError
 
@@ -95,6 +96,8 @@ class Trainer:
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.gradient_accumulation_steps)
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.optimizer = build_optimizer(model, cfg)
+        # Anchored before accelerate.prepare, on the model as the method left it.
+        self.l2_sp = L2SP(model, cfg.l2_sp, task.new_parameters) if cfg.l2_sp else None
         # The scheduler is not passed to accelerator.prepare: Accelerate would step it once per process.
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps)
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
@@ -150,9 +153,13 @@ class Trainer:
         ckpt.load_trainable(self.unwrapped, best)
         return True
 
-    def evaluate(self, dataset: datasets.Dataset) -> dict[str, Any]:
+    def evaluate(self, dataset: datasets.Dataset, *, model: nn.Module | None = None, data: PreparedData | None = None,
+                 keep_outputs: bool = False) -> Any:
+        """The task's metrics on `dataset` (and the per-row outputs with `keep_outputs`); `model` and
+        `data` default to the trained model and the run's data (retention sets pass their own)."""
         batch_size = self.config.eval.batch_size or 2 * self.config.train.batch_size
-        return evaluate(self.model, self.task, dataset, self.data, self.accelerator, batch_size)
+        return evaluate(model or self.model, self.task, dataset, data or self.data, self.accelerator, batch_size,
+                        keep_outputs=keep_outputs)
 
     # ---- one step -------------------------------------------------------------------------
     def _epoch_steps(self, epoch: int) -> list[list[np.ndarray]]:
@@ -178,6 +185,7 @@ class Trainer:
         loss = self._sum_across(float(loss_total)) / global_items
         if not math.isfinite(loss):
             self._fail_non_finite("loss", loss)
+        extra = {"l2_sp": self.l2_sp.add_gradients()} if self.l2_sp else {}
         max_norm = self.config.train.max_grad_norm or float("inf")
         grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
         if not math.isfinite(grad_norm):
@@ -188,7 +196,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - started
         return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": self._sum_across(tokens) / seconds,
-                "samples_per_s": sum(len(b) for b in step_batches) / seconds}
+                "samples_per_s": sum(len(b) for b in step_batches) / seconds, **extra}
 
     def _trim_if_growing(self, step_batches: list[np.ndarray]) -> None:
         longest = max(int(self.lengths[b].max()) for b in step_batches)

@@ -1,4 +1,5 @@
-"""AdamW with decoupled weight decay groups, and the warmup schedules from transformers."""
+"""AdamW with decoupled weight decay groups, layer-wise learning-rate decay, and the warmup schedules
+from transformers."""
 
 from __future__ import annotations
 
@@ -13,20 +14,47 @@ if TYPE_CHECKING:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; biases and norm weights (1-D tensors) get no weight decay."""
-    decay, no_decay = [], []
-    for _, param in model.named_parameters():
+    """AdamW over trainable parameters; biases and norm weights (1-D tensors) get no weight decay.
+
+    With `train.layer_lr_decay`, every block gets its own learning rate (see `layer_scales`); groups
+    are ordered highest rate first so the logged `lr` is the peak one."""
+    scales = layer_scales(model, cfg.layer_lr_decay) if cfg.layer_lr_decay else {}
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for param in model.parameters():
         if param.requires_grad:
-            (no_decay if param.ndim < 2 else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+            key = (scales.get(id(param), 1.0), param.ndim >= 2)
+            groups.setdefault(key, []).append(param)
+    ordered = sorted(groups.items(), key=lambda item: (-item[0][0], not item[0][1]))
+    param_groups = [
+        {"params": params, "lr": cfg.learning_rate * scale, "weight_decay": cfg.weight_decay if decays else 0.0}
+        for (scale, decays), params in ordered
     ]
     # The fused kernel (one pass over all tensors) is what HF Trainer uses by default too.
-    return torch.optim.AdamW(
-        [g for g in groups if g["params"]], lr=cfg.learning_rate, betas=cfg.adam_betas, eps=cfg.adam_epsilon,
-        fused=True,
-    )
+    return torch.optim.AdamW(param_groups, lr=cfg.learning_rate, betas=cfg.adam_betas, eps=cfg.adam_epsilon,
+                             fused=True)
+
+
+def layer_scales(model: nn.Module, decay: float) -> dict[int, float]:
+    """Learning-rate factor per parameter (by id) for layer-wise decay.
+
+    The top block trains at 1, each block below at `decay` times the one above, and everything
+    registered before the first block (embeddings) at decay ** n_blocks. Parameters after the last
+    block (final norm, task head) keep the full rate: they are new or task-specific. Registration
+    order is what tells embeddings from heads, as in the freeze method, so no per-architecture table."""
+    from tunelab.methods.freeze import find_blocks
+
+    blocks = find_blocks(model)
+    depth = {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
+    n = len(blocks)
+    scales: dict[int, float] = {}
+    before_blocks = True
+    for param in model.parameters():
+        if id(param) in depth:
+            before_blocks = False
+            scales[id(param)] = decay ** (n - 1 - depth[id(param)])
+        else:
+            scales[id(param)] = decay**n if before_blocks else 1.0
+    return scales
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 
+class RunPruned(Exception):
+    """Raised by a reporter to stop a run on purpose (a sweep's pruner); the run is marked `pruned`."""
+
+
 class Reporter(Protocol):
     def start(self, total_steps: int, done_steps: int) -> None: ...
     def step(self, step: int, record: dict[str, Any]) -> None: ...

@@ -27,3 +27,27 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, names: l
         },
         "confusion_matrix": {"labels": names, "matrix": confusion_matrix(labels, predictions, labels=ids).tolist()},
     }
+
+
+def majority_outputs(outputs: dict[str, np.ndarray], names: list[str], train_counts: dict[str, int]) -> dict[str, np.ndarray]:
+    """Evaluation outputs of the majority-class baseline: every row gets the training label
+    distribution as its prediction, so it predicts the most frequent class and its loss is the
+    cross-entropy of the class prior (what a model that ignores its input can reach)."""
+    counts = np.array([train_counts.get(name, 0) for name in names], dtype=np.float64)
+    prior = np.clip(counts / counts.sum(), 1e-12, None)
+    labels = outputs["labels"]
+    logits = np.tile(np.log(prior), (len(labels), 1)).astype(np.float32)
+    return {**outputs, "logits": logits, "loss": -np.log(prior[labels]) if len(labels) else np.zeros(0)}
+
+
+def worst_rows(outputs: dict[str, np.ndarray], names: list[str], k: int) -> list[dict[str, Any]]:
+    """The k rows with the highest loss: label, prediction and its probability (row = dataset index)."""
+    logits = outputs["logits"].astype(np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    order = np.argsort(-outputs["loss"], kind="stable")[:k]
+    return [
+        {"row": int(i), "label": names[int(outputs["labels"][i])], "predicted": names[int(probs[i].argmax())],
+         "score": float(probs[i].max()), "loss": float(outputs["loss"][i])}
+        for i in order
+    ]

@@ -19,11 +19,13 @@ from tunelab.config import Config
 from tunelab.engine import FitResult, Reporter, Trainer
 from tunelab.engine.accel import make_accelerator
 from tunelab.engine.checkpoint import latest_checkpoint
+from tunelab.engine.reporting import RunPruned
 from tunelab.errors import RunError
-from tunelab.eval.generation import generation_eval
+from tunelab.eval.retention import prepare_sets
 from tunelab.logs import add_file_log
 from tunelab.methods import METHODS, count_parameters
 from tunelab.models import load_tokenizer, resolve_model
+from tunelab.recipes.heldout import after_training, before_training
 from tunelab.runs import RunFolder, collect_environment, now_iso
 from tunelab.tasks import TASKS
 
@@ -49,6 +51,7 @@ def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter
     resolved = resolve_model(config.model)
     tokenizer = load_tokenizer(resolved, config.model) if task.uses_tokenizer else None
     data = task.prepare(config, tokenizer, resolved)
+    retention = prepare_sets(config, task, tokenizer, resolved, data)
 
     accelerator = make_accelerator(config)
     run = resume or _create_run(config, accelerator)
@@ -57,21 +60,23 @@ def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter
         if accelerator.is_main_process:
             run.update(status="running", started=now_iso(), task=config.task, model=resolved.to_dict(),
                        processes=accelerator.num_processes, device=str(accelerator.device))
-            run.write_json("data.json", data.info)
+            run.write_json("data.json", {**data.info, **_length_info(task, data, config)})
             run.write_json("environment.json", collect_environment())
         set_seed(config.train.seed)
         model = _build(config, task, resolved, data)
         trainer = Trainer(config, task, model, data, accelerator, run, reporter)
         if resume is not None:
             trainer.resume(_last_checkpoint(run))
-        base = _base_evaluation(trainer, run, config, task, data, tokenizer)
+        before = before_training(trainer, run, config, task, data, tokenizer, retention)
         fit = trainer.fit()
-        results = _final_evaluation(trainer, config, data, fit)
-        _generation_results(trainer, run, config, task, data, tokenizer, results, base)
+        results = after_training(trainer, run, config, task, data, tokenizer, fit, before, retention)
         if accelerator.is_main_process:
             _save(run, trainer, config, task, data, tokenizer, results, fit)
         accelerator.wait_for_everyone()
         return TrainOutcome(run, results, fit)
+    except RunPruned:
+        _mark(run, accelerator, status="pruned", ended=now_iso())
+        raise
     except KeyboardInterrupt:
         _mark(run, accelerator, status="interrupted", ended=now_iso())
         if latest_checkpoint(run.checkpoints) is not None:
@@ -127,80 +132,6 @@ def _last_checkpoint(run: RunFolder):
     return found
 
 
-def _final_evaluation(trainer: Trainer, config: Config, data: Any, fit: FitResult) -> dict[str, Any]:
-    used = "last"
-    if config.eval.load_best and fit.best and trainer.load_best():
-        used = "best"
-    results: dict[str, Any] = {"weights": used, "best": fit.best}
-    if fit.best:
-        results["best_reason"] = (
-            f"best: step {fit.best['step']}, validation {fit.best['metric']} {fit.best['value']:.4f}"
-        )
-    results["validation"] = trainer.evaluate(data.validation)
-    if data.test is not None and len(data.test):
-        results["test"] = trainer.evaluate(data.test)
-    return results
-
-
-def _base_evaluation(
-    trainer: Trainer, run: RunFolder, config: Config, task: Any, data: Any, tokenizer: Any
-) -> dict[str, Any] | None:
-    """Score the starting model exactly as the tuned one will be (saved once, reused on resume)."""
-    if not (task.evaluates_base and config.eval.base):
-        return None
-    saved = run.path / "eval_base.json"
-    if saved.is_file():
-        return json.loads(saved.read_text())
-    log.info("evaluating the base model (eval.base)")
-    base: dict[str, Any] = {"validation": trainer.evaluate(data.validation)}
-    if data.test is not None and len(data.test):
-        base["test"] = trainer.evaluate(data.test)
-    prompts = data.extra.get("prompts") or []
-    if prompts and trainer.accelerator.is_main_process:
-        base["generation"], base["answers"] = generation_eval(
-            trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids()
-        )
-    if trainer.accelerator.is_main_process:
-        run.write_json("eval_base.json", base)
-    return base
-
-
-def _generation_results(
-    trainer: Trainer, run: RunFolder, config: Config, task: Any, data: Any, tokenizer: Any,
-    results: dict[str, Any], base: dict[str, Any] | None,
-) -> None:
-    """Tuned-model generations on the held-out prompts; base vs tuned side by side in eval.json
-    and every prompt's answers in generations.jsonl."""
-    prompts = data.extra.get("prompts") or []
-    if prompts and trainer.accelerator.is_main_process:
-        results["generation"], answers = generation_eval(
-            trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids()
-        )
-        base_answers = (base or {}).get("answers") or [None] * len(prompts)
-        rows = [
-            {"prompt": p.get("messages") or p.get("prompt"), "reference": p["reference"], "base": b, "tuned": a}
-            for p, a, b in zip(prompts, answers, base_answers, strict=True)
-        ]
-        run.write_jsonl("generations.jsonl", rows)
-    if base is not None:
-        results["base"] = {k: v for k, v in base.items() if k != "answers"}
-        results["gain"] = _gain(results["base"], results)
-
-
-def _gain(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """tuned - base for every numeric metric both have, per section (validation, test, generation)."""
-    gain: dict[str, dict[str, float]] = {}
-    for section, metrics in base.items():
-        theirs = tuned.get(section)
-        if not isinstance(metrics, dict) or not isinstance(theirs, dict):
-            continue
-        gain[section] = {
-            k: theirs[k] - v for k, v in metrics.items()
-            if isinstance(v, float) and isinstance(theirs.get(k), float) and k != "samples"
-        }
-    return gain
-
-
 def _save(run: RunFolder, trainer: Trainer, config: Config, task: Any, data: Any, tokenizer: Any,
           results: dict[str, Any], fit: FitResult) -> None:
     model = trainer.unwrapped
@@ -217,8 +148,26 @@ def _save(run: RunFolder, trainer: Trainer, config: Config, task: Any, data: Any
         stopped_early=fit.stopped_early, train_seconds=round(fit.train_seconds, 2),
         eval_seconds=round(fit.eval_seconds, 2), checkpoint_seconds=round(fit.checkpoint_seconds, 2), best=results.get("best"),
         best_reason=results.get("best_reason"), trainable_params=trainable, total_params=total,
-        artifacts=written,
+        artifacts=written, gates=_gate_summary(results),
     )
+
+
+def _gate_summary(results: dict[str, Any]) -> dict[str, Any] | None:
+    gates = results.get("gates")
+    if gates is None:
+        return None
+    return {"passed": gates["passed"], "failed": [c["message"] for c in gates["checks"] if not c["passed"]]}
+
+
+def _length_info(task: Any, data: Any, config: Config) -> dict[str, Any]:
+    """Token-length histograms per split (reports mark the max_length cut on them)."""
+    if not task.uses_tokenizer:
+        return {}
+    from tunelab.data.stats import length_histogram
+
+    splits = {"train": data.train, "validation": data.validation, "test": data.test}
+    return {"lengths": {name: length_histogram(ds, config.train.max_length)
+                        for name, ds in splits.items() if ds is not None and len(ds)}}
 
 
 def _mark(run: RunFolder, accelerator: Any, **fields: Any) -> None:

@@ -6,6 +6,6 @@ from tunelab.tasks import (  # noqa: F401  (registration)
     text_classification,
     token_classification,
 )
-from tunelab.tasks.base import TASKS, PreparedData, Task
+from tunelab.tasks.base import TASKS, HeldOutSet, PreparedData, Task
 
-__all__ = ["TASKS", "PreparedData", "Task"]
+__all__ = ["TASKS", "HeldOutSet", "PreparedData", "Task"]

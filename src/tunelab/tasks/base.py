@@ -7,6 +7,7 @@ summed loss with its item count, and per-batch numpy outputs it concatenates for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from tunelab.config import Config
+    from tunelab.config.schema import RetentionSet
     from tunelab.models import ResolvedModel
 
 
@@ -36,6 +38,22 @@ class PreparedData:
     info: dict[str, Any] = field(default_factory=dict)
     #: task-specific in-memory extras that are not written to data.json (e.g. held-out prompts)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HeldOutSet:
+    """A retention set as a task prepared it: rows to score, and how to score them before and after
+    training (the change is the forgetting)."""
+
+    name: str
+    data: PreparedData  #: rows in `data.test`; `data.info` is what compute_metrics needs (labels)
+    metric: str
+    greater_is_better: bool
+    #: the module that scores the set, given the model being trained (classifiers: the earlier task's
+    #: head on the shared backbone); identity for causal LMs
+    score_with: Callable[[nn.Module], nn.Module] = lambda model: model
+    prompts: list[dict[str, Any]] = field(default_factory=list)  #: causal LMs: generation prompts
+    info: dict[str, Any] = field(default_factory=dict)  #: source, rows, overlap removed
 
 
 class Task:
@@ -53,10 +71,14 @@ class Task:
     uses_tokenizer: bool = True
     #: modules trained in full beside a LoRA adapter when PEFT has no task type for the task (new heads)
     head_modules: list[str] = []
+    #: the retention set `eval.retention: auto` measures (None: no default)
+    default_retention: str | None = None
 
     def __init__(self) -> None:
         #: extra `from_pretrained` kwargs a method needs (4-bit quantization for qlora)
         self.load_kwargs: dict[str, Any] = {}
+        #: names of parameters build_model initialized fresh (new heads); L2-SP does not anchor them
+        self.new_parameters: set[str] = set()
 
     def validate_config(self, config: Config) -> None:
         """Reject settings this task cannot honour, before any data or model is loaded.
@@ -96,6 +118,24 @@ class Task:
 
     def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
         raise NotImplementedError
+
+    def baseline_outputs(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, np.ndarray] | None:
+        """Evaluation outputs of a trivial baseline (classifiers: the majority class), for tasks whose
+        starting model has no head to score; None when the base model itself is scored."""
+        return None
+
+    def worst_samples(
+        self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int
+    ) -> list[dict[str, Any]]:
+        """The k worst-scored rows of an evaluation, readable (input text, label, prediction, loss)."""
+        return []
+
+    def prepare_retention(
+        self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel, spec: RetentionSet,
+        data: PreparedData,
+    ) -> HeldOutSet:
+        """Load and tokenize one `eval.retention` set (called before the run folder exists)."""
+        raise ConfigError(f"eval.retention is not supported for {self.name} runs", fix="remove eval.retention")
 
     def save_artifacts(self, run_dir: Path, data: PreparedData) -> None:
         """Write task files a run folder needs beyond the model (label maps, ...)."""
@@ -148,6 +188,15 @@ def dropout_overrides(model_path: Path, value: float | None, trust_remote_code: 
     return {k: value for k in keys}
 
 
+def load_tracking_new(task: Task, auto_class: Any, path: Any, **kwargs: Any) -> nn.Module:
+    """`auto_class.from_pretrained(path, **kwargs)`, remembering which parameters were initialized
+    fresh (missing from or mismatched with the checkpoint: new heads) in `task.new_parameters`."""
+    net, info = auto_class.from_pretrained(path, output_loading_info=True, **kwargs)
+    mismatched = {k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ())}
+    task.new_parameters = set(info.get("missing_keys", ())) | mismatched
+    return net
+
+
 def pad_sequences(sequences: list[list[int]], value: int, multiple_of: int | None = None) -> torch.Tensor:
     """Right-pad integer sequences to the longest in the batch (dynamic padding)."""
     longest = max(len(s) for s in sequences)
@@ -189,3 +238,60 @@ def load_saved_classifier(run_dir: Path, config: Config, auto_class: Any) -> tup
         raise RunError(f"{run_dir} has no saved model (no model/ or adapter/)",
                        fix="use a run that finished, or resume it with `tunelab train --resume`")
     return net.eval(), tokenizer
+
+
+def classifier_retention(
+    task: Task, auto_class: Any, config: Config, tokenizer: Any, model: ResolvedModel, spec: RetentionSet
+) -> HeldOutSet:
+    """A previous task's held-out set, scored by that task's classification head on top of the
+    backbone being trained: before training this is the previous model itself (when it is
+    `model.source`); after, it shows how much of the previous task the shared backbone lost."""
+    from transformers import AutoConfig
+
+    from tunelab.config.schema import ModelConfig
+    from tunelab.data import general_text
+    from tunelab.models import resolve_model
+
+    name = spec.name or Path(spec.source).stem
+    where = f"eval.retention {name!r}"
+    if spec.source == general_text.NAME:
+        raise ConfigError(f"{where}: general-text measures causal LMs", fix="give a previous task's held-out file")
+    remote = config.model.trust_remote_code
+    head_source = spec.head or config.model.source
+    head_path = resolve_model(ModelConfig(source=head_source, trust_remote_code=remote)).path
+    head, info = auto_class.from_pretrained(head_path, output_loading_info=True, trust_remote_code=remote)
+    if info.get("missing_keys"):
+        raise ConfigError(f"{where}: {head_source} has no trained {task.name} head "
+                          f"({', '.join(sorted(info['missing_keys'])[:2])} missing)",
+                          fix="set its head: to the previous task's model folder (runs/<id>/model)")
+    ours = AutoConfig.from_pretrained(model.path, trust_remote_code=remote)
+    if (head.config.model_type, head.config.hidden_size) != (ours.model_type, getattr(ours, "hidden_size", None)):
+        raise ConfigError(f"{where}: the head of {head_source} ({head.config.model_type}) does not fit "
+                          f"{config.model.source} ({ours.model_type})", fix="use a head trained on the same backbone")
+    labels = [head.config.id2label[i] for i in range(head.config.num_labels)]
+    metric = spec.metric or task.default_metric
+    if metric not in task.metrics:
+        raise ConfigError(f"{where}: metric {metric!r} is not a {task.name} metric",
+                          fix=f"choose one of {', '.join(task.metrics)}")
+    limited = config.model_copy(update={"data": config.data.model_copy(update={"max_rows": spec.max_rows})})
+    prepared = task.prepare_heldout(limited, tokenizer, model, spec.source, labels)
+    if not len(prepared.test):
+        raise ConfigError(f"{where}: {spec.source} has no row with a label of {head_source}",
+                          fix=f"its labels must be among {', '.join(labels)}")
+    info = {"source": spec.source, "head": head_source, "rows": len(prepared.test)}
+    return HeldOutSet(name, prepared, metric, task.metrics[metric],
+                      score_with=lambda current: share_backbone(head, current), info=info)
+
+
+def share_backbone(head: nn.Module, current: nn.Module) -> nn.Module:
+    """`head` (an HF classifier) with its backbone replaced by `current`'s, the very same modules
+    (no copy): it scores with the weights being trained, through its own classification head."""
+    inner = current.get_base_model() if hasattr(current, "get_base_model") else current  # PEFT wraps it
+    prefix = head.base_model_prefix
+    backbone = getattr(inner, prefix, None)
+    if backbone is None or type(backbone) is not type(getattr(head, prefix, None)):
+        raise ConfigError(f"cannot share the {prefix!r} backbone of {type(inner).__name__} with "
+                          f"{type(head).__name__}", fix="use a retention head trained on the same backbone")
+    setattr(head, prefix, backbone)
+    device = next(backbone.parameters()).device
+    return head.to(device).train(current.training)

@@ -24,7 +24,7 @@ from tunelab.data import cached_dataset, fingerprint_table, load_table, normaliz
 from tunelab.data.split import hold_out_missing, random_split
 from tunelab.errors import ConfigError, DataError, RunError, TrainingError
 from tunelab.models.templates import ChatTemplate, resolve_template
-from tunelab.tasks.base import TASKS, PreparedData, Task, dropout_overrides, pad_sequences
+from tunelab.tasks.base import TASKS, HeldOutSet, PreparedData, Task, dropout_overrides, pad_sequences
 from tunelab.tasks.lm.packing import pack_rows
 from tunelab.tasks.lm.render import (
     IGNORE,
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from tunelab.config import Config
+    from tunelab.config.schema import RetentionSet
     from tunelab.models import ResolvedModel
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class CausalLM(Task):
     metrics = {"loss": False, "perplexity": False, "token_accuracy": True}
     default_metric = "loss"
     evaluates_base = True
+    default_retention = "general-text"
 
     def __init__(self) -> None:
         super().__init__()
@@ -66,6 +68,8 @@ class CausalLM(Task):
         self._tables: dict[str, Any] = {}
         self._added: list[str] = []  # lm.add_tokens of runs without a chat template
         self._select: torch.Tensor | None = None  # trained positions, read by the decoder hook
+        self._train_records: datasets.Dataset | None = None
+        self._train_keys: set[str] | None = None
 
     def validate_config(self, config: Config) -> None:
         super().validate_config(config)
@@ -116,6 +120,9 @@ class CausalLM(Task):
             encoded[split], stats[split] = self._drop_untrainable(encoded[split], split, config)
         info.update(stats=stats, cache_hits=hits, samples={s: len(d) for s, d in encoded.items()})
         self._preflight(encoded["train"], stats["train"], config)
+        self._train_records = records["train"]
+        if config.data.replay is not None:
+            encoded["train"], info["replay"] = self._with_replay(encoded["train"], config, model)
         return encoded, info, records
 
     def prepare_heldout(
@@ -282,6 +289,111 @@ class CausalLM(Task):
                 ids = self.tokenizer(record["prompt"], add_special_tokens=True)["input_ids"]  # type: ignore[misc]
                 prompts.append({"prompt": record["prompt"], "prompt_ids": ids, "reference": record["completion"]})
         return prompts
+
+    # ---- general text: retention sets and replay -----------------------------------------------
+    def prepare_retention(
+        self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel, spec: RetentionSet,
+        data: PreparedData,
+    ) -> HeldOutSet:
+        """A retention set scored by perplexity (and generation when its rows have answers)."""
+        from tunelab.data import general_text
+
+        metric = spec.metric or "perplexity"
+        if metric not in self.metrics:
+            raise ConfigError(f"eval.retention {spec.name or spec.source!r}: metric {metric!r} is not a causal-lm "
+                              "metric", fix=f"choose one of {', '.join(self.metrics)}")
+        name = spec.name or Path(spec.source).stem
+        info: dict[str, Any] = {"source": spec.source}
+        if spec.source == general_text.NAME:
+            docs, info["overlap_removed"] = general_text.documents(
+                "retention", spec.max_rows or general_text.DEFAULT_DOCS, self.train_paragraphs())
+            path, max_rows = str(general_text.write_documents(docs, "retention")), None
+        else:
+            path, max_rows = spec.source, spec.max_rows
+        ds, prompts = self.encode_extra(path, config, model, f"retention-{name}", max_rows)
+        # A long document is scored on its first train.max_length tokens: every document counts the
+        # same, and the cost stays bounded by the number of documents.
+        first = np.unique(np.asarray(ds["row"]), return_index=True)[1]
+        ds = ds.select(np.sort(first))
+        info["rows"] = len(ds)
+        return HeldOutSet(name, PreparedData(None, None, ds, info), metric, self.metrics[metric], prompts=prompts,
+                          info=info)
+
+    def train_paragraphs(self) -> set[str]:
+        """Paragraph hashes of the training records (general text that overlaps them is never used)."""
+        from tunelab.data.general_text import paragraph_keys
+
+        if self._train_keys is None:
+            self._train_keys = set()
+            for record in self._train_records or []:
+                self._train_keys |= paragraph_keys(_record_text(record))
+        return self._train_keys
+
+    def encode_extra(
+        self, path: str, config: Config, model: ResolvedModel, split: str, max_rows: int | None
+    ) -> tuple[datasets.Dataset, list[dict[str, Any]]]:
+        """Tokenize a file of any record layout the way training data is (retention sets, replay),
+        with its own kind of records; returns the samples and, for chat/prompt-completion rows,
+        generation prompts."""
+        data_cfg = config.data.model_copy(update={"records": "auto", "format": "auto", "max_rows": max_rows})
+        if Path(path).parent.name == "general-text":
+            data_cfg = data_cfg.model_copy(update={"text_column": "text"})
+        extra_config = config.model_copy(update={"data": data_cfg})
+        table = load_table(path, data_cfg, split)
+        records, record_info = normalize_records(table, data_cfg)
+        kind, self.kind = self.kind, record_info["kind"]
+        try:
+            if self.kind == "chat" and self.template is None:
+                raise ConfigError(f"{path} holds chat records but this run trains without a chat template",
+                                  fix="use text or prompt-completion rows for it, or set lm.template")
+            ds, _ = self._tokenize(records, split, extra_config, model, [fingerprint_table(table)])
+            ds, _ = self._drop_untrainable(ds, split, extra_config)
+            prompts = self._heldout_prompts(records, config)
+        finally:
+            self.kind = kind
+        return ds, prompts
+
+    def _with_replay(
+        self, train: datasets.Dataset, config: Config, model: ResolvedModel
+    ) -> tuple[datasets.Dataset, dict[str, Any]]:
+        """Append replayed general samples so they make up `data.replay.fraction` of the training set."""
+        import datasets as hf_datasets
+
+        from tunelab.data import general_text
+
+        replay = config.data.replay
+        assert replay is not None
+        wanted = math.ceil(len(train) * replay.fraction / (1 - replay.fraction))
+        info: dict[str, Any] = {"source": replay.source, "fraction": replay.fraction}
+        if replay.source == general_text.NAME:
+            docs, info["overlap_removed"] = general_text.documents("replay", wanted, self.train_paragraphs())
+            path = str(general_text.write_documents(docs, "replay"))
+        else:
+            path = replay.source
+        samples, _ = self.encode_extra(path, config, model, "replay", None)
+        if len(samples) < wanted:
+            log.warning("replay: %s gives %d samples, fewer than the %d asked for", replay.source, len(samples),
+                        wanted)
+        samples = samples.select(range(min(wanted, len(samples))))
+        samples = samples.map(lambda b: {"row": [-1] * len(b["row"])}, batched=True)  # not a training-file row
+        info["samples"] = len(samples)
+        log.info("replay: %d general samples mixed into %d training samples", len(samples), len(train))
+        return hf_datasets.concatenate_datasets([train, samples.cast(train.features)]), info
+
+    def worst_samples(
+        self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int
+    ) -> list[dict[str, Any]]:
+        """The k rows with the highest mean loss over their trained tokens, decoded."""
+        tokens = outputs["tokens"]
+        loss = np.where(tokens > 0, outputs["loss_sum"] / np.maximum(tokens, 1), -np.inf)
+        assert self.tokenizer is not None
+        rows = []
+        for i in np.argsort(-loss, kind="stable")[:k]:
+            if not np.isfinite(loss[i]):
+                break
+            text = self.tokenizer.decode(dataset[int(i)]["input_ids"], skip_special_tokens=False)
+            rows.append({"row": int(i), "loss": float(loss[i]), "tokens": int(tokens[i]), "input": text[:2000]})
+        return rows
 
     # ---- model ----------------------------------------------------------------------------
     def build_model(self, config: Config, model: ResolvedModel, data: PreparedData) -> nn.Module:
@@ -507,6 +619,15 @@ def check_packing_isolation(net: nn.Module) -> None:
         arch = type(net).__name__
         raise TrainingError(f"lm.packing: {arch} lets packed samples attend to each other in this transformers "
                             "version", fix="set lm.packing: false for this model")
+
+
+def _record_text(record: dict[str, Any]) -> str:
+    """A normalized record's text, paragraphs kept (for overlap checks)."""
+    if record.get("messages"):
+        return "\n\n".join(m["content"] for m in record["messages"])
+    if record.get("prompt") is not None:
+        return f"{record['prompt']}\n\n{record['completion']}"
+    return record.get("text") or ""
 
 
 def _fmt_rows(rows: dict[str, int]) -> str:

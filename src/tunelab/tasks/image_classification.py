@@ -26,7 +26,7 @@ from tunelab.data.split import hold_out_missing
 from tunelab.data.transforms import Preprocess
 from tunelab.errors import DataError, RunError
 from tunelab.models.vision import create_vision_backbone, is_timm_folder, vision_data_config
-from tunelab.tasks.base import TASKS, PreparedData, Task
+from tunelab.tasks.base import TASKS, PreparedData, Task, load_tracking_new
 
 if TYPE_CHECKING:
     import datasets
@@ -138,14 +138,15 @@ class ImageClassification(Task):
             backbone, fresh = create_vision_backbone(path, len(labels))
             if fresh:
                 log.info("new classifier for %d labels: %s", len(labels), ", ".join(fresh))
+            self.new_parameters = {f"backbone.{name}" for name in fresh}
             folder_config = json.loads((path / "config.json").read_text())
             # Convolution nets train ~1.5x faster on CPU (oneDNN) with NHWC tensors, as timm's
             # --channels-last does; the batches are made NHWC in collate.
             return TimmClassifier(backbone, folder_config, labels).to(memory_format=torch.channels_last)
         from transformers import AutoModelForImageClassification
 
-        return AutoModelForImageClassification.from_pretrained(
-            path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        return load_tracking_new(
+            self, AutoModelForImageClassification, path, num_labels=len(labels), id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)}, ignore_mismatched_sizes=True,
             trust_remote_code=config.model.trust_remote_code, dtype=torch.float32, **self.load_kwargs,
         )
@@ -189,6 +190,22 @@ class ImageClassification(Task):
             metrics["top5_accuracy"] = float((top == labels[:, None]).any(-1).mean())
             metrics["loss"] = float(outputs["loss"].mean())
         return metrics
+
+    def baseline_outputs(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, np.ndarray]:
+        from tunelab.eval.classification import majority_outputs
+
+        return majority_outputs(outputs, data.info["labels"], data.info["label_counts"]["train"])
+
+    def worst_samples(
+        self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int
+    ) -> list[dict[str, Any]]:
+        from tunelab.eval.classification import worst_rows
+
+        rows = worst_rows(outputs, data.info["labels"], k)
+        for row in rows:
+            value = dataset[row["row"]]["image"]
+            row["input"] = value if isinstance(value, str) else f"row {row['row']} (image bytes)"
+        return rows
 
     def save_artifacts(self, run_dir: Path, data: PreparedData) -> None:
         (run_dir / "labels.json").write_text(json.dumps(data.info["labels"], indent=2) + "\n")

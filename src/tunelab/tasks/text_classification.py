@@ -24,13 +24,24 @@ from tunelab.data import (
 )
 from tunelab.data.split import hold_out_missing
 from tunelab.errors import DataError
-from tunelab.tasks.base import TASKS, PreparedData, Task, dropout_overrides, load_saved_classifier, pad_sequences
+from tunelab.tasks.base import (
+    TASKS,
+    HeldOutSet,
+    PreparedData,
+    Task,
+    classifier_retention,
+    dropout_overrides,
+    load_saved_classifier,
+    load_tracking_new,
+    pad_sequences,
+)
 
 if TYPE_CHECKING:
     import datasets
     from transformers import PreTrainedTokenizerBase
 
     from tunelab.config import Config
+    from tunelab.config.schema import RetentionSet
     from tunelab.models import ResolvedModel
 
 log = logging.getLogger(__name__)
@@ -48,10 +59,13 @@ class TextClassification(Task):
     def __init__(self) -> None:
         super().__init__()
         self.pad_id = 0
+        self.tokenizer: PreTrainedTokenizerBase | None = None
 
     def _use_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        """Remember what collate needs from the tokenizer (its pad id; 0 when it has none)."""
+        """Remember what collate needs from the tokenizer (its pad id; 0 when it has none); samples
+        are decoded with it for reports."""
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.tokenizer = tokenizer
 
     # ---- data -----------------------------------------------------------------------------
     def prepare(self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel) -> PreparedData:
@@ -186,18 +200,27 @@ class TextClassification(Task):
         info.setdefault("unseen_labels", {})[split] = unseen
         return ds.filter(lambda b: [v != UNSEEN for v in b["labels"]], batched=True)
 
+    def prepare_retention(
+        self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel, spec: RetentionSet,
+        data: PreparedData,
+    ) -> HeldOutSet:
+        from transformers import AutoModelForSequenceClassification
+
+        return classifier_retention(self, AutoModelForSequenceClassification, config, tokenizer, model, spec)
+
     # ---- model ----------------------------------------------------------------------------
     def build_model(self, config: Config, model: ResolvedModel, data: PreparedData) -> nn.Module:
         from transformers import AutoModelForSequenceClassification
 
         labels = data.info["labels"]
-        net = AutoModelForSequenceClassification.from_pretrained(
-            model.path,
+        net = load_tracking_new(
+            self, AutoModelForSequenceClassification, model.path,
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},
             problem_type="single_label_classification",
             trust_remote_code=config.model.trust_remote_code,
+            ignore_mismatched_sizes=True,  # a classifier with other labels as the start: new head
             dtype=torch.float32,
             **dropout_overrides(model.path, config.model.dropout, config.model.trust_remote_code),
         )
@@ -239,6 +262,21 @@ class TextClassification(Task):
         metrics = classification_metrics(outputs["labels"], outputs["logits"].argmax(-1), data.info["labels"])
         metrics["loss"] = float(outputs["loss"].mean()) if len(outputs["loss"]) else float("nan")
         return metrics
+
+    def baseline_outputs(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, np.ndarray]:
+        from tunelab.eval.classification import majority_outputs
+
+        return majority_outputs(outputs, data.info["labels"], data.info["label_counts"]["train"])
+
+    def worst_samples(
+        self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int
+    ) -> list[dict[str, Any]]:
+        from tunelab.eval.classification import worst_rows
+
+        rows = worst_rows(outputs, data.info["labels"], k)
+        for row in rows:
+            row["input"] = self.tokenizer.decode(dataset[row["row"]]["input_ids"], skip_special_tokens=True)
+        return rows
 
     def save_artifacts(self, run_dir: Path, data: PreparedData) -> None:
         (run_dir / "labels.json").write_text(json.dumps(data.info["labels"], indent=2) + "\n")

@@ -23,7 +23,17 @@ from tunelab.data import cached_dataset, fingerprint_table, load_table
 from tunelab.data.split import hold_out_missing, random_split
 from tunelab.data.tags import labels_from_tags, normalize_token_rows, split_words
 from tunelab.errors import DataError
-from tunelab.tasks.base import TASKS, PreparedData, Task, dropout_overrides, load_saved_classifier, pad_sequences
+from tunelab.tasks.base import (
+    TASKS,
+    HeldOutSet,
+    PreparedData,
+    Task,
+    classifier_retention,
+    dropout_overrides,
+    load_saved_classifier,
+    load_tracking_new,
+    pad_sequences,
+)
 from tunelab.tasks.text_classification import text_onnx_example
 
 if TYPE_CHECKING:
@@ -31,6 +41,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from tunelab.config import Config
+    from tunelab.config.schema import RetentionSet
     from tunelab.models import ResolvedModel
 
 log = logging.getLogger(__name__)
@@ -139,15 +150,23 @@ class TokenClassification(Task):
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
+    def prepare_retention(
+        self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel, spec: RetentionSet,
+        data: PreparedData,
+    ) -> HeldOutSet:
+        from transformers import AutoModelForTokenClassification
+
+        return classifier_retention(self, AutoModelForTokenClassification, config, tokenizer, model, spec)
+
     # ---- model ----------------------------------------------------------------------------
     def build_model(self, config: Config, model: ResolvedModel, data: PreparedData) -> nn.Module:
         from transformers import AutoModelForTokenClassification
 
         labels = data.info["labels"]
-        return AutoModelForTokenClassification.from_pretrained(
-            model.path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        return load_tracking_new(
+            self, AutoModelForTokenClassification, model.path, num_labels=len(labels), id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)}, trust_remote_code=config.model.trust_remote_code,
-            dtype=torch.float32, **self.load_kwargs,
+            ignore_mismatched_sizes=True, dtype=torch.float32, **self.load_kwargs,
             **dropout_overrides(model.path, config.model.dropout, config.model.trust_remote_code),
         )
 
@@ -210,6 +229,12 @@ class TokenClassification(Task):
         tokens = float(outputs["tokens"].sum()) if "tokens" in outputs else 0.0
         metrics["loss"] = float(outputs["loss_sum"].sum()) / tokens if tokens else float("nan")
         return metrics
+
+    def baseline_outputs(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, np.ndarray]:
+        """The majority baseline of tagging: every word is O (no entity found; its loss is undefined)."""
+        outside = data.info["labels"].index("O") if "O" in data.info["labels"] else 0
+        pred = _objects([[outside] * len(p) for p in outputs.get("pred", [])])
+        return {**outputs, "pred": pred, "loss_sum": np.full(len(pred), np.nan)}
 
     def save_artifacts(self, run_dir: Path, data: PreparedData) -> None:
         (run_dir / "labels.json").write_text(json.dumps(data.info["labels"], indent=2) + "\n")

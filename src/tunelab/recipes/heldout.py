@@ -1,0 +1,168 @@
+"""Everything a run scores on held-out data around training.
+
+Before the first step: the starting model (causal LMs: its loss, perplexity and generations) and
+every retention set, saved in `eval_base.json` and reused on resume. After the last step: the
+validation and test sets with the best (or last) weights; the baseline for classifiers, whose
+starting model has no head for the task (the majority class); the retention sets again, with the
+forgetting gate; the overfitting check; and the worst-scored test rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+from tunelab.eval.generation import generation_eval
+from tunelab.eval.retention import gate_checks, retention_report, score_sets
+
+if TYPE_CHECKING:
+    from tunelab.config import Config
+    from tunelab.engine import FitResult, Trainer
+    from tunelab.runs import RunFolder
+    from tunelab.tasks import HeldOutSet, PreparedData, Task
+
+log = logging.getLogger(__name__)
+WORST_SAMPLES = 25
+
+
+def before_training(
+    trainer: Trainer, run: RunFolder, config: Config, task: Task, data: PreparedData, tokenizer: Any,
+    retention: list[HeldOutSet],
+) -> dict[str, Any]:
+    """Score the starting model exactly as the tuned one will be (saved once, reused on resume)."""
+    saved = run.path / "eval_base.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    base: dict[str, Any] = {}
+    if task.evaluates_base and config.eval.base:
+        log.info("evaluating the base model (eval.base)")
+        base["validation"] = trainer.evaluate(data.validation)
+        if data.test is not None and len(data.test):
+            base["test"] = trainer.evaluate(data.test)
+        prompts = data.extra.get("prompts") or []
+        if prompts and trainer.accelerator.is_main_process:
+            base["generation"], base["answers"] = generation_eval(
+                trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids())
+    if retention:
+        log.info("scoring %d retention set(s) before training: %s", len(retention), ", ".join(s.name for s in retention))
+        base["retention"] = score_sets(trainer, retention, config, task, tokenizer)
+    if base and trainer.accelerator.is_main_process:
+        run.write_json("eval_base.json", base)
+    return base
+
+
+def after_training(
+    trainer: Trainer, run: RunFolder, config: Config, task: Task, data: PreparedData, tokenizer: Any,
+    fit: FitResult, before: dict[str, Any], retention: list[HeldOutSet],
+) -> dict[str, Any]:
+    """The final results (eval.json): tuned metrics, base or baseline and gain, retention and gates,
+    warnings; writes generations.jsonl and samples_test.jsonl on the main process."""
+    results, outputs = _final_evaluation(trainer, config, data, fit)
+    main = trainer.accelerator.is_main_process
+    base = _base_section(task, data, before, outputs, config)
+    _generation_results(trainer, run, config, task, data, tokenizer, results, before)
+    if base:
+        results["base"] = base
+        results["gain"] = _gain(base, results)
+    if retention:
+        after = score_sets(trainer, retention, config, task, tokenizer)
+        results["retention"] = retention_report(retention, before["retention"], after)
+        results["gates"] = gate_checks(results["retention"])
+        for check in results["gates"]["checks"]:
+            (log.info if check["passed"] else log.warning)("gate %s: %s", "passed" if check["passed"] else "FAILED",
+                                                          check["message"])
+    results["warnings"] = _warnings(run)
+    if main and "test" in outputs:
+        rows = task.worst_samples(outputs["test"], data.test, data, WORST_SAMPLES)
+        if rows:
+            run.write_jsonl("samples_test.jsonl", rows)
+    return results
+
+
+def _final_evaluation(
+    trainer: Trainer, config: Config, data: PreparedData, fit: FitResult
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    used = "last"
+    if config.eval.load_best and fit.best and trainer.load_best():
+        used = "best"
+    results: dict[str, Any] = {"weights": used, "best": fit.best}
+    if fit.best:
+        results["best_reason"] = (
+            f"best: step {fit.best['step']}, validation {fit.best['metric']} {fit.best['value']:.4f}"
+        )
+    outputs: dict[str, Any] = {}
+    results["validation"], outputs["validation"] = trainer.evaluate(data.validation, keep_outputs=True)
+    if data.test is not None and len(data.test):
+        results["test"], outputs["test"] = trainer.evaluate(data.test, keep_outputs=True)
+    return results, outputs
+
+
+def _base_section(
+    task: Task, data: PreparedData, before: dict[str, Any], outputs: dict[str, Any], config: Config
+) -> dict[str, Any] | None:
+    """The starting model's scores (tasks that can score it), else the trivial baseline's."""
+    if task.evaluates_base:
+        scored = {k: v for k, v in before.items() if k not in ("answers", "retention")}
+        if not scored:
+            return None
+        return {"kind": "pretrained", "note": "the starting model, scored before the first step", **scored}
+    if not config.eval.base:
+        return None
+    section: dict[str, Any] = {}
+    for split, out in outputs.items():
+        trivial = task.baseline_outputs(out, data)
+        if trivial is None:
+            return None
+        section[split] = task.compute_metrics(trivial, data)
+    note = (f"{config.model.source} has no {task.name} head for these labels yet, so the baseline is the "
+            "majority class of the training data")
+    return {"kind": "majority-class", "note": note, **section}
+
+
+def _generation_results(
+    trainer: Trainer, run: RunFolder, config: Config, task: Task, data: PreparedData, tokenizer: Any,
+    results: dict[str, Any], before: dict[str, Any],
+) -> None:
+    """Tuned-model generations on the held-out prompts; every prompt's answers (base and tuned) go
+    to generations.jsonl."""
+    prompts = data.extra.get("prompts") or []
+    if prompts and trainer.accelerator.is_main_process:
+        results["generation"], answers = generation_eval(
+            trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids())
+        base_answers = before.get("answers") or [None] * len(prompts)
+        rows = [
+            {"prompt": p.get("messages") or p.get("prompt"), "reference": p["reference"], "base": b, "tuned": a}
+            for p, a, b in zip(prompts, answers, base_answers, strict=True)
+        ]
+        run.write_jsonl("generations.jsonl", rows)
+
+
+def _gain(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """tuned - base for every numeric metric both have, per section (validation, test, generation)."""
+    gain: dict[str, dict[str, float]] = {}
+    for section, metrics in base.items():
+        theirs = tuned.get(section)
+        if not isinstance(metrics, dict) or not isinstance(theirs, dict):
+            continue
+        gain[section] = {
+            k: theirs[k] - v for k, v in metrics.items()
+            if isinstance(v, float) and isinstance(theirs.get(k), float) and k != "samples"
+            and math.isfinite(v) and math.isfinite(theirs[k])
+        }
+    return gain
+
+
+def _warnings(run: RunFolder) -> list[str]:
+    """Warnings about the training curves (train and validation diverging)."""
+    from tunelab.eval.overfitting import divergence_warning
+
+    path = run.path / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    warning = divergence_warning(records)
+    if warning:
+        log.warning("%s", warning)
+    return [warning] if warning else []
