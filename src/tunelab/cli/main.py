@@ -69,6 +69,13 @@ def train(
     outcome = run_train(cfg, resume=previous, reporter=reporter)
     if is_main_process():
         _print_results(outcome.run.path, outcome.results)
+        _print_retention(outcome.results)
+    gates = outcome.results.get("gates")
+    if gates and not gates["passed"]:
+        raise typer.Exit(GATE_FAILED)
+
+
+GATE_FAILED = 3  # exit status of a run that finished but failed an evaluation gate
 
 
 def _print_results(run_path: Path, results: dict) -> None:
@@ -78,16 +85,40 @@ def _print_results(run_path: Path, results: dict) -> None:
     table = Table(title=f"{run_path}", show_edge=False)
     table.add_column("split", no_wrap=True)
     base = results.get("base") or {}
+    base_label = "majority" if base.get("kind") == "majority-class" else "base"
     for name in names:
         table.add_column(name, justify="right")
     for split in splits:
         row = [_fmt_metric(results[split].get(n)) for n in names]
         if split in base:
-            table.add_row(f"{split} (base)", *(_fmt_metric(base[split].get(n)) for n in names), style="dim")
+            table.add_row(f"{split} ({base_label})", *(_fmt_metric(base[split].get(n)) for n in names), style="dim")
         table.add_row(split, *row)
     out.print(table)
+    if base.get("kind") == "majority-class":
+        out.print(f"[dim]{base['note']}[/]")
     if results.get("best_reason"):
         out.print(f"[dim]{results['best_reason']}; model saved with the {results['weights']} weights[/]")
+
+
+def _print_retention(results: dict) -> None:
+    """Retention sets (before, after, forgetting, gate), then gate failures and warnings."""
+    retention = results.get("retention") or {}
+    if retention:
+        table = Table(title="retention (forgetting = relative loss of ability)", show_edge=False)
+        for column in ("set", "metric", "before", "after", "forgetting", "limit", "gate"):
+            table.add_column(column, justify="left" if column in ("set", "metric") else "right")
+        for name, entry in retention.items():
+            metric = entry["metric"]
+            limit = "" if entry["limit"] is None else f"{100 * entry['limit']:.1f}%"
+            gate = "" if entry["limit"] is None else ("[green]pass[/]" if entry["passed"] else "[bold red]FAIL[/]")
+            table.add_row(name, metric, _fmt_metric(entry["before"][metric]), _fmt_metric(entry["after"][metric]),
+                          f"{100 * entry['forgetting']:+.1f}%", limit, gate)
+        out.print(table)
+    for check in (results.get("gates") or {}).get("checks", []):
+        if not check["passed"]:
+            out.print(f"[bold red]gate failed:[/] {check['message']}", soft_wrap=True)
+    for warning in results.get("warnings") or []:
+        out.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
 
 
 HIDDEN_METRICS = {"tokens", "samples", "per_class", "confusion_matrix", "labels", "support"}
@@ -337,9 +368,15 @@ def export(
     console.print(f"exported {summary['format']} to {summary['path']}")
 
 
+# Commands that live in their own modules register themselves on `app` when imported.
+from tunelab.cli import report_cmd, sweep_cmd  # noqa: E402,F401
+
+
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a typer.Exit comes back as its status, not raised
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except TunelabError as err:
         _fail(str(err))
     except (KeyboardInterrupt, typer.Abort):

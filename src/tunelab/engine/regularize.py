@@ -41,12 +41,15 @@ class L2SP:
     @torch.no_grad()
     def add_gradients(self) -> float:
         """Add the penalty's gradient to every anchored parameter; return the penalty's value."""
-        total = 0.0
+        if not self.pairs:
+            return 0.0
+        squares = []
         for param, anchor in self.pairs:
             diff = param.detach() - anchor
-            total += float(diff.pow(2).sum())
+            squares.append(diff.pow(2).sum())
             if param.grad is None:
                 param.grad = diff.mul(self.strength)
             else:
                 param.grad.add_(diff, alpha=self.strength)
-        return self.strength / 2 * total
+        # one device sync for the logged value, not one per tensor
+        return self.strength / 2 * float(torch.stack(squares).sum())
