@@ -28,22 +28,28 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """A config file as a dict; every problem is one ConfigError naming the file (and line)."""
+    raw = load_yaml_file(path, "config file")
+    if raw is None:
+        raise ConfigError(f"{path} is empty", fix="see `tunelab config schema` or examples/ for a config")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (task, model, data, ...)")
+    return raw
+
+
+def load_yaml_file(path: Path, what: str) -> Any:
+    """Parse a YAML file the user gave (`what` names it in errors: config file, space file)."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist", fix="check the path")
+        raise ConfigError(f"{what} {path} does not exist", fix="check the path")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{where}: invalid YAML ({problem})", fix="fix the indentation or quoting there") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not UTF-8 text", fix="save the config as UTF-8") from None
-    if raw is None:
-        raise ConfigError(f"{path} is empty", fix="see `tunelab config schema` or examples/ for a config")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (task, model, data, ...)")
-    return raw
+        raise ConfigError(f"{path} is not UTF-8 text", fix=f"save the {what} as UTF-8") from None
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

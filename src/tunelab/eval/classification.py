@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,14 +41,16 @@ def majority_outputs(outputs: dict[str, np.ndarray], names: list[str], train_cou
     return {**outputs, "logits": logits, "loss": -np.log(prior[labels]) if len(labels) else np.zeros(0)}
 
 
-def worst_rows(outputs: dict[str, np.ndarray], names: list[str], k: int) -> list[dict[str, Any]]:
-    """The k rows with the highest loss: label, prediction and its probability (row = dataset index)."""
+def worst_rows(
+    outputs: dict[str, np.ndarray], names: list[str], k: int, describe: Callable[[int], str]
+) -> list[dict[str, Any]]:
+    """The k rows with the highest loss: the input (`describe(row)`), label, prediction and its probability."""
     logits = outputs["logits"].astype(np.float64)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
     order = np.argsort(-outputs["loss"], kind="stable")[:k]
     return [
         {"row": int(i), "label": names[int(outputs["labels"][i])], "predicted": names[int(probs[i].argmax())],
-         "score": float(probs[i].max()), "loss": float(outputs["loss"][i])}
+         "score": float(probs[i].max()), "loss": float(outputs["loss"][i]), "input": describe(int(i))}
         for i in order
     ]

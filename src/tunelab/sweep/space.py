@@ -123,14 +123,9 @@ class SearchSpace:
 
 def load_space(path: Path) -> SearchSpace:
     """Read and validate a space file; every problem is one ConfigError naming the file and the key."""
-    if not path.is_file():
-        raise ConfigError(f"space file {path} does not exist", fix="check the --space path")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
+    from tunelab.config.load import load_yaml_file
+
+    raw = load_yaml_file(path, "space file")
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{path}: a search space is a mapping of dotted config keys to specs",
                           fix="e.g. 'train.learning_rate: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}'")

@@ -201,11 +201,11 @@ class ImageClassification(Task):
     ) -> list[dict[str, Any]]:
         from tunelab.eval.classification import worst_rows
 
-        rows = worst_rows(outputs, data.info["labels"], k)
-        for row in rows:
-            value = dataset[row["row"]]["image"]
-            row["input"] = value if isinstance(value, str) else f"row {row['row']} (image bytes)"
-        return rows
+        def describe(i: int) -> str:
+            value = dataset[i]["image"]
+            return value if isinstance(value, str) else f"row {i} (image bytes)"
+
+        return worst_rows(outputs, data.info["labels"], k, describe)
 
     def save_artifacts(self, run_dir: Path, data: PreparedData) -> None:
         (run_dir / "labels.json").write_text(json.dumps(data.info["labels"], indent=2) + "\n")

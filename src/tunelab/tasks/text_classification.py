@@ -273,10 +273,10 @@ class TextClassification(Task):
     ) -> list[dict[str, Any]]:
         from tunelab.eval.classification import worst_rows
 
-        rows = worst_rows(outputs, data.info["labels"], k)
-        for row in rows:
-            row["input"] = self.tokenizer.decode(dataset[row["row"]]["input_ids"], skip_special_tokens=True)
-        return rows
+        assert self.tokenizer is not None
+        decode = self.tokenizer.decode
+        return worst_rows(outputs, data.info["labels"], k,
+                          lambda i: decode(dataset[i]["input_ids"], skip_special_tokens=True))
 
     def save_artifacts(self, run_dir: Path, data: PreparedData) -> None:
         (run_dir / "labels.json").write_text(json.dumps(data.info["labels"], indent=2) + "\n")
