@@ -225,7 +225,10 @@ class RetentionSet(Section):
         None, description="Metric whose change is the forgetting; default: perplexity for causal LMs, the "
         "head's task default (macro_f1) for classifiers.",
     )
-    max_rows: int | None = Field(256, gt=0, description="Use at most this many rows (null: all).")
+    max_rows: int | None = Field(
+        None, gt=0, description="Use at most this many rows; default: 64 documents of general-text (each "
+        "scored on its first train.max_length tokens), every row of a file.",
+    )
     max_forgetting: float | None = Field(None, ge=0, description="Gate for this set; default: eval.max_forgetting.")
 
 
