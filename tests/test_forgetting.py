@@ -210,3 +210,20 @@ def test_layer_lr_decay_scales_blocks_from_the_top(make_config):
     assert optimizer.param_groups[0]["lr"] == config.train.learning_rate
     assert min(g["lr"] for g in optimizer.param_groups) == config.train.learning_rate * 0.5**n
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+def test_chat_retention_set_is_also_scored_by_generation(tmp_path):
+    from tests.test_causal_lm import chat_rows
+
+    earlier = write_jsonl(tmp_path / "earlier_chat.jsonl", chat_rows(12, seed=7))
+    train_data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(40, seed=1))
+    path = lm_config(tmp_path, "chat", data={"train": str(train_data)},
+                     train={"max_steps": 4, "learning_rate": 1e-3},
+                     eval={"retention": [{"source": str(earlier), "name": "earlier"}], "generate_samples": 2,
+                           "max_forgetting": None},
+                     generation={"max_new_tokens": 4})
+    entry = train(load_config(path)).results["retention"]["earlier"]
+    assert entry["info"]["rows"] == 12 and entry["limit"] is None and entry["passed"]
+    for when in ("before", "after"):
+        assert set(entry[when]["generation"]) >= {"exact_match", "rouge_l"}
+        assert entry[when]["tokens"] > 0

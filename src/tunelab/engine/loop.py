@@ -158,8 +158,8 @@ class Trainer:
         """The task's metrics on `dataset` (and the per-row outputs with `keep_outputs`); `model` and
         `data` default to the trained model and the run's data (retention sets pass their own)."""
         batch_size = self.config.eval.batch_size or 2 * self.config.train.batch_size
-        return evaluate(model or self.model, self.task, dataset, data or self.data, self.accelerator, batch_size,
-                        keep_outputs=keep_outputs)
+        return evaluate(self.model if model is None else model, self.task, dataset,
+                        self.data if data is None else data, self.accelerator, batch_size, keep_outputs=keep_outputs)
 
     # ---- one step -------------------------------------------------------------------------
     def _epoch_steps(self, epoch: int) -> list[list[np.ndarray]]:
