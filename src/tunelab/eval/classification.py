@@ -30,7 +30,9 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, names: l
     }
 
 
-def majority_outputs(outputs: dict[str, np.ndarray], names: list[str], train_counts: dict[str, int]) -> dict[str, np.ndarray]:
+def majority_outputs(
+    outputs: dict[str, np.ndarray], names: list[str], train_counts: dict[str, int]
+) -> dict[str, np.ndarray]:
     """Evaluation outputs of the majority-class baseline: every row gets the training label
     distribution as its prediction, so it predicts the most frequent class and its loss is the
     cross-entropy of the class prior (what a model that ignores its input can reach)."""

@@ -46,7 +46,8 @@ def before_training(
             base["generation"], base["answers"] = generation_eval(
                 trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids())
     if retention:
-        log.info("scoring %d retention set(s) before training: %s", len(retention), ", ".join(s.name for s in retention))
+        names = ", ".join(s.name for s in retention)
+        log.info("scoring %d retention set(s) before training: %s", len(retention), names)
         base["retention"] = score_sets(trainer, retention, config, task, tokenizer)
     if base and trainer.accelerator.is_main_process:
         run.write_json("eval_base.json", base)

@@ -6,7 +6,6 @@ folder is created, so a bad input never leaves a half-written run behind.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,8 +145,8 @@ def _save(run: RunFolder, trainer: Trainer, config: Config, task: Any, data: Any
     run.update(
         status="succeeded", ended=now_iso(), steps=fit.steps, epochs=round(fit.epochs_done, 3),
         stopped_early=fit.stopped_early, train_seconds=round(fit.train_seconds, 2),
-        eval_seconds=round(fit.eval_seconds, 2), checkpoint_seconds=round(fit.checkpoint_seconds, 2), best=results.get("best"),
-        best_reason=results.get("best_reason"), trainable_params=trainable, total_params=total,
+        eval_seconds=round(fit.eval_seconds, 2), checkpoint_seconds=round(fit.checkpoint_seconds, 2),
+        best=results.get("best"), best_reason=results.get("best_reason"), trainable_params=trainable, total_params=total,
         artifacts=written, gates=_gate_summary(results),
     )
 
