@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+from tunelab.errors import DataError
 from tunelab.paths import cache_dir
 
 NAME = "general-text"
@@ -57,7 +60,7 @@ def _bbc_documents() -> list[str]:
 
     try:
         rows, _ = _bbc_articles()
-    except Exception:  # the carrier package is optional: the pool then holds the Python docs alone
+    except DataError:  # the carrier package is optional: the pool then holds the Python docs alone
         return []
     return [_cut(r["text"]) for r in rows]
 
@@ -105,9 +108,10 @@ def write_documents(docs: list[str], role: str) -> Path:
     body = "".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs)
     digest = hashlib.sha256(body.encode()).hexdigest()[:16]
     path = cache_dir() / NAME / f"{role}-{digest}.jsonl"
-    if not path.is_file():
+    if not path.is_file():  # several processes may write it at once: each through its own temp file
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(body, encoding="utf-8")
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(body)
+        os.replace(tmp, path)
     return path
