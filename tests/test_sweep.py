@@ -93,7 +93,7 @@ def test_bad_specs_name_the_file_and_key(spec, expected):
 def test_example_space_fits_its_config():
     from tunelab.sweep.space import check_space
 
-    space = load_space(ROOT / "examples" / "space-news-topics.yaml")
+    space = load_space(ROOT / "examples" / "spaces" / "news-topics.yaml")
     check_space(space, ROOT / "examples" / "news-topics.yaml", [])
     assert LR in space.keys
 
