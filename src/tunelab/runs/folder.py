@@ -1,13 +1,17 @@
 """The run folder: everything one training run wrote, in a fixed layout.
 
     runs/<id>/
-      run.json          status, timings, best checkpoint and why, trainable parameters
+      run.json          status, timings, best checkpoint and why, trainable parameters, gates
       config.yaml       the resolved config (every default written out)
-      data.json         data fingerprints, label set, split sizes, tokenization cache hits
+      data.json         data fingerprints, label set, split sizes, token lengths, tokenization cache hits
       environment.json  packages, threads, hardware
       metrics.jsonl     one line per logged step and per evaluation
-      eval.json         final validation and test metrics
+      eval_base.json    the starting model and the retention sets, scored before step 1
+      eval.json         final metrics: validation, test, base or baseline and gain, retention, gates,
+                        warnings
+      samples_test.jsonl  the worst-scored test rows
       train.log         the log
+      report/           after `tunelab report`
       checkpoints/      step-NNNNNNN/ (resumable) and best/
       model/            loadable with plain transformers (LoRA merged)
       adapter/          PEFT adapter, for lora/dora
