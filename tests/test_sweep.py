@@ -74,7 +74,7 @@ def test_space_specs_parse_and_values_round_trip_through_overrides():
     method = parse_param("method", {"type": "categorical", "choices": [{"name": "full"}, {"name": "lora", "r": 4}]},
                          "space.yaml")
     assert method.labels == ("{name: full}", "{name: lora, r: 4}")  # what Optuna stores: scalars only
-    assert method.override("{name: lora, r: 4}") == "method={name: lora, r: 4}"
+    assert method.overrides("{name: lora, r: 4}") == ["method={name: lora, r: 4}"]
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -171,11 +171,16 @@ def test_layers_preset_runs_the_grid_and_recommends(job, tmp_path, cli):
     assert code == 0, err
     rows = read_trials(out)
     labels = [r["params"]["method"] for r in rows]
-    # tiny-random-bert has 2 blocks: head only, last 1, last 2, then LoRA ranks; every point runs, in order
-    assert labels == ["last 0", "last 1", "last 2", "lora r4", "lora r8", "lora r16"]
+    # tiny-random-bert has 2 blocks: head only, last 1, last 2, then LoRA ranks at 10x the learning
+    # rate; every point runs, in order
+    lr = load_config(job()).train.learning_rate
+    lora = [f"lora r{r} (lr {10 * lr:.0e})" for r in (4, 8, 16)]
+    assert labels == ["last 0", "last 1", "last 2", *lora]
     assert all(r["state"] == "COMPLETE" for r in rows)
+    rates = [load_config(Path(r["run"]) / "config.yaml").train.learning_rate for r in rows]
+    assert rates == pytest.approx([lr] * 3 + [10 * lr] * 3)
     params = {r["params"]["method"]: r["trainable_params"] for r in rows}
-    assert params["last 0"] < params["last 1"] < params["last 2"] and params["lora r4"] < params["lora r16"]
+    assert params["last 0"] < params["last 1"] < params["last 2"] and params[lora[0]] < params[lora[2]]
     assert (out / "layers.png").stat().st_size > 0
 
     summary = json.loads((out / "sweep.json").read_text())
@@ -185,7 +190,8 @@ def test_layers_preset_runs_the_grid_and_recommends(job, tmp_path, cli):
     assert abs(rec["value"] - best["value"]) <= 0.05 and rec["best"]["number"] == best["number"]
     assert "recommended: " + rec["label"] in printed and "best.yaml" in printed
     method = load_config(out / "best.yaml").method
-    assert best["params"]["method"] == (f"last {method.train_last}" if method.name == "freeze" else f"lora r{method.r}")
+    assert best["params"]["method"].startswith(
+        f"last {method.train_last}" if method.name == "freeze" else f"lora r{method.r} ")
 
 
 # ---- Ray Tune --------------------------------------------------------------------------------------

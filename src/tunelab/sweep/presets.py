@@ -19,17 +19,24 @@ from tunelab.sweep.trial import COMPLETE, TrialRecord
 
 PRESETS: Registry[Callable[[Config], SearchSpace]] = Registry("sweep preset")
 LORA_RANKS = (4, 8, 16)
+# LoRA trains far fewer weights from a zero start and wants a higher rate than full fine-tuning
+# (the usual ranges: 1e-5..5e-5 full, 1e-4..1e-3 LoRA); at the same rate it would look much worse.
+LORA_LR_FACTOR = 10
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 
 
 @PRESETS.register("layers")
 def layers_space(config: Config) -> SearchSpace:
-    """One categorical `method` parameter over whole method mappings: switching method.name changes the
-    config's discriminated union, so each grid point replaces the whole `method` section."""
+    """One categorical `method` parameter whose choices are bundles of overrides: switching method.name
+    changes the config's discriminated union, so each grid point replaces the whole `method` section;
+    LoRA points also train at LORA_LR_FACTOR x train.learning_rate."""
     blocks = count_blocks(config)
-    points = [({"name": "freeze", "train_last": n}, f"last {n}") for n in range(blocks + 1)]
-    points += [({"name": "lora", "r": r}, f"lora r{r}") for r in LORA_RANKS]
-    param = Param("method", "categorical", choices=tuple(p for p, _ in points), labels=tuple(label for _, label in points))
+    lora_lr = config.train.learning_rate * LORA_LR_FACTOR
+    points = [({"method": {"name": "freeze", "train_last": n}}, f"last {n}") for n in range(blocks + 1)]
+    points += [({"method": {"name": "lora", "r": r}, "train.learning_rate": lora_lr}, f"lora r{r} (lr {lora_lr:.0e})")
+               for r in LORA_RANKS]
+    param = Param("method", "categorical", choices=tuple(p for p, _ in points),
+                  labels=tuple(label for _, label in points), bundle=True)
     return SearchSpace([param], source="preset layers", grid=True, notes={"preset": "layers", "blocks": blocks})
 
 

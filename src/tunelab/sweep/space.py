@@ -53,6 +53,8 @@ class Param:
     step: float | None = None
     choices: tuple[Any, ...] = ()
     labels: tuple[Any, ...] = ()  # what Optuna sees for each choice (the choice itself when it is a scalar)
+    #: each choice is a mapping of dotted config keys to values, set together (preset grid points)
+    bundle: bool = False
 
     def suggest(self, trial: Any) -> Any:
         """Ask an Optuna trial (or Ray's wrapper of one) for this parameter's value."""
@@ -68,8 +70,12 @@ class Param:
             return self.choices[self.labels.index(sampled)]
         return sampled
 
-    def override(self, sampled: Any) -> str:
-        return f"{self.key}={yaml_value(self.value(sampled))}"
+    def overrides(self, sampled: Any) -> list[str]:
+        """The dotted overrides a sampled value sets (several for a bundle)."""
+        value = self.value(sampled)
+        if self.bundle:
+            return [f"{key}={yaml_value(v)}" for key, v in value.items()]
+        return [f"{self.key}={yaml_value(value)}"]
 
     def distribution(self) -> Any:
         """The Optuna distribution (to rebuild a study from records, e.g. for parameter importances)."""
@@ -108,7 +114,7 @@ class SearchSpace:
 
     def overrides(self, sampled: dict[str, Any]) -> list[str]:
         by_key = {p.key: p for p in self.params}
-        return [by_key[key].override(value) for key, value in sampled.items()]
+        return [item for key, value in sampled.items() for item in by_key[key].overrides(value)]
 
     def distributions(self) -> dict[str, Any]:
         return {p.key: p.distribution() for p in self.params}
@@ -204,5 +210,6 @@ def check_space(space: SearchSpace, config_path: Path, overrides: list[str] | tu
     for param in space.params:
         for probe in param.probes():
             raw = copy.deepcopy(base)
-            apply_override(raw, param.override(probe))
+            for item in param.overrides(probe):
+                apply_override(raw, item)
             validate(raw, source=space.source)
