@@ -238,3 +238,13 @@ def test_divergence_on_resumed_logs_keeps_the_last_line_per_step() -> None:
     lines.append({"step": 40, "split": "validation", "loss": 0.79})  # re-evaluated after a resume: recovered
     assert divergence_warning(lines) is None
     assert divergence_warning([]) is None
+
+
+def test_train_loss_trend_is_a_debiased_moving_average():
+    from tunelab.report.plots import smoothed
+
+    assert smoothed([2.0] * 6) == pytest.approx([2.0] * 6)  # no pull toward zero at the start
+    noisy = [3.0, 1.0] * 10
+    trend = smoothed(noisy)
+    assert max(trend[4:]) - min(trend[4:]) < 1.0 < max(noisy) - min(noisy)
+    assert smoothed([5.0, 1.0], weight=0.0) == [5.0, 1.0]

@@ -22,20 +22,39 @@ DPI = 100
 
 def loss_curves(train: list[dict[str, Any]], validation: list[dict[str, Any]], best_step: int | None = None
                 ) -> bytes | None:
-    """Training loss (every logged step) and validation loss (every evaluation) against the step."""
+    """Training loss (every logged step, with its smoothed trend) and validation loss (every
+    evaluation) against the step."""
     train_pts = _points(train, "loss")
     val_pts = _points(validation, "loss")
     if not train_pts and not val_pts:
         return None
     fig, ax = _figure(7, 3.6)
     if train_pts:
-        ax.plot(*_xy(train_pts), lw=1, alpha=0.8, label="train loss")
+        steps, losses = _xy(train_pts)
+        if len(losses) >= SMOOTH_MIN_POINTS:  # single logged steps are noisy: show the trend over them
+            ax.plot(steps, losses, lw=0.8, alpha=0.35, color="tab:blue", label="train loss (logged steps)")
+            ax.plot(steps, smoothed(losses), lw=1.6, color="tab:blue", label="train loss (smoothed)")
+        else:
+            ax.plot(steps, losses, lw=1, alpha=0.8, color="tab:blue", label="train loss")
     if val_pts:
-        ax.plot(*_xy(val_pts), marker="o", ms=4, lw=1.5, label="validation loss")
+        ax.plot(*_xy(val_pts), marker="o", ms=4, lw=1.5, color="tab:orange", label="validation loss")
     _mark_best(ax, best_step)
     ax.set(xlabel="step", ylabel="loss", title="Loss")
     ax.legend()
     return _png(fig)
+
+
+SMOOTH_MIN_POINTS = 5
+SMOOTHING = 0.6  # weight of the running value, as TensorBoard's smoothing slider
+
+
+def smoothed(values: list[float], weight: float = SMOOTHING) -> list[float]:
+    """Debiased exponential moving average: the first points are not pulled toward zero."""
+    out, running = [], 0.0
+    for i, value in enumerate(values, start=1):
+        running = weight * running + (1 - weight) * value
+        out.append(running / (1 - weight**i))
+    return out
 
 
 def learning_rate(train: list[dict[str, Any]]) -> bytes | None:
