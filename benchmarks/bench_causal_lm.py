@@ -39,12 +39,13 @@ import hashlib
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from _harness import add_worker_args, emit, measure  # benchmarks/ is on sys.path: scripts run as files
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -340,23 +341,10 @@ def worker(name: str, s: dict) -> None:
     result = WORKERS[name](s, sampler)
     result["samples_per_s"] = result["samples"] / result["steps_seconds"]
     result["trained_tokens_per_s"] = result["trained_tokens"] / result["steps_seconds"]
-    print("RESULT " + json.dumps(result), flush=True)
+    emit(result)
 
 
-# ---- the parent ------------------------------------------------------------------------------------
-def measure(name: str, s: dict) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, "--settings", json.dumps(s)]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-    if proc.returncode != 0 or line is None:
-        sys.exit(f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    result = json.loads(line[len("RESULT "):])
-    result["process_seconds"] = time.perf_counter() - started
-    return result
-
-
+# ---- the parent: _harness.measure runs each side in its own process ----------------------------------
 def report(s: dict, ours: dict, theirs: dict) -> None:
     print(f"\n== {s['variant']}: SmolLM2-135M-Instruct, LoRA r 16 (q_proj, v_proj), {ours['samples']} conversations "
           f"x 1 epoch, batch {BATCH}, max_length {MAX_LENGTH}, {s['precision']}, {s['threads']} threads")
@@ -392,8 +380,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per variant (default 10)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides (default fp32)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--settings", help=argparse.SUPPRESS)
+    add_worker_args(parser)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, json.loads(args.settings))
@@ -408,8 +395,8 @@ def main() -> None:
         s = {"variant": variant, "packed": variant == "packed", "train": str(train),
              "validation": str(CORPUS / "validation.jsonl"), "test": str(test),
              "precision": "bf16" if args.bf16 else "fp32", "threads": args.threads}
-        theirs = measure("trl", s)
-        ours = measure("tunelab", s)
+        theirs = measure(__file__, "trl", s)
+        ours = measure(__file__, "tunelab", s)
         report(s, ours, theirs)
         results[variant] = {"tunelab": ours, "trl": theirs}
     print("\nraw: " + json.dumps(results))

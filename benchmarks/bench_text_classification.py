@@ -19,10 +19,10 @@ import json
 import os
 import re
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from _harness import add_worker_args, emit, measure  # benchmarks/ is on sys.path: scripts run as files
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -133,19 +133,10 @@ def worker(name: str, s: dict) -> None:
     result = WORKERS[name](s)
     result["samples_per_s"] = result["train_rows"] * s["epochs"] / result["train_seconds"]
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps(result), flush=True)
+    emit(result)
 
 
-# ---- the parent ------------------------------------------------------------------------------------
-def measure(name: str, s: dict) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, "--settings", json.dumps(s)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-    if proc.returncode != 0 or line is None:
-        sys.exit(f"{name} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(line[len("RESULT "):])
-
-
+# ---- the parent: _harness.measure runs each side in its own process ----------------------------------
 def report(variant: str, s: dict, ours: dict, theirs: dict) -> None:
     print(f"\n== {variant}: MiniLM-L6 full fine-tuning, {ours['train_rows']} train rows x {s['epochs']} epoch(s), "
           f"max_length {s['max_length']}, batch {s['batch_size']}, {s['threads']} threads")
@@ -165,8 +156,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="train rows (default: all 1,700)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--settings", help=argparse.SUPPRESS)
+    add_worker_args(parser)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, json.loads(args.settings))
@@ -174,8 +164,8 @@ def main() -> None:
     prepare_data()
     for variant in (["articles", "short"] if args.variant == "both" else [args.variant]):
         s = settings(args, variant)
-        theirs = measure("hf", s)
-        ours = measure("tunelab", s)
+        theirs = measure(__file__, "hf", s)
+        ours = measure(__file__, "tunelab", s)
         report(variant, s, ours, theirs)
         print("raw: " + json.dumps({"tunelab": ours, "hf": theirs}))
 

@@ -18,10 +18,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from _harness import add_worker_args, emit, measure  # benchmarks/ is on sys.path: scripts run as files
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data" / "clinical"
@@ -141,19 +141,10 @@ def worker(name: str, s: dict) -> None:
     result = WORKERS[name](s)
     result["samples_per_s"] = result["train_rows"] * s["epochs"] / result["train_seconds"]
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps(result), flush=True)
+    emit(result)
 
 
-# ---- the parent ------------------------------------------------------------------------------------
-def measure(name: str, s: dict) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, "--settings", json.dumps(s)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-    if proc.returncode != 0 or line is None:
-        sys.exit(f"{name} failed:\n{proc.stderr[-4000:]}")
-    return json.loads(line[len("RESULT "):])
-
-
+# ---- the parent: _harness.measure runs each side in its own process ----------------------------------
 def report(s: dict, ours: dict, theirs: dict) -> None:
     print(f"\n== clinical NER: MiniLM-L6 full fine-tuning, {ours['train_rows']:.0f} train sentences x {s['epochs']} "
           f"epoch(s), max_length {s['max_length']}, batch {s['batch_size']}, {s['threads']} threads, "
@@ -170,8 +161,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--settings", help=argparse.SUPPRESS)
+    add_worker_args(parser)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, json.loads(args.settings))
@@ -181,7 +171,7 @@ def main() -> None:
     for seed in args.seeds:
         s = {**settings(args), "seed": seed}
         for name in ("hf", "tunelab"):
-            runs[name].append(measure(name, s))
+            runs[name].append(measure(__file__, name, s))
     ours, theirs = (mean(runs[name]) for name in ("tunelab", "hf"))
     report({**settings(args), "seeds": args.seeds}, ours, theirs)
     print("per seed: " + json.dumps({name: [round(r["test_f1"], 4) for r in rs] for name, rs in runs.items()}))
