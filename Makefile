@@ -8,7 +8,7 @@ demo: setup
 	.venv/bin/tunelab train examples/news-topics.yaml
 
 test: setup
-	.venv/bin/python -m pytest -q
+	bash scripts/with-postgres.sh .venv/bin/python -m pytest -q
 
 bench: setup
 	.venv/bin/python -m pip install -q -e ".[bench]"

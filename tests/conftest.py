@@ -82,3 +82,48 @@ def make_config(tmp_path: Path, text_data: dict[str, Path]):
         return path
 
     return make
+
+
+# ---- workspace database backends --------------------------------------------------------------
+# SQLite always; PostgreSQL when TUNELAB_TEST_POSTGRES_URL names a server (CI starts one with
+# scripts/postgres.sh and sets TUNELAB_REQUIRE_POSTGRES=1, which turns a missing server into a failure).
+@pytest.fixture
+def postgres_url():
+    """The URL of a fresh, empty PostgreSQL database, dropped afterwards."""
+    import os
+    import secrets
+
+    import sqlalchemy as sa
+
+    url = os.environ.get("TUNELAB_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("TUNELAB_REQUIRE_POSTGRES") == "1":
+            pytest.fail("TUNELAB_REQUIRE_POSTGRES=1 but TUNELAB_TEST_POSTGRES_URL is not set")
+        pytest.skip("no PostgreSQL server (set TUNELAB_TEST_POSTGRES_URL; CI does)")
+    name = f"tunelab_{secrets.token_hex(6)}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest):
+    """None (the default SQLite file) or the URL of a fresh, empty PostgreSQL database."""
+    yield None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, database_url, monkeypatch: pytest.MonkeyPatch):
+    """A workspace in tmp_path on each backend; the cwd is its root, as after `tunelab init`."""
+    from tunelab.workspace import Workspace
+
+    monkeypatch.chdir(tmp_path)
+    if database_url:
+        monkeypatch.setenv("TUNELAB_DATABASE_URL", database_url)
+    ws = Workspace.init(tmp_path, database_url=database_url)
+    yield ws
+    ws.close()

@@ -325,6 +325,49 @@ class GenerationConfig(Section):
     seed: int = Field(0, description="Seed for sampling.")
 
 
+class PromotionPolicy(Section):
+    """What a registered model must show before `tunelab registry promote` moves it past candidate."""
+
+    min_metrics: dict[str, float] = Field(
+        default_factory=dict, description="Lower bounds on eval.json metrics, as 'split.metric': value, "
+        "e.g. {test.accuracy: 0.9}.",
+    )
+    max_metrics: dict[str, float] = Field(
+        default_factory=dict, description="Upper bounds on eval.json metrics, e.g. {test.loss: 1.2}.",
+    )
+    max_forgetting: float | None = Field(
+        None, ge=0, description="Largest forgetting allowed on any retention set (0.1 = 10% relative loss).",
+    )
+    require_gates_passed: bool = Field(True, description="The run's own evaluation gates must have passed.")
+    require_data_check: bool = Field(True, description="The run's data check must have passed (no errors).")
+    require_pii_clean: bool = Field(
+        True, description="The data the run trained on must have no PII findings (redacted data counts as clean).",
+    )
+
+
+PiiEntity = Literal["email", "phone", "credit_card", "iban", "national_id", "ip_address"]
+
+
+class GovernanceConfig(Section):
+    pii: Literal["block", "redact", "warn", "off"] = Field(
+        "warn", description="PII found in the training data: block refuses to train and lists the rows and "
+        "fields; redact trains on a new, redacted dataset version (needs a workspace); warn records it; off "
+        "skips the scan.",
+    )
+    pii_entities: list[PiiEntity] = Field(
+        default_factory=lambda: ["email", "phone", "credit_card", "iban", "national_id", "ip_address"],
+        description="Which kinds of PII the scan looks for.",
+    )
+    presidio: bool = Field(
+        False, description="Also scan with Microsoft Presidio (names, locations; needs the 'presidio' extra).",
+    )
+    near_duplicate_threshold: float = Field(
+        0.8, gt=0, le=1, description="Estimated Jaccard similarity (MinHash over word 3-grams) above which two "
+        "rows count as near duplicates.",
+    )
+    promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
+
+
 class OutputConfig(Section):
     dir: str = Field("runs", description="Folder that holds run folders.")
     name: str | None = Field(None, description="Run name prefix; default: the config file's name.")
@@ -343,6 +386,7 @@ class Config(Section):
     tokens: TokenClassificationConfig = Field(default_factory=TokenClassificationConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @model_validator(mode="after")
