@@ -1,0 +1,166 @@
+"""`tunelab data check`: check a config's data files before training, and redact PII from them.
+
+Why a recipe apart from training: the checks (duplicates, leakage, PII, labels, lengths, encoding)
+read every row and should run before any model is built, in CI or by hand, and their report is kept
+with the run so promotion policies can require a clean one. Loading goes through `load_table`, so
+rows are located exactly as training errors locate them ("data/train.jsonl line 17").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import Config
+from tunelab.data.fingerprint import canonical_json
+from tunelab.data.formats import format_for_extension
+from tunelab.data.loading import Table, load_table
+from tunelab.datacheck.checks import SplitData, check_splits
+from tunelab.datacheck.html import write_html
+from tunelab.datacheck.pii import redact_row
+from tunelab.errors import DataError
+from tunelab.runs.folder import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+REPORT_JSON = "data_check.json"
+REPORT_HTML = "data_check.html"
+REDACTABLE_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
+BLOCK_FIX = "remove or redact them, or set governance.pii: redact"
+MAX_BLOCK_ROWS = 10
+
+
+def label_column(config: Config) -> str | None:
+    """The column that holds class labels (not scanned for PII, not part of the row text), if the task has one."""
+    if config.task in ("text-classification", "image-classification"):
+        return config.data.label_column
+    return None
+
+
+def _ignored_columns(config: Config) -> set[str]:
+    """Columns that are annotations rather than text (left out of duplicates and lengths)."""
+    if config.task == "token-classification":
+        return {config.data.tags_column, config.data.entities_column}
+    return set()
+
+
+def _rows(table: Table, config: Config) -> list[dict]:
+    """Rows as plain dicts; images keep only their label and path (never their bytes)."""
+    dataset = table.dataset
+    if config.task != "image-classification":
+        return dataset.to_list()
+    keep = [c for c in (config.data.label_column, config.data.image_column) if c in dataset.column_names]
+    feature = dataset.features.get(config.data.image_column)
+    if getattr(feature, "dtype", None) not in ("string", "large_string"):
+        keep = [c for c in keep if c != config.data.image_column]
+    return dataset.select_columns(keep).to_list()
+
+
+def load_splits(config: Config) -> dict[str, SplitData]:
+    """Each configured split (train, then validation and test when configured) as rows; a split that
+    cannot be loaded carries its one-line error instead of stopping the check."""
+    splits = {}
+    for split, path in config.data.split_paths().items():
+        try:
+            table = load_table(path, config.data, split)
+        except DataError as err:
+            splits[split] = SplitData(rows=[], where=None, load_error=str(err))
+            continue
+        splits[split] = SplitData(rows=_rows(table, config), where=table.where)
+    return splits
+
+
+def load_check_tokenizer(config: Config) -> Any:
+    """The model's tokenizer for token lengths; None for image tasks."""
+    if config.task == "image-classification":
+        return None
+    from tunelab.models import load_tokenizer, resolve_model
+
+    return load_tokenizer(resolve_model(config.model), config.model)
+
+
+def run_data_check(config: Config, *, out_dir: Path, tokenizer: Any = None) -> dict:
+    """Check the config's data; write `out_dir/data_check.json` and `data_check.html`; return the report.
+
+    Token lengths and truncation are measured only when `tokenizer` is given (see
+    `load_check_tokenizer`). Nothing is written until the report is complete.
+    """
+    report = check_splits(
+        load_splits(config),
+        task=config.task,
+        label_column=label_column(config),
+        tokenizer=tokenizer,
+        max_length=config.train.max_length,
+        governance=config.governance,
+        ignore_columns=_ignored_columns(config),
+    )
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / REPORT_JSON, canonical_json(report, indent=2) + "\n")
+    write_html(report, out_dir / REPORT_HTML, title=f"Data check: {config.output.name or config.task}")
+    verdict = "passed" if report["passed"] else "FAILED"
+    logger.info("data check %s: %d error(s), %d warning(s), %d PII finding(s); report in %s", verdict,
+                len(report["errors"]), len(report["warnings"]), report["pii"]["count"], out_dir / REPORT_HTML)
+    return report
+
+
+def pii_block_error(report: dict) -> DataError:
+    """The error that refuses training under governance.pii: block, naming up to 10 rows and their fields."""
+    pii = report["pii"]
+    rows: dict[str, list[str]] = {}
+    for finding in pii["findings"]:
+        rows.setdefault(finding["where"], [])
+        item = f"{finding['field']}: {finding['entity']}"
+        if item not in rows[finding["where"]]:
+            rows[finding["where"]].append(item)
+    shown = [f"{where} ({', '.join(items)})" for where, items in list(rows.items())[:MAX_BLOCK_ROWS]]
+    total_rows = pii.get("rows", len(rows))
+    more = f" and {total_rows - len(shown)} more row(s)" if total_rows > len(shown) else ""
+    message = (f"governance.pii is block and the data holds {pii['count']} PII value(s) in {total_rows} row(s): "
+               f"{'; '.join(shown)}{more}")
+    return DataError(message, fix=BLOCK_FIX)
+
+
+def pii_block_message(report: dict) -> str:
+    """`pii_block_error(report)` as its one line (message and fix)."""
+    return str(pii_block_error(report))
+
+
+def _format_name(src: Path, config: Config) -> str | None:
+    if config.data.format != "auto":
+        return config.data.format
+    if src.is_dir():
+        return None  # known after loading
+    fmt = format_for_extension(src)
+    return fmt.name if fmt else (src.suffix or src.name)
+
+
+def _unsupported(name: str) -> DataError:
+    return DataError(f"governance.pii: redact supports {'/'.join(REDACTABLE_FORMATS)} files, not {name}",
+                     fix="use block or warn")
+
+
+def redact_file(src: Path, dst: Path, config: Config) -> int:
+    """Write a redacted copy of the data file `src` to `dst` as JSON Lines; return the replacements made.
+
+    Every row is kept (max_rows does not apply); the label column is copied unscanned.
+    """
+    src, dst = Path(src), Path(dst)
+    name = _format_name(src, config)
+    if name is not None and name not in REDACTABLE_FORMATS:
+        raise _unsupported(name)
+    table = load_table(src, config.data.model_copy(update={"max_rows": None}), "train")
+    if table.format not in REDACTABLE_FORMATS:
+        raise _unsupported(str(table.format))
+    label = label_column(config)
+    skip = {label} if label else set()
+    entities, presidio = list(config.governance.pii_entities), config.governance.presidio
+    lines, total = [], 0
+    for row in table.dataset.to_list():
+        redacted, count = redact_row(row, entities, skip, presidio=presidio)
+        total += count
+        lines.append(json.dumps(redacted, ensure_ascii=False, default=str) + "\n")
+    atomic_write_text(dst, "".join(lines))
+    logger.info("redacted %d PII value(s) from %s into %s", total, src, dst)
+    return total
