@@ -24,6 +24,7 @@ from tunelab.eval.retention import prepare_sets
 from tunelab.logs import add_file_log
 from tunelab.methods import METHODS, count_parameters
 from tunelab.models import load_tokenizer, resolve_model
+from tunelab.recipes import governance
 from tunelab.recipes.heldout import after_training, before_training
 from tunelab.runs import RunFolder, collect_environment, now_iso
 from tunelab.tasks import TASKS
@@ -38,8 +39,23 @@ class TrainOutcome:
     fit: FitResult
 
 
-def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter | None = None) -> TrainOutcome:
-    """Run one training job described by `config` (or continue `resume`) and return its results."""
+def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter | None = None,
+          reproduces: str | None = None) -> TrainOutcome:
+    """Run one training job described by `config` (or continue `resume`) and return its results.
+
+    Inside a workspace the run is recorded there (inputs, config, environment, outcome, artifacts);
+    `reproduces` names the run this one repeats.
+    """
+    governed = governance.prepare(config)
+    try:
+        return _train(governed, resume, reporter, reproduces)
+    finally:
+        governed.cleanup()
+
+
+def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Reporter | None,
+           reproduces: str | None) -> TrainOutcome:
+    config = governed.config  # data references resolved to paths; the run records `governed.original`
     task = TASKS.get(config.task)()
     task.validate_config(config)
     method = METHODS.get(config.method.name)()
@@ -53,14 +69,16 @@ def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter
     retention = prepare_sets(config, task, tokenizer, resolved, data)
 
     accelerator = make_accelerator(config)
-    run = resume or _create_run(config, accelerator)
+    run = resume or _create_run(governed.original, accelerator)
     file_log = add_file_log(run.path / "train.log")
     try:
         if accelerator.is_main_process:
             run.update(status="running", started=now_iso(), task=config.task, model=resolved.to_dict(),
                        processes=accelerator.num_processes, device=str(accelerator.device))
             run.write_json("data.json", {**data.info, **_length_info(task, data, config)})
-            run.write_json("environment.json", collect_environment())
+            environment = collect_environment()
+            run.write_json("environment.json", environment)
+            governance.start(governed, run, environment, resumed=resume is not None, reproduces=reproduces)
         set_seed(config.train.seed)
         model = _build(config, task, resolved, data)
         trainer = Trainer(config, task, model, data, accelerator, run, reporter)
@@ -71,18 +89,19 @@ def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter
         results = after_training(trainer, run, config, task, data, tokenizer, fit, before, retention)
         if accelerator.is_main_process:
             _save(run, trainer, config, task, data, tokenizer, results, fit)
+            governance.end(governed, run, "succeeded")
         accelerator.wait_for_everyone()
         return TrainOutcome(run, results, fit)
     except RunPruned:
-        _mark(run, accelerator, status="pruned", ended=now_iso())
+        _mark(run, accelerator, governed, status="pruned", ended=now_iso())
         raise
     except KeyboardInterrupt:
-        _mark(run, accelerator, status="interrupted", ended=now_iso())
+        _mark(run, accelerator, governed, status="interrupted", ended=now_iso())
         if latest_checkpoint(run.checkpoints) is not None:
             log.warning("interrupted; continue with: tunelab train --resume %s", run.path)
         raise
     except Exception as err:
-        _mark(run, accelerator, status="failed", ended=now_iso(), error=str(err))
+        _mark(run, accelerator, governed, status="failed", ended=now_iso(), error=str(err))
         raise
     finally:
         logging.getLogger("tunelab").removeHandler(file_log)
@@ -139,6 +158,7 @@ def _save(run: RunFolder, trainer: Trainer, config: Config, task: Any, data: Any
     written = METHODS.get(config.method.name)().save(model, run.model_dir, config)
     for folder in written.values():
         if tokenizer is not None:
+            _clear_call_state(tokenizer)
             tokenizer.save_pretrained(folder)
         task.finalize_saved(Path(folder))
     task.save_artifacts(run.path, data)
@@ -149,6 +169,15 @@ def _save(run: RunFolder, trainer: Trainer, config: Config, task: Any, data: Any
         best=results.get("best"), best_reason=results.get("best_reason"), trainable_params=trainable, total_params=total,
         artifacts=written, gates=_gate_summary(results),
     )
+
+
+def _clear_call_state(tokenizer: Any) -> None:
+    """Forget the truncation/padding the last tokenizer call left on the fast backend: tokenizer.json would
+    otherwise record it, and differ between a run that tokenized and one served from the token cache."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
 
 
 def _gate_summary(results: dict[str, Any]) -> dict[str, Any] | None:
@@ -169,6 +198,7 @@ def _length_info(task: Any, data: Any, config: Config) -> dict[str, Any]:
                         for name, ds in splits.items() if ds is not None and len(ds)}}
 
 
-def _mark(run: RunFolder, accelerator: Any, **fields: Any) -> None:
+def _mark(run: RunFolder, accelerator: Any, governed: governance.Governed, **fields: Any) -> None:
     if accelerator.is_main_process:
         run.update(**fields)
+        governance.end(governed, run, fields["status"], error=fields.get("error"))

@@ -1,0 +1,191 @@
+"""What the workspace adds around a training run: dataset references resolved to bytes, the data
+check and PII gate before the run exists, and lineage once it does.
+
+Without a workspace a run still gets its data check (data_check.json/.html in the run folder) and
+the PII gate; `NAME@version` references and `governance.pii: redact` need one.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import Config
+from tunelab.errors import DataError
+from tunelab.runs.folder import RunFolder
+from tunelab.workspace import Workspace, WorkspaceError
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Governed:
+    """A config ready to train: `config` reads real paths; `original` is what the run folder records."""
+
+    original: Config
+    config: Config
+    workspace: Workspace | None
+    inputs: list[Any] = field(default_factory=list)  # lineage.InputRecord
+    report: dict[str, Any] | None = None
+    check_dir: Path | None = None
+
+    def cleanup(self) -> None:
+        if self.check_dir is not None:
+            shutil.rmtree(self.check_dir, ignore_errors=True)
+            self.check_dir = None
+
+
+def resolve_data(config: Config, workspace: Workspace | None = None) -> tuple[Config, list[Any], Workspace | None]:
+    """Replace `NAME@version` data references with the paths of their bytes; hash every input split."""
+    from tunelab.workspace.datasets import content_files, content_sha256, parse_ref, resolve
+    from tunelab.workspace.lineage import InputRecord
+
+    workspace = workspace or Workspace.find()
+    if workspace is not None:
+        workspace.check_schema()
+    updates: dict[str, str] = {}
+    inputs: list[InputRecord] = []
+    for split, value in config.data.split_paths().items():
+        if parse_ref(value) is not None:
+            if workspace is None:
+                raise WorkspaceError(f"data.{split}: {value!r} names a dataset version, but there is no workspace here",
+                                     fix="run inside the workspace that holds it (or set TUNELAB_WORKSPACE)")
+            path, version = resolve(workspace, value)
+            updates[split] = str(path)
+            sha = version.sha256 if path.is_file() == (version.kind == "file") else content_sha256(
+                path, content_files(path))
+            inputs.append(InputRecord(split, value, sha, version))
+        else:
+            path = Path(value)
+            if path.exists():
+                inputs.append(InputRecord(split, value, content_sha256(path, content_files(path))))
+    if not updates:
+        return config, inputs, workspace
+    data = config.data.model_copy(update=updates)
+    return config.model_copy(update={"data": data}), inputs, workspace
+
+
+def prepare(config: Config, *, check: bool = True) -> Governed:
+    """Resolve data, run the data check, apply `governance.pii` (block, redact or warn)."""
+    resolved, inputs, workspace = resolve_data(config)
+    governed = Governed(config, resolved, workspace, inputs)
+    if not check:
+        return governed
+    governed.check_dir = Path(tempfile.mkdtemp(prefix="tunelab-check-"))
+    try:
+        _check(governed)
+    except BaseException:
+        governed.cleanup()
+        raise
+    return governed
+
+
+def _check(governed: Governed) -> None:
+    from tunelab.recipes.data_check import pii_block_error, run_data_check
+
+    policy = governed.config.governance.pii
+    report = run_data_check(governed.config, out_dir=governed.check_dir)
+    found = (report.get("pii") or {}).get("count", 0)
+    if found and policy == "block":
+        raise pii_block_error(report)
+    if found and policy == "redact":
+        redacted = _redact(governed)
+        report = run_data_check(governed.config, out_dir=governed.check_dir)
+        report["redacted"] = redacted
+    elif found and policy == "warn":
+        log.warning("data check: %d PII finding(s) in the training data (governance.pii: warn); "
+                    "see data_check.html in the run folder", found)
+    for error in report.get("errors", []):
+        log.warning("data check: %s", error)
+    governed.report = report
+
+
+def _redact(governed: Governed) -> list[dict[str, Any]]:
+    """Write a redacted copy of every split that holds PII as a new dataset version, and train on it."""
+    from tunelab.recipes.data_check import redact_file
+    from tunelab.workspace.datasets import add_version, parse_ref
+    from tunelab.workspace.lineage import InputRecord
+
+    workspace = governed.workspace
+    if workspace is None:
+        raise WorkspaceError("governance.pii: redact writes a new dataset version, which needs a workspace",
+                             fix="run `tunelab init` here, or use governance.pii: block or warn")
+    updates: dict[str, str] = {}
+    done: list[dict[str, Any]] = []
+    inputs = {item.split: item for item in governed.inputs}
+    for split, path_text in governed.config.data.split_paths().items():
+        source = Path(path_text)
+        if source.is_dir():
+            raise DataError(f"data.{split}: governance.pii: redact works on data files, {source} is a folder",
+                            fix="name the file (NAME@vN/file.jsonl), or use block or warn")
+        staging = Path(tempfile.mkdtemp(prefix="tunelab-redact-"))
+        try:
+            target = staging / f"{source.stem}.redacted.jsonl"
+            count = redact_file(source, target, governed.config)
+            if not count:
+                continue
+            ref = parse_ref(inputs[split].path)
+            parent = inputs[split].version
+            name = ref.name if ref is not None and not ref.subpath else _dataset_name(source)
+            if parent is None or (ref is not None and ref.subpath):
+                parent = add_version(workspace, name, source, note=f"original of a redacted data.{split}").version
+            note = f"redacted: {count} PII value(s) replaced, from {parent.ref}"
+            added = add_version(workspace, name, target, note=note, parent=parent).version
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        from tunelab.workspace.datasets import version_path
+
+        updates[split] = str(version_path(workspace, added))
+        inputs[split] = InputRecord(split, added.ref, added.sha256, added)
+        done.append({"split": split, "from": parent.ref, "to": added.ref, "replacements": count})
+        log.info("data.%s: %d PII value(s) redacted into %s", split, count, added.ref)
+    governed.config = governed.config.model_copy(update={"data": governed.config.data.model_copy(update=updates)})
+    # The run records the redacted versions as its data, so its config names them too.
+    original_data = governed.original.data.model_copy(update={d["split"]: d["to"] for d in done})
+    governed.original = governed.original.model_copy(update={"data": original_data})
+    governed.inputs = [inputs[s] for s in SPLITS if s in inputs]
+    return done
+
+
+def _dataset_name(path: Path) -> str:
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.") or "data"
+    return name[:200]
+
+
+def start(governed: Governed, run: RunFolder, environment: dict[str, Any], *, resumed: bool,
+          reproduces: str | None = None) -> None:
+    """On the main process, once the run folder exists: keep the data check in it, record lineage."""
+    report_path = None
+    if governed.check_dir is not None:
+        for name in ("data_check.json", "data_check.html"):
+            if (governed.check_dir / name).is_file():
+                shutil.copy2(governed.check_dir / name, run.path / name)
+        report_path = run.path / "data_check.json"
+        governed.cleanup()
+    if governed.workspace is None:
+        return
+    from tunelab.workspace.lineage import record_data_check, record_start
+
+    record_start(governed.workspace, run, governed.original, governed.inputs, environment, resumed=resumed,
+                 reproduces=reproduces)
+    if governed.report is not None:
+        record_data_check(governed.workspace, run.id, governed.report, report_path)
+
+
+def end(governed: Governed, run: RunFolder, status: str, *, error: str | None = None) -> None:
+    governed.cleanup()
+    if governed.workspace is None:
+        return
+    from tunelab.workspace.lineage import record_end
+
+    try:
+        record_end(governed.workspace, run, status, error=error)
+    except Exception as err:  # noqa: BLE001 - the run itself is on disk; do not hide its own outcome behind this
+        log.error("could not record the end of run %s in the workspace: %s", run.id, err)
