@@ -365,11 +365,17 @@ def export(
     if dtype not in ("f16", "f32"):
         raise TunelabError(f"--dtype {dtype!r} is not supported", fix="use f16 or f32")
     summary = export_run(run, format, out_path, dtype)  # type: ignore[arg-type]
+    from tunelab.workspace.workspace import record_action
+
+    record_action("model.export", "run", Path(run).name, {"format": summary["format"], "path": str(summary["path"]),
+                                                          "dtype": dtype})
     console.print(f"exported {summary['format']} to {summary['path']}")
 
 
 # Commands that live in their own modules register themselves on `app` when imported.
-from tunelab.cli import report_cmd, sweep_cmd  # noqa: E402,F401
+from tunelab.cli import data_cmd, registry_cmd, report_cmd, sweep_cmd, workspace_cmd  # noqa: E402,F401
+
+app.add_typer(registry_cmd.registry_app, name="registry")
 
 
 def main() -> None:
