@@ -375,8 +375,6 @@ def export(
 # Commands that live in their own modules register themselves on `app` when imported.
 from tunelab.cli import data_cmd, registry_cmd, report_cmd, sweep_cmd, workspace_cmd  # noqa: E402,F401
 
-app.add_typer(registry_cmd.registry_app, name="registry")
-
 
 def main() -> None:
     try:

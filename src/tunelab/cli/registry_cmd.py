@@ -1,6 +1,6 @@
 """`tunelab registry`: register runs as model versions, promote them through gated stages, print cards.
 
-Mounted in main.py with `app.add_typer(registry_app, name="registry")`. Errors are TunelabErrors,
+Mounts itself on the main app when main.py imports it. Errors are TunelabErrors,
 printed as one line by `main()`; a refused promotion exits with GATE_FAILED (3), like a run that
 failed its evaluation gates.
 """
@@ -15,12 +15,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from tunelab.cli.main import GATE_FAILED, app, console, out
+
 registry_app = typer.Typer(no_args_is_help=True,
                            help="Registered models: versions of runs, gated stages, model cards.")
-
-# After registry_app: main.py imports this module and mounts registry_app while it is itself being
-# imported, so importing this module first (tests, plugins) must find registry_app already defined.
-from tunelab.cli.main import GATE_FAILED, console, out
+app.add_typer(registry_app, name="registry")
 
 DASH = "\u2013"
 

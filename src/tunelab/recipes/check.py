@@ -78,7 +78,8 @@ def _check_dataset(ref: str, out_dir: Path | None, label_column: str | None) -> 
     try:
         table = load_table(path, DataConfig(train=str(path)), "train")
         rows = table.dataset.to_list()
-        split = SplitData(rows=rows, where=table.where, load_error=None)
+        # Locations name the version ("topics@v1 line 7"), not the copy under .tunelab/artifacts.
+        split = SplitData(rows=rows, where=lambda row: table.where(row).replace(str(path), name), load_error=None)
     except TunelabError as err:
         split = SplitData(rows=[], where=None, load_error=str(err))
         rows = []

@@ -22,6 +22,9 @@ def preview(config: Config, n: int = 3) -> tuple[list[PreviewSample], dict[str, 
     """The first `n` training samples as rendered and masked for training, and the data statistics.
 
     Runs the same pre-flight checks as `tunelab train`, so a config it accepts will start training."""
+    from tunelab.recipes.governance import resolve_data
+
+    config, _inputs, _workspace = resolve_data(config)  # NAME@version data refs → the version's files
     task = TASKS.get(config.task)()
     if not hasattr(task, "encode_splits"):
         raise ConfigError(f"data preview shows causal-lm samples; task {config.task!r} has no loss mask",

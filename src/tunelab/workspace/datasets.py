@@ -10,6 +10,7 @@ folder version: `news@v1/train.jsonl`.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -285,10 +286,15 @@ def count_rows(path: Path) -> int | None:
     from tunelab.config.schema import DataConfig
     from tunelab.data.loading import load_table
 
+    quiet = logging.getLogger("tunelab.data.loading")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # "data.train: N rows from ..." would be misleading here
     try:
         return load_table(Path(path), DataConfig(train=str(path)), "train").dataset.num_rows
     except Exception:  # noqa: BLE001 - an unreadable file is still bytes worth versioning; `data check` says what is wrong
         return None
+    finally:
+        quiet.setLevel(level)
 
 
 def usage(session: Session, version: DatasetVersion) -> dict[str, Any]:
