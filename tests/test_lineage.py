@@ -176,3 +176,23 @@ def test_refs_without_a_workspace_are_a_one_line_error(make_config, tmp_path, mo
     config = load_config(make_config(data={"train": "topics@v1"}))
     with pytest.raises(Exception, match="names a dataset version, but there is no workspace here"):
         train(config)
+
+
+def test_replay_and_retention_sources_can_be_dataset_versions(workspace: Workspace, make_config, text_data) -> None:
+    from tunelab.recipes.governance import resolve_data
+
+    add_version(workspace, "general", text_data["validation"])
+    folder = text_data["train"].parent
+    add_version(workspace, "splits", folder)
+    config = load_config(make_config(
+        data={"train": "splits@v1/train.jsonl", "replay": {"source": "general@v1", "fraction": 0.1}},
+        eval={"retention": [{"source": "general@latest"}]}))
+    resolved, inputs, _ = resolve_data(config, workspace)
+    stored = workspace.root / ".tunelab" / "artifacts" / "datasets"
+    assert Path(resolved.data.train).is_relative_to(stored) and Path(resolved.data.replay.source).is_relative_to(stored)
+    assert resolved.eval.retention[0].name == "general@latest"  # reports keep naming the reference
+    by_role = {(i.split, i.version.ref if i.version else None) for i in inputs}
+    assert by_role == {("train", "splits@v1"), ("validation", None), ("test", None),  # plain paths: hashed only
+                       ("replay", "general@v1"), ("retention", "general@v1")}
+    train_input = next(i for i in inputs if i.split == "train")
+    assert train_input.sha256 == __import__("hashlib").sha256(text_data["train"].read_bytes()).hexdigest()

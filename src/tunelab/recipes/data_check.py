@@ -100,7 +100,7 @@ def run_data_check(config: Config, *, out_dir: Path, tokenizer: Any = None) -> d
     atomic_write_text(out_dir / REPORT_JSON, canonical_json(report, indent=2) + "\n")
     write_html(report, out_dir / REPORT_HTML, title=f"Data check: {config.output.name or config.task}")
     verdict = "passed" if report["passed"] else "FAILED"
-    logger.info("data check %s: %d error(s), %d warning(s), %d PII finding(s); report in %s", verdict,
+    logger.debug("data check %s: %d error(s), %d warning(s), %d PII finding(s); report in %s", verdict,
                 len(report["errors"]), len(report["warnings"]), report["pii"]["count"], out_dir / REPORT_HTML)
     return report
 

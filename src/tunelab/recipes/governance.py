@@ -41,33 +41,59 @@ class Governed:
 
 
 def resolve_data(config: Config, workspace: Workspace | None = None) -> tuple[Config, list[Any], Workspace | None]:
-    """Replace `NAME@version` data references with the paths of their bytes; hash every input split."""
-    from tunelab.workspace.datasets import content_files, content_sha256, parse_ref, resolve
-    from tunelab.workspace.lineage import InputRecord
+    """Replace `NAME@version` references (data splits, replay and retention sources) with the paths of
+    their bytes, and hash every input the run reads."""
+    from tunelab.workspace.datasets import parse_ref
 
     workspace = workspace or Workspace.find()
     if workspace is not None:
         workspace.check_schema()
-    updates: dict[str, str] = {}
-    inputs: list[InputRecord] = []
+    inputs: list[Any] = []
+    data_updates: dict[str, Any] = {}
     for split, value in config.data.split_paths().items():
-        if parse_ref(value) is not None:
-            if workspace is None:
-                raise WorkspaceError(f"data.{split}: {value!r} names a dataset version, but there is no workspace here",
-                                     fix="run inside the workspace that holds it (or set TUNELAB_WORKSPACE)")
-            path, version = resolve(workspace, value)
-            updates[split] = str(path)
-            sha = version.sha256 if path.is_file() == (version.kind == "file") else content_sha256(
-                path, content_files(path))
-            inputs.append(InputRecord(split, value, sha, version))
-        else:
-            path = Path(value)
-            if path.exists():
-                inputs.append(InputRecord(split, value, content_sha256(path, content_files(path))))
-    if not updates:
-        return config, inputs, workspace
-    data = config.data.model_copy(update=updates)
-    return config.model_copy(update={"data": data}), inputs, workspace
+        data_updates[split] = _resolve_one(workspace, f"data.{split}", split, value, inputs)
+    replay = config.data.replay
+    if replay is not None and parse_ref(replay.source) is not None:
+        source = _resolve_one(workspace, "data.replay.source", "replay", replay.source, inputs)
+        data_updates["replay"] = replay.model_copy(update={"source": source})
+    updates: dict[str, Any] = {"data": config.data.model_copy(update=data_updates)}
+    if isinstance(config.eval.retention, list):
+        sets = []
+        for i, item in enumerate(config.eval.retention):
+            if parse_ref(item.source) is None:
+                sets.append(item)
+                continue
+            source = _resolve_one(workspace, f"eval.retention[{i}].source", "retention", item.source, inputs)
+            sets.append(item.model_copy(update={"source": source, "name": item.name or item.source}))
+        updates["eval"] = config.eval.model_copy(update={"retention": sets})
+    return config.model_copy(update=updates), inputs, workspace
+
+
+def _resolve_one(workspace: Workspace | None, key: str, role: str, value: str, inputs: list[Any]) -> str:
+    """The path to read for one configured input; appends its lineage record (bytes' sha256, version)."""
+    from tunelab.workspace.datasets import content_files, content_sha256, parse_ref, resolve
+    from tunelab.workspace.lineage import InputRecord
+
+    if parse_ref(value) is None:
+        path = Path(value)
+        if path.exists():
+            inputs.append(InputRecord(role, value, content_sha256(path, content_files(path))))
+        return value
+    if workspace is None:
+        raise WorkspaceError(f"{key}: {value!r} names a dataset version, but there is no workspace here",
+                             fix="run inside the workspace that holds it (or set TUNELAB_WORKSPACE)")
+    path, version = resolve(workspace, value)
+    # A file inside a folder version has its own hash; a whole version is its version hash.
+    whole = path == version_root(workspace, version)
+    inputs.append(InputRecord(role, value, version.sha256 if whole else content_sha256(path, content_files(path)),
+                              version))
+    return str(path)
+
+
+def version_root(workspace: Workspace, version: Any) -> Path:
+    from tunelab.workspace.datasets import version_path
+
+    return version_path(workspace, version, verify=False)
 
 
 def prepare(config: Config, *, check: bool = True) -> Governed:
@@ -148,7 +174,8 @@ def _redact(governed: Governed) -> list[dict[str, Any]]:
     # The run records the redacted versions as its data, so its config names them too.
     original_data = governed.original.data.model_copy(update={d["split"]: d["to"] for d in done})
     governed.original = governed.original.model_copy(update={"data": original_data})
-    governed.inputs = [inputs[s] for s in SPLITS if s in inputs]
+    governed.inputs = [inputs[s] for s in SPLITS if s in inputs] + [
+        item for item in governed.inputs if item.split not in SPLITS]
     return done
 
 
@@ -169,6 +196,11 @@ def start(governed: Governed, run: RunFolder, environment: dict[str, Any], *, re
                 shutil.copy2(governed.check_dir / name, run.path / name)
         report_path = run.path / "data_check.json"
         governed.cleanup()
+        if governed.report is not None:
+            log.info("data check %s: %d error(s), %d warning(s), %d PII finding(s); %s",
+                     "passed" if governed.report.get("passed") else "FAILED", len(governed.report.get("errors", [])),
+                     len(governed.report.get("warnings", [])), (governed.report.get("pii") or {}).get("count", 0),
+                     run.path / "data_check.html")
     if governed.workspace is None:
         return
     from tunelab.workspace.lineage import record_data_check, record_start

@@ -16,7 +16,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from tunelab.errors import ConfigError
@@ -25,12 +25,17 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 60_000
 
 
-def make_engine(url: str) -> Engine:
+def parse_url(url: str) -> URL:
+    """The URL parsed; the error does not echo it (it may hold a password)."""
     try:
-        parsed = make_url(url)
+        return make_url(url)
     except ArgumentError:
-        raise ConfigError(f"database URL {url!r} is not a SQLAlchemy URL",
+        raise ConfigError("the database URL is not a SQLAlchemy URL",
                           fix="use sqlite:///path/to/workspace.db or postgresql+psycopg://user@host/db") from None
+
+
+def make_engine(url: str) -> Engine:
+    parsed = parse_url(url)
     try:
         if parsed.get_backend_name() == "sqlite":
             return _sqlite_engine(parsed)

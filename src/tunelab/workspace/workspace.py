@@ -23,13 +23,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from tunelab.errors import ConfigError, TunelabError
+from tunelab.errors import TunelabError
 from tunelab.runs.folder import atomic_write_text
 from tunelab.workspace import audit
-from tunelab.workspace.db import make_engine, migrate, safe_url, schema_revision
+from tunelab.workspace.db import make_engine, migrate, parse_url, safe_url, schema_revision
 from tunelab.workspace.orm import AuditEntry, AuditHead
 
 MARKER = ".tunelab"
@@ -181,11 +181,7 @@ class Workspace:
 
 
 def _without_password(url: str) -> str:
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"--database {url!r} is not a SQLAlchemy URL",
-                          fix="use sqlite:///path.db or postgresql+psycopg://user@host/db") from None
+    parsed = parse_url(url)
     return parsed._replace(password=None).render_as_string(hide_password=False) if parsed.password else url
 
 
