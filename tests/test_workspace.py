@@ -232,3 +232,30 @@ def test_parallel_processes_do_not_corrupt_the_workspace(workspace: Workspace, t
         assert versions == list(range(1, procs * per + 1))
         result = audit_mod.verify(session)
         assert result.ok and result.entries == procs * per
+
+
+def test_cli_init_add_list_and_verify(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from tunelab.cli.main import app
+
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path)
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    src = write_rows(tmp_path / "rows.jsonl", ROWS)
+    added = runner.invoke(app, ["data", "add", "topics", str(src), "--note", "first cut"])
+    assert added.exit_code == 0 and "topics@v1" in added.output and "10 rows" in added.output
+    again = runner.invoke(app, ["data", "add", "topics", str(src)])
+    assert "unchanged: these bytes are already topics@v1" in again.output
+    shown = runner.invoke(app, ["data", "show", "topics", "--json"])
+    assert json.loads(shown.output)["note"] == "first cut"
+    logged = runner.invoke(app, ["audit", "log", "--action", "data.add", "--json"])
+    entries = [json.loads(line) for line in logged.output.splitlines()]
+    assert [e["object_id"] for e in entries] == ["topics@v1"] and entries[0]["details"]["note"] == "first cut"
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+    ws = Workspace.require()
+    with ws.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_log SET object_id = 'topics@v9' WHERE action = 'data.add'"))
+    ws.close()
+    tampered = runner.invoke(app, ["audit", "verify"])
+    assert tampered.exit_code == 3 and "tampered:" in tampered.output and "was edited" in tampered.output

@@ -33,9 +33,11 @@ def data_add(
     version = added.version
     if added.created:
         out.print(f"{version.ref}  sha256 {version.sha256}  ({version.bytes:,} bytes, "
-                  f"{'?' if version.rows is None else f'{version.rows:,}'} rows, {version.storage})", highlight=False)
+                  f"{'?' if version.rows is None else f'{version.rows:,}'} rows, {version.storage})", highlight=False,
+                  soft_wrap=True)
     else:
-        out.print(f"unchanged: these bytes are already {version.ref} (sha256 {version.sha256[:16]}…)", highlight=False)
+        out.print(f"unchanged: these bytes are already {version.ref} (sha256 {version.sha256[:16]}…)", highlight=False,
+                  soft_wrap=True)
 
 
 @data_app.command("list")
