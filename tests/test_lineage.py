@@ -196,3 +196,18 @@ def test_replay_and_retention_sources_can_be_dataset_versions(workspace: Workspa
                        ("replay", "general@v1"), ("retention", "general@v1")}
     train_input = next(i for i in inputs if i.split == "train")
     assert train_input.sha256 == __import__("hashlib").sha256(text_data["train"].read_bytes()).hexdigest()
+
+
+def test_data_check_cli_on_a_config_records_and_gates(workspace: Workspace, make_config, text_data, tmp_path) -> None:
+    _with_pii(text_data)
+    warn = runner.invoke(app, ["data", "check", str(make_config()), "--out", str(tmp_path / "c1")])
+    assert warn.exit_code == 0, warn.output  # PII under the default governance.pii: warn is reported, not refused
+    report = json.loads((tmp_path / "c1" / "data_check.json").read_text())
+    assert report["pii"]["by_entity"] == {"credit_card": 1, "email": 1}
+    assert "jane.doe@example.com" not in (tmp_path / "c1" / "data_check.html").read_text()
+    block = runner.invoke(app, ["data", "check", str(make_config(governance={"pii": "block"})), "--no-tokenizer",
+                                "--out", str(tmp_path / "c2")])
+    assert block.exit_code == 3
+    with workspace.read() as session:
+        checks = [e for e in audit_mod.query(session, action="data.check")]
+    assert len(checks) == 2 and all(json.loads(e.details)["pii"] == 2 for e in checks)
