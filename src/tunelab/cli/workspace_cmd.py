@@ -117,7 +117,8 @@ def _print_run(record: dict[str, Any]) -> None:
         out.print(line, highlight=False, soft_wrap=True)
     out.print("[bold]inputs[/]")
     for item in record["inputs"]:
-        ref = f" = {item['dataset']}" if item["dataset"] and item["dataset"] != item["path"] else ""
+        named = item["dataset"] and not item["path"].startswith(item["dataset"])
+        ref = f" = {item['dataset']}" if named else ""
         out.print(f"  {item['split']:<11} {escape(item['path'])}{escape(ref)}  sha256 {item['sha256'][:16]}…",
                   highlight=False, soft_wrap=True)
     check = record.get("data_check")
@@ -135,8 +136,10 @@ def _print_run(record: dict[str, Any]) -> None:
             out.print(f"  gate {'passed' if check['passed'] else '[red]failed[/]'}: {escape(check['message'])}",
                       soft_wrap=True)
     out.print(f"[bold]artifacts[/] {len(record['artifacts'])} file(s)")
+    width = max((len(item["path"]) for item in record["artifacts"][:20]), default=0)
     for item in record["artifacts"][:20]:
-        out.print(f"  {escape(item['path'])}  {item['bytes']:>12,} B  sha256 {item['sha256'][:16]}…", highlight=False)
+        out.print(f"  {escape(item['path']):<{width}}  {item['bytes']:>12,} B  sha256 {item['sha256'][:16]}…",
+                  highlight=False)
     if len(record["artifacts"]) > 20:
         out.print(f"  ... {len(record['artifacts']) - 20} more (--json lists all)")
 

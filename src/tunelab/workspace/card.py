@@ -27,8 +27,9 @@ DEFAULT_LIMITATION = (
 
 
 def render_card(version: ModelVersion, run_folder_eval: dict[str, Any], config: Config, *,
-                data: dict[str, Any] | None = None) -> str:
-    """The Markdown card of `version` (loaded in an open session); `data` is the run's data.json, if kept."""
+                data: dict[str, Any] | None = None, check: dict[str, Any] | None = None) -> str:
+    """The Markdown card of `version` (loaded in an open session); `data` and `check` are the run's
+    data.json and data_check.json, if kept."""
     run = version.run
     evaluation = run_folder_eval or {}
     sections = [
@@ -41,7 +42,7 @@ def render_card(version: ModelVersion, run_folder_eval: dict[str, Any], config: 
         _evaluation(evaluation),
         _retention(evaluation),
         _gates(evaluation.get("gates") if isinstance(evaluation.get("gates"), dict) else run.gates),
-        _data_governance(run),
+        _data_governance(run, check or {}),
         _promotion_checks(version.changes),
         _reproducibility(run),
         _artifacts(run),
@@ -104,7 +105,8 @@ def _training_data(run: Run, config: Config, data: dict[str, Any]) -> str:
     rows = []
     for item in run.inputs:
         version = item.dataset_version
-        source = f"`{version.ref}`" if version else f"`{item.path}`"
+        # `news@v1/train.jsonl` names the file inside the version; a plain path is shown as configured
+        source = f"`{item.path}`" if not version or item.path.startswith(version.ref) else f"`{version.ref}`"
         known = counts.get(item.split, version.rows if version else None)
         rows.append((item.split, source, f"`{item.sha256[:12]}`", fmt.number(known)))
     if not rows:
@@ -157,11 +159,20 @@ def _gates(gates: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def _data_governance(run: Run) -> str:
+def _data_governance(run: Run, report: dict[str, Any]) -> str:
     check = {True: "passed", False: "**failed**", None: "not recorded"}[run.data_check_passed]
     pii = "not scanned" if run.pii_count is None else (
         "none found" if run.pii_count == 0 else f"**{run.pii_count} findings**")
-    return f"## Data check and PII\n\n- Data check: {check}\n- PII in the training data: {pii}"
+    lines = [f"## Data check and PII\n\n- Data check: {check}", f"- PII in the training data: {pii}"]
+    by_entity = (report.get("pii") or {}).get("by_entity") or {}
+    if by_entity:
+        lines[-1] += " (" + ", ".join(f"{kind} {count}" for kind, count in sorted(by_entity.items())) + ")"
+    if report.get("redacted"):
+        lines += [f"- Redacted before training: {r['from']} → {r['to']} ({r['replacements']} values)"
+                  for r in report["redacted"]]
+    lines += [f"- Error: {_cell(e)}" for e in report.get("errors") or []]
+    lines += [f"- Warning: {_cell(w)}" for w in report.get("warnings") or []]
+    return "\n".join(lines)
 
 
 def _promotion_checks(changes: list[StageChange]) -> str:

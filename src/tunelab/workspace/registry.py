@@ -421,7 +421,8 @@ def card_text(ws: Workspace, version: ModelVersion) -> str:
     if evaluation is None:
         evaluation = version.run.metrics or {}
     data = _read_json(folder / "data.json")
-    return render_card(version, evaluation, run_config(version.run), data=data)
+    check = _read_json(folder / "data_check.json")
+    return render_card(version, evaluation, run_config(version.run), data=data, check=check)
 
 
 def run_dir(ws: Workspace, run: Run) -> Path:
