@@ -11,6 +11,8 @@ from __future__ import annotations
 import bisect
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +76,17 @@ class Table:
         local = row - starts[index]
         place = fmt.locate(file, local) if fmt else f"row {local + 1}"
         return f"{file} {place}" if place else str(file)  # an image of an image folder is a whole "file"
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Silence the "data.train: N rows from ..." lines, for loads that are not the run's own (checks, counts)."""
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def load_table(path: str | Path, cfg: DataConfig, split: str) -> Table:

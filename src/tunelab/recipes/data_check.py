@@ -16,7 +16,7 @@ from typing import Any
 from tunelab.config import Config
 from tunelab.data.fingerprint import canonical_json
 from tunelab.data.formats import format_for_extension
-from tunelab.data.loading import Table, load_table
+from tunelab.data.loading import Table, load_table, quiet_loading
 from tunelab.datacheck.checks import SplitData, check_splits
 from tunelab.datacheck.html import write_html
 from tunelab.datacheck.pii import redact_row
@@ -64,7 +64,8 @@ def load_splits(config: Config) -> dict[str, SplitData]:
     splits = {}
     for split, path in config.data.split_paths().items():
         try:
-            table = load_table(path, config.data, split)
+            with quiet_loading():  # training logs its own loads; a check's would be repeated noise
+                table = load_table(path, config.data, split)
         except DataError as err:
             splits[split] = SplitData(rows=[], where=None, load_error=str(err))
             continue

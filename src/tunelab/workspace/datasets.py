@@ -10,7 +10,6 @@ folder version: `news@v1/train.jsonl`.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
@@ -284,17 +283,13 @@ def delete_version(ws: Workspace, text: str) -> dict[str, Any]:
 def count_rows(path: Path) -> int | None:
     """Rows of a data file or folder of data files, when tunelab can read it as rows (None otherwise)."""
     from tunelab.config.schema import DataConfig
-    from tunelab.data.loading import load_table
+    from tunelab.data.loading import load_table, quiet_loading
 
-    quiet = logging.getLogger("tunelab.data.loading")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)  # "data.train: N rows from ..." would be misleading here
     try:
-        return load_table(Path(path), DataConfig(train=str(path)), "train").dataset.num_rows
+        with quiet_loading():
+            return load_table(Path(path), DataConfig(train=str(path)), "train").dataset.num_rows
     except Exception:  # noqa: BLE001 - an unreadable file is still bytes worth versioning; `data check` says what is wrong
         return None
-    finally:
-        quiet.setLevel(level)
 
 
 def usage(session: Session, version: DatasetVersion) -> dict[str, Any]:
