@@ -30,17 +30,32 @@ def setup_console(quiet: bool = False, debug: bool = False) -> None:
     quiet_third_party(debug)
 
 
-def quiet_third_party(debug: bool = False) -> None:
-    import datasets
-    import transformers
+QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "DATASETS_VERBOSITY": "error",
+             "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
 
-    if not debug:
+
+def quiet_third_party(debug: bool = False) -> None:
+    """Through the environment variables transformers and datasets read when imported, so commands
+    that never import them (the workspace ones) do not pay for importing them; modules already
+    imported are set directly."""
+    import sys
+
+    if debug:
+        return
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if "transformers" in sys.modules:
+        import transformers
+
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        import datasets
+
         datasets.logging.set_verbosity_error()
         datasets.disable_progress_bars()
-        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-        warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def add_file_log(path: Path) -> logging.Handler:

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 from tunelab.data.loading import Table
+from tunelab.hashing import CHUNK, canonical_json, digest, file_sha256
 
-CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file, read in 1 MiB chunks."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()
+__all__ = ["CHUNK", "canonical_json", "digest", "file_sha256", "fingerprint_table"]
 
 
 def _file_entry(table: Table, path: Path) -> dict[str, Any]:
@@ -40,38 +29,3 @@ def fingerprint_table(table: Table) -> dict[str, Any]:
         "files": [_file_entry(table, path) for path in table.files],
         "rows": table.dataset.num_rows,
     }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, PurePath):
-        return value.as_posix()
-    if hasattr(value, "model_dump"):  # pydantic models (config sections)
-        return value.model_dump(mode="json")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    if isinstance(value, bytes):
-        return value.hex()
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return value.item()
-    raise TypeError(f"cannot fingerprint a {type(value).__name__}")
-
-
-def canonical_json(value: Any, *, indent: int | None = None) -> str:
-    """JSON with sorted keys and a fixed layout, so equal values encode to equal text."""
-    separators = (",", ":") if indent is None else (",", ": ")
-    return json.dumps(
-        value,
-        sort_keys=True,
-        separators=separators,
-        ensure_ascii=False,
-        default=_jsonable,
-        indent=indent,
-        allow_nan=False,
-    )
-
-
-def digest(*parts: object) -> str:
-    """sha256 hex digest of a canonical JSON encoding of `parts` (dict key order does not matter)."""
-    return hashlib.sha256(canonical_json(list(parts)).encode("utf-8")).hexdigest()

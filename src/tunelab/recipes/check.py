@@ -89,7 +89,7 @@ def _check_dataset(ref: str, out_dir: Path | None, label_column: str | None) -> 
                           max_length=None, governance=GovernanceConfig())
     folder = out_dir or _default_folder(ws, name)
     folder.mkdir(parents=True, exist_ok=True)
-    from tunelab.data.fingerprint import canonical_json
+    from tunelab.hashing import canonical_json
 
     atomic_write_text(folder / "data_check.json", canonical_json(report, indent=2) + "\n")
     write_html(report, folder / "data_check.html", title=f"data check: {name}")

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tunelab.data.fingerprint import canonical_json
+from tunelab.hashing import canonical_json
 from tunelab.runs.folder import now_iso
 from tunelab.workspace.orm import AuditEntry, AuditHead
 

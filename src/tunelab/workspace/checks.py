@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tunelab.data.fingerprint import digest
+from tunelab.hashing import digest
 from tunelab.runs.folder import now_iso
 from tunelab.workspace.audit import current_actor
 from tunelab.workspace.orm import DataCheck, DatasetVersion, Run

@@ -10,6 +10,7 @@ folder version: `news@v1/train.jsonl`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -22,8 +23,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tunelab.data.fingerprint import digest, file_sha256
 from tunelab.errors import DataError
+from tunelab.hashing import CHUNK, digest, file_sha256
 from tunelab.runs.folder import now_iso
 from tunelab.workspace.audit import current_actor
 from tunelab.workspace.orm import Dataset, DatasetVersion, ModelVersion, RunInput
@@ -65,14 +66,17 @@ def content_files(path: Path) -> list[dict[str, Any]]:
     """[{path (relative, posix), sha256, bytes}] of a file, or of every non-hidden file under a folder."""
     if path.is_file():
         return [{"path": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size}]
-    files = []
-    for root, dirs, names in os.walk(path):
+    return [{"path": rel, "sha256": file_sha256(path / rel), "bytes": (path / rel).stat().st_size}
+            for rel in content_files_list(path)]
+
+
+def content_files_list(folder: Path) -> list[str]:
+    """Relative posix paths of every non-hidden file under `folder`, in a fixed order."""
+    found = []
+    for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(n for n in names if not n.startswith(".")):
-            file = Path(root) / name
-            files.append({"path": file.relative_to(path).as_posix(), "sha256": file_sha256(file),
-                          "bytes": file.stat().st_size})
-    return files
+        found += [(Path(root) / n).relative_to(folder).as_posix() for n in sorted(names) if not n.startswith(".")]
+    return found
 
 
 def content_sha256(path: Path, files: list[dict[str, Any]]) -> str:
@@ -143,11 +147,8 @@ def _store_copy(ws: Workspace, path: Path, sha: str) -> tuple[str, bool]:
     home.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=home, prefix=".incoming-"))
     try:
-        if path.is_file():
-            shutil.copy2(path, staging / path.name)
-        else:
-            shutil.copytree(path, staging / path.name, ignore=shutil.ignore_patterns(".*"))
-        if content_sha256(staging / path.name, content_files(staging / path.name)) != sha:
+        copied = _copy_hashing(path, staging / path.name)
+        if content_sha256(path, copied) != sha:
             raise DataError(f"{path} changed while it was being copied", fix="add it again once it is written")
         _read_only(staging)
         os.replace(staging, target)
@@ -158,6 +159,29 @@ def _store_copy(ws: Workspace, path: Path, sha: str) -> tuple[str, bool]:
         if staging.exists():
             shutil.rmtree(staging, onerror=_force_remove)
     return relative, True
+
+
+def _copy_hashing(source: Path, target: Path) -> list[dict[str, Any]]:
+    """Copy a file or folder (hidden files skipped) and hash what was written in the same pass: the
+    bytes are read once, and the stored copy is known to be the hashed one."""
+    if source.is_file():
+        return [{"path": source.name, "sha256": _copy_file(source, target), "bytes": source.stat().st_size}]
+    files = []
+    for entry in content_files_list(source):
+        dest = target / entry
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        files.append({"path": entry, "sha256": _copy_file(source / entry, dest), "bytes": (source / entry).stat().st_size})
+    return files
+
+
+def _copy_file(source: Path, target: Path) -> str:
+    sha = hashlib.sha256()
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        while chunk := src.read(CHUNK):
+            sha.update(chunk)
+            dst.write(chunk)
+    shutil.copystat(source, target)
+    return sha.hexdigest()
 
 
 def _read_only(folder: Path) -> None:
@@ -281,15 +305,31 @@ def delete_version(ws: Workspace, text: str) -> dict[str, Any]:
 
 
 def count_rows(path: Path) -> int | None:
-    """Rows of a data file or folder of data files, when tunelab can read it as rows (None otherwise)."""
-    from tunelab.config.schema import DataConfig
-    from tunelab.data.loading import load_table, quiet_loading
-
+    """Rows of a data file or folder of data files, counted by streaming (JSON Lines, CSV/TSV) or from
+    metadata (Parquet); None for layouts without a cheap count. Never parses into Arrow: versioning a
+    file must not cost a second copy of it."""
+    path = Path(path)
+    if path.is_dir():
+        counts = [count_rows(f) for f in sorted(path.iterdir()) if f.is_file() and not f.name.startswith(".")]
+        known = [c for c in counts if c is not None]
+        return sum(known) if known else None
+    suffix = path.suffix.lower()
     try:
-        with quiet_loading():
-            return load_table(Path(path), DataConfig(train=str(path)), "train").dataset.num_rows
-    except Exception:  # noqa: BLE001 - an unreadable file is still bytes worth versioning; `data check` says what is wrong
+        if suffix == ".jsonl":
+            with open(path, "rb") as handle:
+                return sum(1 for line in handle if line.strip())
+        if suffix in (".csv", ".tsv"):
+            import csv
+
+            with open(path, newline="", encoding="utf-8") as handle:
+                return max(sum(1 for _ in csv.reader(handle, delimiter="\t" if suffix == ".tsv" else ",")) - 1, 0)
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, UnicodeDecodeError, ValueError):  # `data check` says what is wrong with the file
         return None
+    return None
 
 
 def usage(session: Session, version: DatasetVersion) -> dict[str, Any]:

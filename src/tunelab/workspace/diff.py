@@ -13,10 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tunelab.config.schema import DataConfig
-from tunelab.data.fingerprint import canonical_json
-from tunelab.data.loading import load_table
 from tunelab.errors import DataError
+from tunelab.hashing import canonical_json
 
 EXAMPLES = 5
 
@@ -28,6 +26,9 @@ def file_changes(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, 
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
+    from tunelab.config.schema import DataConfig
+    from tunelab.data.loading import load_table
+
     table = load_table(path, DataConfig(train=str(path)), "train")
     return table.dataset.to_list()
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import object_session
 
 import tunelab
 from tunelab.config import Config, dump_config
-from tunelab.data.fingerprint import digest, file_sha256
+from tunelab.hashing import digest, file_sha256
 from tunelab.runs.folder import RunFolder, now_iso
 from tunelab.workspace.audit import current_actor
 from tunelab.workspace.orm import Artifact, DataCheck, DatasetVersion, Run, RunInput

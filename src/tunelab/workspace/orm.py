@@ -15,7 +15,7 @@ from sqlalchemy import Boolean, ForeignKey, Integer, MetaData, String, Text, Uni
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from tunelab.data.fingerprint import canonical_json
+from tunelab.hashing import canonical_json
 
 # Named constraints, so migrations can alter them on SQLite (batch mode) and PostgreSQL alike.
 NAMING = {
