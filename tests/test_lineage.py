@@ -152,6 +152,9 @@ def test_pii_redact_trains_on_a_new_redacted_version(workspace: Workspace, make_
         assert redacted.parent_id is not None and "redacted" in redacted.note
     assert record["inputs"][0]["dataset"] == "topics-train@v2"
     assert record["data_check"]["pii"] == 0 and record["data_check"]["passed"]
+    kept = json.loads((outcome.run.path / "data_check.json").read_text())
+    assert kept["redacted"] == [{"split": "train", "from": "topics-train@v1", "to": "topics-train@v2",
+                                 "replacements": 2}]
     text = (workspace.root / redacted.location).read_text()
     assert "jane.doe@example.com" not in text and "[EMAIL]" in text and "[CREDIT_CARD]" in text
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from tunelab.config import Config
 from tunelab.errors import DataError
-from tunelab.runs.folder import RunFolder
+from tunelab.hashing import canonical_json
+from tunelab.runs.folder import RunFolder, atomic_write_text
 from tunelab.workspace import Workspace, WorkspaceError
 
 log = logging.getLogger(__name__)
@@ -96,12 +97,10 @@ def version_root(workspace: Workspace, version: Any) -> Path:
     return version_path(workspace, version, verify=False)
 
 
-def prepare(config: Config, *, check: bool = True) -> Governed:
+def prepare(config: Config) -> Governed:
     """Resolve data, run the data check, apply `governance.pii` (block, redact or warn)."""
     resolved, inputs, workspace = resolve_data(config)
     governed = Governed(config, resolved, workspace, inputs)
-    if not check:
-        return governed
     governed.check_dir = Path(tempfile.mkdtemp(prefix="tunelab-check-"))
     try:
         _check(governed)
@@ -122,7 +121,8 @@ def _check(governed: Governed) -> None:
     if found and policy == "redact":
         redacted = _redact(governed)
         report = run_data_check(governed.config, out_dir=governed.check_dir)
-        report["redacted"] = redacted
+        report["redacted"] = redacted  # kept in data_check.json too: the model card and promotion read it
+        atomic_write_text(governed.check_dir / "data_check.json", canonical_json(report, indent=2) + "\n")
     elif found and policy == "warn":
         log.warning("data check: %d PII finding(s) in the training data (governance.pii: warn); "
                     "see data_check.html in the run folder", found)
