@@ -213,3 +213,38 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ApiToken(Base):
+    """An API token of the server: only the sha256 of its secret is stored; the secret is shown once."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(20))  # viewer | engineer | admin
+    prefix: Mapped[str] = mapped_column(String(20), index=True)  # the public part, to find the row
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[str] = mapped_column(String(40))
+    created_by: Mapped[str] = mapped_column(String(200))
+    last_used_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    revoked_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class Job(Base):
+    """A submitted training job: queued → running → succeeded | failed | cancelled."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    config_yaml: Mapped[str] = mapped_column(Text)  # as submitted (validated on submit)
+    overrides: Mapped[list[str]] = mapped_column(JSONText)
+    submitted_at: Mapped[str] = mapped_column(String(40))
+    submitted_by: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    ended_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)  # host:pid of the claiming server
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the training process (group leader)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    run_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
