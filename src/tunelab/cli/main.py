@@ -373,7 +373,15 @@ def export(
 
 
 # Commands that live in their own modules register themselves on `app` when imported.
-from tunelab.cli import data_cmd, registry_cmd, report_cmd, sweep_cmd, workspace_cmd  # noqa: E402,F401
+from tunelab.cli import (  # noqa: E402,F401
+    data_cmd,
+    registry_cmd,
+    report_cmd,
+    serve_cmd,
+    sweep_cmd,
+    tokens_cmd,
+    workspace_cmd,
+)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import contextvars
 import getpass
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,9 @@ ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("tunelab_acto
 
 
 def current_actor() -> str:
-    actor = ACTOR.get()
+    """The request's token identity (server), else TUNELAB_ACTOR (a job's process acts for its submitter),
+    else the OS user."""
+    actor = ACTOR.get() or os.environ.get("TUNELAB_ACTOR")
     if actor:
         return actor
     try:

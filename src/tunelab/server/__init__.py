@@ -1,0 +1,1 @@
+"""The workspace server: FastAPI app, auth, job runner, web UI."""

@@ -1,0 +1,61 @@
+"""The FastAPI app of `tunelab serve`: one workspace, its job runner, and the API under /v1.
+
+Every route is authorized (`auth.require(role)`): viewers read, engineers submit and cancel jobs and
+register models, admins promote to production and manage tokens. Changes made during a request are
+audited under the token's identity. The OpenAPI schema is at /openapi.json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+import tunelab
+from tunelab.errors import TunelabError
+from tunelab.server.runner import JobRunner
+from tunelab.workspace import Workspace
+
+
+def create_app(root: Path, *, allow_anonymous: bool = False, job_slots: int = 1, run_jobs: bool = True) -> FastAPI:
+    """The app for the workspace at `root`; `run_jobs=False` serves the API without running jobs (tests)."""
+    ws = Workspace.open(root)
+    ws.check_schema()
+    runner = JobRunner(ws, slots=job_slots)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_jobs:
+            runner.start()
+        yield
+        if run_jobs:
+            runner.stop()
+        ws.close()
+
+    app = FastAPI(title="tunelab", version=tunelab.__version__, lifespan=lifespan,
+                  description="A governed fine-tuning workspace: datasets, jobs, runs, registry, audit.")
+    app.state.workspace = ws
+    app.state.allow_anonymous = allow_anonymous
+    app.state.runner = runner
+
+    @app.exception_handler(TunelabError)
+    async def _user_error(_request: Request, err: TunelabError) -> JSONResponse:
+        # A TunelabError is a request the caller can fix: say what and how, as the CLI does.
+        status = 404 if type(err).__name__ in ("JobError", "RegistryError", "RunError") and "no " in err.message \
+            else 422
+        return JSONResponse({"detail": err.message, "fix": err.fix}, status_code=status)
+
+    from tunelab.server.routes import jobs, runs, workspace
+
+    app.include_router(jobs.router)
+    app.include_router(runs.router)
+    app.include_router(workspace.router)
+
+    @app.get("/v1/health", tags=["server"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": tunelab.__version__}
+
+    return app

@@ -1,0 +1,175 @@
+"""The job queue of the workspace server, kept in the workspace database so no job is lost.
+
+    queued -> running -> succeeded | failed | cancelled
+
+A runner claims the oldest queued job inside a write transaction (writers are serialised, so two
+runners never claim the same job), runs it in its own process, and records how it ended. A server
+that dies leaves its running jobs behind; `recover` (run when a server starts) ends their processes
+and marks them failed with the reason, and queued jobs simply wait for the next runner.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import select
+
+from tunelab.errors import ConfigError, TunelabError
+from tunelab.runs.folder import now_iso
+from tunelab.workspace.audit import current_actor
+from tunelab.workspace.orm import Job
+from tunelab.workspace.workspace import Workspace
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class JobError(TunelabError):
+    """A job request that cannot be carried out (unknown job, already finished, ...)."""
+
+
+def validate_submission(config_yaml: str, overrides: list[str]) -> None:
+    """The config must load and validate exactly as `tunelab train` would load it."""
+    from tunelab.config import load_config
+
+    try:
+        raw = yaml.safe_load(config_yaml)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"the submitted config is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("the submitted config must be a mapping of sections (task, model, data, ...)")
+    with tempfile.TemporaryDirectory(prefix="tunelab-submit-") as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(config_yaml, encoding="utf-8")
+        load_config(path, overrides)
+
+
+def submit(ws: Workspace, config_yaml: str, overrides: list[str] | None = None) -> Job:
+    overrides = list(overrides or [])
+    validate_submission(config_yaml, overrides)
+    with ws.write() as txn:
+        job = Job(status="queued", config_yaml=config_yaml, overrides=overrides, submitted_at=now_iso(),
+                  submitted_by=current_actor(), cancel_requested=False)
+        txn.session.add(job)
+        txn.session.flush()
+        txn.audit("job.submit", "job", str(job.id), {"overrides": overrides})
+        return job
+
+
+def get(ws: Workspace, job_id: int) -> Job:
+    with ws.read() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise JobError(f"no job {job_id}", fix="see GET /v1/jobs")
+        return job
+
+
+def list_jobs(ws: Workspace, *, status: str | None = None, limit: int = 100) -> list[Job]:
+    with ws.read() as session:
+        stmt = select(Job).order_by(Job.id.desc()).limit(limit)
+        if status:
+            stmt = stmt.where(Job.status == status)
+        return list(session.execute(stmt).scalars())
+
+
+def claim_next(ws: Workspace, worker: str) -> Job | None:
+    """The oldest queued job, now running on `worker` (None when the queue is empty)."""
+    with ws.write() as txn:
+        job = txn.session.execute(select(Job).where(Job.status == "queued").order_by(Job.id).limit(1)
+                                  ).scalar_one_or_none()
+        if job is None:
+            return None
+        job.status, job.worker, job.started_at = "running", worker, now_iso()
+        txn.audit("job.start", "job", str(job.id), {"worker": worker})
+        return job
+
+
+def set_process(ws: Workspace, job_id: int, pid: int) -> None:
+    with ws.write() as txn:
+        txn.session.get(Job, job_id).pid = pid
+
+
+def finish(ws: Workspace, job_id: int, status: str, *, exit_code: int | None = None, error: str | None = None,
+           run_id: str | None = None) -> None:
+    with ws.write() as txn:
+        job = txn.session.get(Job, job_id)
+        if job.status in TERMINAL:  # cancelled while queued, or recovered by another server
+            return
+        job.status, job.ended_at, job.exit_code, job.error, job.run_id = status, now_iso(), exit_code, error, run_id
+        txn.audit("job.end", "job", str(job_id), {"status": status, "exit_code": exit_code, "error": error,
+                                                  "run": run_id})
+
+
+def request_cancel(ws: Workspace, job_id: int) -> Job:
+    """Cancel a queued job at once; ask the runner to end a running one (its process group)."""
+    with ws.write() as txn:
+        job = txn.session.get(Job, job_id)
+        if job is None:
+            raise JobError(f"no job {job_id}", fix="see GET /v1/jobs")
+        if job.status in TERMINAL:
+            raise JobError(f"job {job_id} already {job.status}")
+        if job.status == "queued":
+            job.status, job.ended_at = "cancelled", now_iso()
+        job.cancel_requested = True
+        txn.audit("job.cancel", "job", str(job_id), {"was": "queued" if job.status == "cancelled" else "running"})
+        return job
+
+
+def cancel_requested(ws: Workspace, job_ids: list[int]) -> list[int]:
+    if not job_ids:
+        return []
+    with ws.read() as session:
+        return list(session.execute(select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested.is_(True))
+                                    ).scalars())
+
+
+def recover(ws: Workspace, host: str) -> list[int]:
+    """Jobs a dead server left running on `host`: end their processes, mark them failed with the reason.
+
+    Called by a server when it starts (one runner per workspace and host); each orphan's training
+    process, still alive in its own process group, is ended so it cannot write half a run later."""
+    with ws.write() as txn:
+        orphans = txn.session.execute(select(Job).where(Job.status == "running")).scalars().all()
+        ended = []
+        for job in orphans:
+            if job.worker and not job.worker.startswith(f"{host}:"):
+                continue  # another host's runner owns it
+            killed = _end_group(job.pid, job.id)
+            job.status, job.ended_at = "failed", now_iso()
+            job.error = (f"orphaned: the server running it ({job.worker}) stopped"
+                         + (" and its training process was ended" if killed else ""))
+            txn.audit("job.end", "job", str(job.id), {"status": "failed", "error": job.error})
+            ended.append(job.id)
+        return ended
+
+
+def job_marker(job_id: int) -> str:
+    """A path in the training command line that names the job (jobs/<id>/config.yaml)."""
+    return os.path.join("jobs", str(job_id), "config.yaml")
+
+
+def _end_group(pid: int | None, job_id: int) -> bool:
+    """Kill the job's process group, if `pid` is still that job's process (pids are reused)."""
+    import psutil
+
+    if not pid:
+        return False
+    try:
+        if job_marker(job_id) not in " ".join(psutil.Process(pid).cmdline()):
+            return False
+        os.killpg(pid, signal.SIGKILL)
+        return True
+    except (psutil.Error, ProcessLookupError, PermissionError):
+        return False
+
+
+def job_dict(job: Job) -> dict[str, Any]:
+    return {"id": job.id, "status": job.status, "submitted_at": job.submitted_at, "submitted_by": job.submitted_by,
+            "started_at": job.started_at, "ended_at": job.ended_at, "run_id": job.run_id,
+            "exit_code": job.exit_code, "error": job.error, "cancel_requested": job.cancel_requested,
+            "overrides": job.overrides}
