@@ -48,11 +48,10 @@ def create_app(root: Path, *, allow_anonymous: bool = False, job_slots: int = 1,
             else 422
         return JSONResponse({"detail": err.message, "fix": err.fix}, status_code=status)
 
-    from tunelab.server.routes import jobs, runs, workspace
+    from tunelab.server.routes import inference, jobs, runs, ui, uploads, workspace
 
-    app.include_router(jobs.router)
-    app.include_router(runs.router)
-    app.include_router(workspace.router)
+    for module in (jobs, runs, workspace, uploads, inference, ui):
+        app.include_router(module.router)
 
     @app.get("/v1/health", tags=["server"])
     def health() -> dict[str, str]:
