@@ -210,7 +210,14 @@ def test_registry_and_datasets_over_the_api(workspace: Workspace, tokens, make_c
         live = client.post("/v1/registry/bot@v1/promote", json={"to": "production", "reason": "ok"}, headers=admin)
         assert live.status_code == 200 and {c["name"] for c in live.json()["checks"]} >= {"min_metric:test.accuracy"}
         assert client.get("/v1/registry/bot@production", headers=viewer).status_code == 200
-        log = client.get("/v1/audit", params={"action": "registry.*"}, headers=admin).json()
-        assert [(e["action"], e["actor"]) for e in log][-2:] == [("registry.promote", "token:engineer-token"),
-                                                                  ("registry.promote", "token:admin-token")]
+    # the policy decides who may promote: here engineers may take a model to production
+    second = train(load_config(make_config(data={"train": "topics-train@v1"}, train={"epochs": 1}, governance={
+        "promotion": {"require_data_check": False, "require_pii_clean": False, "production_role": "engineer"}})))
+    with TestClient(app) as client:
+        client.post("/v1/registry", json={"run": second.run.id, "name": "bot"}, headers=engineer)
+        assert client.post("/v1/registry/bot@v2/promote", json={"to": "production"}, headers=engineer
+                           ).status_code == 200
+        log = client.get("/v1/audit", params={"action": "registry.promote"}, headers=admin).json()
+        assert [e["actor"] for e in log] == ["token:engineer-token", "token:admin-token", "token:engineer-token",
+                                             "token:engineer-token"]  # v1 -> archived when v2 went live
         assert client.get("/v1/audit/verify", headers=admin).json()["ok"]

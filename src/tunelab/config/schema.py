@@ -343,6 +343,12 @@ class PromotionPolicy(Section):
     require_pii_clean: bool = Field(
         True, description="The data the run trained on must have no PII findings (redacted data counts as clean).",
     )
+    staging_role: Literal["engineer", "admin"] = Field(
+        "engineer", description="Server: the token role that may promote to staging (and archive).",
+    )
+    production_role: Literal["engineer", "admin"] = Field(
+        "admin", description="Server: the token role that may promote to production.",
+    )
 
 
 PiiEntity = Literal["email", "phone", "credit_card", "iban", "national_id", "ip_address"]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from tunelab.server.auth import Admin, Engineer, Viewer
 from tunelab.workspace import audit, registry
 from tunelab.workspace.datasets import get_version, list_versions, usage, version_dict
+from tunelab.workspace.tokens import role_allows
 
 router = APIRouter(prefix="/v1")
 
@@ -58,15 +59,23 @@ class Promotion(BaseModel):
 def promote(ref: str, body: Promotion, request: Request,
             who: Engineer) -> dict[str, Any]:
     """Gate results either way; 409 when the policy refused (the attempt is recorded and audited).
-    Promoting to production needs an admin token."""
-    if body.to == "production" and who.role != "admin":
-        raise HTTPException(403, detail="promoting to production needs an admin token")
+    Who may promote is the run's policy too: `production_role` (default admin), `staging_role` (engineer)."""
+    needed = _promotion_role(request, ref, body.to)
+    if not role_allows(who.role, needed):
+        raise HTTPException(403, detail=f"promoting to {body.to} needs the {needed} role (the run's "
+                            f"governance.promotion); {who.name} has {who.role}")
     result = registry.promote(request.app.state.workspace, ref, body.to, reason=body.reason)
     outcome = {"ref": result.ref, "from": result.from_stage, "to": result.to_stage, "passed": result.passed,
                "checks": result.checks, "archived": result.archived}
     if not result.passed:
         raise HTTPException(409, detail=outcome)
     return outcome
+
+
+def _promotion_role(request: Request, ref: str, stage: str) -> str:
+    with request.app.state.workspace.read() as session:
+        policy = registry.run_policy(registry.resolve_model_ref(session, ref).run)
+    return policy.production_role if stage == "production" else policy.staging_role
 
 
 @router.get("/audit", tags=["audit"])
