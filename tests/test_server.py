@@ -122,9 +122,9 @@ def _free_port() -> int:
 
 def _serve(root: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "TUNELAB_WORKSPACE": str(root)}
-    return subprocess.Popen([sys.executable, "-m", "tunelab", "serve", "--port", str(port)], cwd=root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(root / f"serve-{port}.log", "wb"),
-                            start_new_session=True)
+    with open(root / f"serve-{port}.log", "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-m", "tunelab", "serve", "--port", str(port)], cwd=root, env=env,
+                                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
 
 
 def _wait_up(client: httpx.Client, process: subprocess.Popen) -> None:
