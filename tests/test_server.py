@@ -93,6 +93,9 @@ def test_a_job_runs_in_its_own_process_and_streams_events(workspace: Workspace, 
         assert [m for m in metrics if "loss" in m] == [m for m in curve if "loss" in m]  # the stream had them all
         assert "accuracy" in client.get(f"/v1/runs/{job['run_id']}/eval", headers=_auth(tokens["viewer"])).json()[
             "test"]
+        page = client.get(f"/v1/runs/{job['run_id']}/report", headers=_auth(tokens["viewer"]))
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert job["run_id"] in page.text and "<script" not in page.text
 
 
 def test_a_failing_job_fails_alone_with_its_error(workspace: Workspace, tokens, make_config, tmp_path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse
 from sqlalchemy import select
 
 from tunelab.errors import RunError
@@ -65,6 +66,19 @@ def data_check(run_id: str, request: Request, _who: Viewer) -> dict[str, Any]:
     if not path.is_file():
         raise RunError(f"run {run_id} has no data check", fix="runs from before data checks have none")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+@router.get("/{run_id}/report", response_class=HTMLResponse)
+def report(run_id: str, request: Request, _who: Viewer) -> FileResponse:
+    """The run's self-contained HTML report (curves, base vs tuned, retention, gates, worst samples),
+    written on first request and when the run has changed since."""
+    from tunelab.recipes.report import write_report
+
+    folder = _folder(request, run_id)
+    page = folder / "report" / "report.html"
+    if not page.is_file() or page.stat().st_mtime < (folder / "run.json").stat().st_mtime:
+        page = write_report(folder, None)
+    return FileResponse(page, media_type="text/html")
 
 
 def _folder(request: Request, run_id: str) -> Path:
