@@ -20,6 +20,7 @@ from tunelab.server.app import create_app
 from tunelab.workspace import Workspace
 from tunelab.workspace import audit as audit_mod
 from tunelab.workspace import jobs as queue
+from tunelab.workspace.lineage import get_run
 from tunelab.workspace.tokens import create_token
 
 
@@ -159,7 +160,7 @@ def test_no_job_is_lost_when_the_server_is_killed(workspace: Workspace, tokens, 
         rest = [client.post("/v1/jobs", json={"config": _tiny_config(make_config)}, headers=headers).json()["id"]
                 for _ in range(2)]
         deadline = time.monotonic() + 120
-        while queue.get(workspace, first).pid is None:
+        while not list((workspace.folder / "jobs" / str(first) / "runs").glob("*/metrics.jsonl")):  # training
             assert time.monotonic() < deadline
             time.sleep(0.3)
         training_pid = queue.get(workspace, first).pid
@@ -179,6 +180,8 @@ def test_no_job_is_lost_when_the_server_is_killed(workspace: Workspace, tokens, 
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
     assert jobs[first]["status"] == "failed" and jobs[first]["error"].startswith("orphaned")
+    with workspace.read() as session:  # its run, killed mid-training, is failed too
+        assert get_run(session, jobs[first]["run_id"]).status == "failed"
     assert [jobs[i]["status"] for i in rest] == ["succeeded", "succeeded"]
     with pytest.raises(ProcessLookupError):
         os.kill(training_pid, 0)  # the orphan's training process was ended, not left to write half a run
@@ -224,3 +227,28 @@ def test_registry_and_datasets_over_the_api(workspace: Workspace, tokens, make_c
         assert [e["actor"] for e in log] == ["token:engineer-token", "token:admin-token", "token:engineer-token",
                                              "token:engineer-token"]  # v1 -> archived when v2 went live
         assert client.get("/v1/audit/verify", headers=admin).json()["ok"]
+
+
+def test_cancel_ends_a_running_job_and_its_run_is_interrupted(workspace: Workspace, tokens, make_config) -> None:
+    config = yaml.safe_load(_tiny_config(make_config))
+    config["train"]["epochs"] = 50
+    app = create_app(workspace.root, run_jobs=True)
+    app.state.runner.poll_seconds = 0.2
+    with TestClient(app) as client:
+        headers = _auth(tokens["engineer"])
+        job_id = client.post("/v1/jobs", json={"config": yaml.safe_dump(config)}, headers=headers).json()["id"]
+        deadline = time.monotonic() + 120
+        while not list((workspace.folder / "jobs" / str(job_id) / "runs").glob("*/metrics.jsonl")):
+            assert time.monotonic() < deadline, client.get(f"/v1/jobs/{job_id}/log", headers=headers).text
+            time.sleep(0.2)
+        pid = queue.get(workspace, job_id).pid
+        assert client.post(f"/v1/jobs/{job_id}/cancel", headers=headers).json()["cancel_requested"]
+        while client.get(f"/v1/jobs/{job_id}", headers=headers).json()["status"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        job = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
+        run = client.get(f"/v1/runs/{job['run_id']}", headers=headers).json()
+    assert job["status"] == "cancelled"
+    assert run["status"] == "interrupted"  # SIGTERM ends a run as Ctrl-C does, and the workspace records it
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -43,9 +43,9 @@ def _options(
 
 @app.command()
 def train(
-    config: Annotated[Optional[Path], typer.Argument(help="YAML config (omit with --resume).")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="Dotted overrides: train.learning_rate=3e-5")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its last checkpoint.")] = None,
+    config: Annotated[Path | None, typer.Argument(help="YAML config (omit with --resume).")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="Dotted overrides: train.learning_rate=3e-5")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue this run folder from its last checkpoint.")] = None,
 ) -> None:
     """Fine-tune, evaluate and write runs/<id>/."""
     from tunelab.config import load_config
@@ -220,7 +220,7 @@ def config_schema() -> None:
 @config_app.command("show")
 def config_show(
     config: Annotated[Path, typer.Argument(help="YAML config.")],
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="Dotted overrides.")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="Dotted overrides.")] = None,
 ) -> None:
     """Print the resolved config, every default filled in."""
     from tunelab.config import dump_config, load_config
@@ -243,7 +243,7 @@ def data_example(
 @data_app.command("preview")
 def data_preview(
     config: Annotated[Path, typer.Argument(help="YAML config of a causal-lm job.")],
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="Dotted overrides.")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="Dotted overrides.")] = None,
     n: Annotated[int, typer.Option("-n", help="How many training samples to show.")] = 3,
 ) -> None:
     """Show training samples with the trained tokens highlighted, and the masking statistics."""
@@ -290,13 +290,13 @@ def generate(
     run: Annotated[Path, typer.Argument(help="Run folder of a causal-lm run.")],
     input: Annotated[Path, typer.Option("--input", help="jsonl: one {\"prompt\": ...} or {\"messages\": [...]} per line.")],
     output: Annotated[Path, typer.Option("--output", help="jsonl to write: each input row plus 'output'.")],
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens to generate at most.")] = None,
-    sample: Annotated[Optional[bool], typer.Option("--sample/--greedy", help="Sample, or decode greedily.")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass.")] = None,
-    top_k: Annotated[Optional[int], typer.Option(help="Sample among the k most likely tokens.")] = None,
-    repetition_penalty: Annotated[Optional[float], typer.Option(help="Penalty for repeated tokens.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Sampling seed.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens to generate at most.")] = None,
+    sample: Annotated[bool | None, typer.Option("--sample/--greedy", help="Sample, or decode greedily.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Sample among the k most likely tokens.")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(help="Penalty for repeated tokens.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 8,
 ) -> None:
     """Answer a file of prompts with a trained causal-lm run."""
@@ -312,11 +312,11 @@ def generate(
 @app.command()
 def chat(
     run: Annotated[Path, typer.Argument(help="Run folder of a causal-lm run.")],
-    system: Annotated[Optional[str], typer.Option(help="System message (default: the run's lm.system_prompt).")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens to generate at most.")] = None,
-    sample: Annotated[Optional[bool], typer.Option("--sample/--greedy", help="Sample, or decode greedily.")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling mass.")] = None,
+    system: Annotated[str | None, typer.Option(help="System message (default: the run's lm.system_prompt).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Tokens to generate at most.")] = None,
+    sample: Annotated[bool | None, typer.Option("--sample/--greedy", help="Sample, or decode greedily.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass.")] = None,
 ) -> None:
     """Talk to a trained causal-lm run (streamed answers; /reset clears the history, /exit quits)."""
     from tunelab.recipes.generate import load_lm, settings, stream_reply
@@ -353,7 +353,7 @@ def chat(
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
     format: Annotated[str, typer.Option("--format", help="merged (safetensors folder), adapter, gguf or onnx.")] = "merged",
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="Where to write; default runs/<id>/exports/.")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Where to write; default runs/<id>/exports/.")] = None,
     dtype: Annotated[str, typer.Option(help="GGUF tensor type: f16 or f32.")] = "f16",
 ) -> None:
     """Export a trained run: merged safetensors (default), the adapter alone, GGUF (Llama-family causal
@@ -373,7 +373,7 @@ def export(
 
 
 # Commands that live in their own modules register themselves on `app` when imported.
-from tunelab.cli import (  # noqa: E402,F401
+from tunelab.cli import (  # noqa: F401
     data_cmd,
     registry_cmd,
     report_cmd,
@@ -384,7 +384,16 @@ from tunelab.cli import (  # noqa: E402,F401
 )
 
 
+def _terminate_as_interrupt(_signum: int, _frame: object) -> None:
+    # SIGTERM (a cancelled server job, `kill`, a scheduler's stop) ends a run as Ctrl-C does: the run is
+    # marked interrupted, its last checkpoint stays resumable, and the workspace records its end.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         code = app(standalone_mode=False)  # a typer.Exit comes back as its status, not raised
         if isinstance(code, int) and code:

@@ -19,10 +19,11 @@ class CheckOutcome:
 
 
 def check_target(target: str, overrides: list[str], *, out_dir: Path | None = None, label_column: str | None = None,
-                 use_tokenizer: bool = True) -> CheckOutcome:
+                 use_tokenizer: bool = True, workspace: Workspace | None = None) -> CheckOutcome:
+    """`workspace`: the one to read and record in (the server passes its own); default: found from the cwd."""
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
         return _check_config(Path(target), overrides, out_dir, use_tokenizer)
-    return _check_dataset(target, out_dir, label_column)
+    return _check_dataset(target, out_dir, label_column, workspace or Workspace.require())
 
 
 def _default_folder(ws: Workspace | None, name: str) -> Path:
@@ -60,7 +61,7 @@ def _tokenizer(config: Any) -> Any:
     return load_tokenizer(resolve_model(config.model), config.model)
 
 
-def _check_dataset(ref: str, out_dir: Path | None, label_column: str | None) -> CheckOutcome:
+def _check_dataset(ref: str, out_dir: Path | None, label_column: str | None, ws: Workspace) -> CheckOutcome:
     from tunelab.config.schema import DataConfig, GovernanceConfig
     from tunelab.data.loading import load_table
     from tunelab.datacheck.checks import SplitData, check_splits
@@ -70,7 +71,6 @@ def _check_dataset(ref: str, out_dir: Path | None, label_column: str | None) -> 
     from tunelab.workspace.checks import add_check
     from tunelab.workspace.datasets import get_version, version_path
 
-    ws = Workspace.require()
     with ws.read() as session:
         version = get_version(session, ref)
         name = version.ref

@@ -94,8 +94,10 @@ class Added:
 
 
 def add_version(ws: Workspace, name: str, path: Path, *, storage: str | None = None, note: str | None = None,
-                parent: DatasetVersion | None = None, rows: int | None = None) -> Added:
-    """Register the bytes at `path` as the next version of `name` (or return the version that has them)."""
+                parent: DatasetVersion | None = None, rows: int | None = None, source: str | None = None) -> Added:
+    """Register the bytes at `path` as the next version of `name` (or return the version that has them).
+
+    `source` is what the version records as its origin when `path` is a temporary file (an upload)."""
     check_name(name)
     path = Path(path)
     if not path.exists():
@@ -122,12 +124,13 @@ def add_version(ws: Workspace, name: str, path: Path, *, storage: str | None = N
                 DatasetVersion.dataset_id == dataset.id)).scalar() or 0) + 1
             version = DatasetVersion(
                 dataset=dataset, version=number, sha256=sha, storage=storage, location=stored,
-                source=str(path), kind="file" if path.is_file() else "folder", files=files,
+                source=source or str(path), kind="file" if path.is_file() else "folder", files=files,
                 bytes=sum(f["bytes"] for f in files), rows=rows, parent_id=parent.id if parent else None,
                 note=note, created_at=now_iso(), created_by=current_actor())
             txn.session.add(version)
             txn.session.flush()
-            txn.audit("data.add", "dataset", version.ref, {"sha256": sha, "source": str(path), "storage": storage,
+            txn.audit("data.add", "dataset", version.ref, {"sha256": sha, "source": source or str(path),
+                                                          "storage": storage,
                                                           "bytes": version.bytes, "files": len(files),
                                                           "parent": parent.ref if parent else None, "note": note})
             return Added(version, created=True)

@@ -143,9 +143,28 @@ def recover(ws: Workspace, host: str) -> list[int]:
             job.status, job.ended_at = "failed", now_iso()
             job.error = (f"orphaned: the server running it ({job.worker}) stopped"
                          + (" and its training process was ended" if killed else ""))
-            txn.audit("job.end", "job", str(job.id), {"status": "failed", "error": job.error})
+            job.run_id = _fail_orphan_run(txn, ws.folder / "jobs" / str(job.id) / "runs", job.error)
+            txn.audit("job.end", "job", str(job.id), {"status": "failed", "error": job.error, "run": job.run_id})
             ended.append(job.id)
         return ended
+
+
+def _fail_orphan_run(txn: Any, runs: Path, reason: str) -> str | None:
+    """The orphan's run, if it got that far, is failed too: in its folder and in the lineage record."""
+    from tunelab.runs.folder import RunFolder
+    from tunelab.workspace.orm import Run
+
+    folders = sorted(p for p in runs.glob("*") if (p / "run.json").is_file())
+    if not folders:
+        return None
+    run = RunFolder(folders[-1])
+    if run.read_json("run.json").get("status") in ("created", "running"):
+        run.update(status="failed", ended=now_iso(), error=reason)
+    row = txn.session.get(Run, run.id)
+    if row is not None and row.status == "running":
+        row.status, row.ended_at = "failed", now_iso()
+        txn.audit("run.end", "run", run.id, {"status": "failed", "error": reason})
+    return run.id
 
 
 def job_marker(job_id: int) -> str:

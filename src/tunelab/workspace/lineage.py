@@ -8,6 +8,7 @@ half-recorded run.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,12 +85,24 @@ def record_end(ws: Workspace, run: RunFolder, status: str, *, error: str | None 
             return
         row.status, row.ended_at = status, now_iso()
         if results is not None:
-            row.metrics = {k: v for k, v in results.items() if k not in ("warnings", "best")}
-            row.gates = results.get("gates")
+            row.metrics = finite({k: v for k, v in results.items() if k not in ("warnings", "best")})
+            row.gates = finite(results.get("gates"))
         for item in artifacts:
             txn.session.add(Artifact(run_id=run.id, **item))
         txn.audit("run.end", "run", run.id, {"status": status, "error": error, "artifacts": len(artifacts),
                                              "gates_passed": (row.gates or {}).get("passed")})
+
+
+def finite(value: Any) -> Any:
+    """NaN and infinities as null: eval.json may hold them (the loss of a baseline that scores no token),
+    and the database keeps strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
 
 
 def hash_artifacts(folder: Path) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ def _file(path: Path) -> FileResponse:
     return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"), headers=HEADERS)
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 def shell() -> FileResponse:
     """The app shell; every page of the UI is a `#/...` route inside it."""
     return _file(STATIC / "index.html")
@@ -48,7 +48,7 @@ def ui_root() -> RedirectResponse:
     return RedirectResponse("/")
 
 
-@router.get("/ui/{name:path}")
+@router.api_route("/ui/{name:path}", methods=["GET", "HEAD"])
 def static_file(name: str) -> FileResponse:
     """A file of the UI (only files under static/, with a known type)."""
     path = (STATIC / name).resolve()
