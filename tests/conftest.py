@@ -127,3 +127,55 @@ def workspace(tmp_path: Path, database_url, monkeypatch: pytest.MonkeyPatch):
     ws = Workspace.init(tmp_path, database_url=database_url)
     yield ws
     ws.close()
+
+
+# ---- a real `tunelab serve` process -------------------------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(root: Path, port: int):
+    """`tunelab serve` on the workspace at `root` in its own process group, waited for until it answers;
+    its stderr goes to root/serve-<port>.log."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    env = {**os.environ, "TUNELAB_WORKSPACE": str(root)}
+    log = root / f"serve-{port}.log"
+    with open(log, "ab") as handle:  # the child keeps its own descriptor
+        process = subprocess.Popen([sys.executable, "-m", "tunelab", "serve", "--port", str(port)], cwd=root,
+                                   env=env, stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"server exited: {log.read_text()[-2000:]}"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("server did not start")
+
+
+def stop_server(process, sig=None) -> None:
+    import os
+    import signal
+    import subprocess
+
+    try:
+        os.killpg(process.pid, sig or signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

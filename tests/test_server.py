@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from conftest import free_port, start_server, stop_server
 from fastapi.testclient import TestClient
 
 from tunelab.server.app import create_app
@@ -118,32 +116,6 @@ def test_a_failing_job_fails_alone_with_its_error(workspace: Workspace, tokens, 
 
 
 # ---- SIGKILL and restart --------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _serve(root: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "TUNELAB_WORKSPACE": str(root)}
-    with open(root / f"serve-{port}.log", "ab") as log:  # the child keeps its own descriptor
-        return subprocess.Popen([sys.executable, "-m", "tunelab", "serve", "--port", str(port)], cwd=root, env=env,
-                                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-
-
-def _wait_up(client: httpx.Client, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "server exited"
-        try:
-            if client.get("/v1/health").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("server did not start")
-
-
 @pytest.mark.slow
 def test_no_job_is_lost_when_the_server_is_killed(workspace: Workspace, tokens, make_config) -> None:
     """SIGKILL the server while a job trains: after a restart the orphan is failed with the reason (its
@@ -151,11 +123,10 @@ def test_no_job_is_lost_when_the_server_is_killed(workspace: Workspace, tokens, 
     config = yaml.safe_load(_tiny_config(make_config))
     config["train"]["epochs"] = 30  # long enough to be killed mid-run
     slow = yaml.safe_dump(config)
-    port = _free_port()
-    server = _serve(workspace.root, port)
+    port = free_port()
+    server = start_server(workspace.root, port)
     headers = _auth(tokens["engineer"])
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-        _wait_up(client, server)
         first = client.post("/v1/jobs", json={"config": slow}, headers=headers).json()["id"]
         rest = [client.post("/v1/jobs", json={"config": _tiny_config(make_config)}, headers=headers).json()["id"]
                 for _ in range(2)]
@@ -164,12 +135,10 @@ def test_no_job_is_lost_when_the_server_is_killed(workspace: Workspace, tokens, 
             assert time.monotonic() < deadline
             time.sleep(0.3)
         training_pid = queue.get(workspace, first).pid
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        stop_server(server, signal.SIGKILL)
         assert queue.get(workspace, first).status == "running"  # the database still says so
-        server = _serve(workspace.root, port)
+        server = start_server(workspace.root, port)
         try:
-            _wait_up(client, server)
             deadline = time.monotonic() + 300
             while True:
                 jobs = {j["id"]: j for j in client.get("/v1/jobs", headers=headers).json()}
@@ -177,8 +146,7 @@ def test_no_job_is_lost_when_the_server_is_killed(workspace: Workspace, tokens, 
                     break
                 time.sleep(0.5)
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=60)
+            stop_server(server)
     assert jobs[first]["status"] == "failed" and jobs[first]["error"].startswith("orphaned")
     with workspace.read() as session:  # its run, killed mid-training, is failed too
         assert get_run(session, jobs[first]["run_id"]).status == "failed"

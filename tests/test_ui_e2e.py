@@ -12,18 +12,13 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from conftest import synthetic_rows, write_jsonl
+from conftest import free_port, start_server, stop_server, synthetic_rows, write_jsonl
 from fastapi.testclient import TestClient
 
 from tunelab.server.app import create_app
@@ -97,32 +92,6 @@ def _require_browser() -> None:
         pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _serve(root: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "TUNELAB_WORKSPACE": str(root)}
-    return subprocess.Popen([sys.executable, "-m", "tunelab", "serve", "--port", str(port)], cwd=root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(root / f"serve-{port}.log", "wb"),
-                            start_new_session=True)
-
-
-def _wait_up(base: str, process: subprocess.Popen, root: Path, port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"server exited: {(root / f'serve-{port}.log').read_text()[-2000:]}"
-        try:
-            if httpx.get(f"{base}/v1/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("server did not start")
-
-
 def _tiny_config(workspace: Workspace) -> str:
     """The tiny-model config of conftest's make_config, its training data a dataset version and the rest
     files in the workspace (paths relative to it, as a job sees them), output unset (the job runner
@@ -153,12 +122,11 @@ def test_a_browser_submits_a_job_and_follows_it_to_its_run(workspace: Workspace,
 
     token = create_token(workspace, "ui-engineer", "engineer")
     config = _tiny_config(workspace)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = _serve(workspace.root, port)
+    server = start_server(workspace.root, port)
     errors: list[str] = []
     try:
-        _wait_up(base, server, workspace.root, port)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             try:
@@ -272,9 +240,4 @@ def test_a_browser_submits_a_job_and_follows_it_to_its_run(workspace: Workspace,
                 browser.close()
         assert not errors, errors
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_server(server)

@@ -54,17 +54,18 @@ def metrics(run_id: str, request: Request, _who: Viewer) -> list[dict[str, Any]]
 
 @router.get("/{run_id}/eval")
 def evaluation(run_id: str, request: Request, _who: Viewer) -> dict[str, Any]:
-    path = _folder(request, run_id) / "eval.json"
-    if not path.is_file():
-        raise RunError(f"run {run_id} has no eval.json yet", fix="wait until it has finished")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return _run_json(request, run_id, "eval.json", "wait until it has finished")
 
 
 @router.get("/{run_id}/data-check")
 def data_check(run_id: str, request: Request, _who: Viewer) -> dict[str, Any]:
-    path = _folder(request, run_id) / "data_check.json"
+    return _run_json(request, run_id, "data_check.json", "runs from before data checks have none")
+
+
+def _run_json(request: Request, run_id: str, name: str, fix: str) -> dict[str, Any]:
+    path = _folder(request, run_id) / name
     if not path.is_file():
-        raise RunError(f"run {run_id} has no data check", fix="runs from before data checks have none")
+        raise RunError(f"run {run_id} has no {name}", fix=fix)
     return json.loads(path.read_text(encoding="utf-8"))
 
 
