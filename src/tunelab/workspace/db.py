@@ -1,8 +1,8 @@
 """Engines and transactions for the workspace database (SQLite file by default, PostgreSQL by URL).
 
-Write transactions are serialised: on SQLite every transaction starts with BEGIN IMMEDIATE (the
+Write transactions are serialised: on SQLite every write transaction starts with BEGIN IMMEDIATE (the
 write lock is taken up front, so two processes never both read and then fail to upgrade their lock),
-in WAL mode with a busy timeout; on PostgreSQL the writer locks the audit head row. CLI actions are
+in WAL mode with a busy timeout, while read transactions start deferred and never wait for a writer; on PostgreSQL the writer locks the audit head row. CLI actions are
 short, so a queue of writers is the right trade for never seeing a half-applied action.
 """
 
@@ -23,6 +23,7 @@ from tunelab.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 60_000
+READ_ONLY = "tunelab_read_only"  # execution option of the engine `Workspace.read()` uses
 
 
 def parse_url(url: str) -> URL:
@@ -60,7 +61,8 @@ def _sqlite_engine(url: Any) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers start deferred (WAL lets them read while a writer writes); writers take the lock up front.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from tunelab.errors import TunelabError
 from tunelab.runs.folder import atomic_write_text
 from tunelab.workspace import audit
-from tunelab.workspace.db import make_engine, migrate, parse_url, safe_url, schema_revision
+from tunelab.workspace.db import READ_ONLY, make_engine, migrate, parse_url, safe_url, schema_revision
 from tunelab.workspace.orm import AuditEntry, AuditHead
 
 MARKER = ".tunelab"
@@ -171,7 +171,9 @@ class Workspace:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+        """A read transaction: a consistent snapshot that does not wait for (or block) writers."""
+        reader = self.engine.execution_options(**{READ_ONLY: True})
+        with Session(reader, expire_on_commit=False) as session, session.begin():
             yield session
 
     def close(self) -> None:
