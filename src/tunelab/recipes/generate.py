@@ -1,4 +1,5 @@
-"""`tunelab generate` and `tunelab chat`: inference with a trained causal-lm run.
+"""`tunelab generate` and `tunelab chat` (and the server's chat completions): inference with a trained
+causal-lm run.
 
 Prompts are rendered by the task exactly as training rendered them (the run's saved chat template),
 and answers stop at the template's end-of-turn token.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,20 +95,87 @@ def generate_file(lm: LoadedLM, source: Path, target: Path, cfg: GenerationConfi
 
 def stream_reply(lm: LoadedLM, item: dict[str, Any], cfg: GenerationConfig) -> Iterator[str]:
     """Yield the answer to `item` ({"messages": [...]} or {"prompt": "..."}) piece by piece."""
-    import torch
-    from transformers import TextIteratorStreamer
+    generation = Generation(lm, lm.task.encode_prompt(item, lm.config), cfg)
+    try:
+        yield from generation.pieces()
+        generation.wait()
+    finally:
+        generation.cancelled.set()  # a reader that stops early (Ctrl-C) stops the generation too
 
-    ids = torch.as_tensor([lm.task.encode_prompt(item, lm.config)])
-    streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    kwargs = hf_generation_kwargs(cfg, lm.task.stop_ids(), lm.pad_id)
-    torch.manual_seed(cfg.seed)
 
-    def run() -> None:
-        with torch.inference_mode():
-            lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-                              use_cache=True, **kwargs)
+class _Cancelled:
+    """A stopping criterion: true once the client is gone, so an abandoned stream stops generating."""
 
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    yield from streamer
-    worker.join()
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class Generation:
+    """One reply generated in a worker thread. Its text arrives piece by piece from `pieces`; token
+    counts and the finish reason are known once `wait` returns. Both the streaming and the plain
+    response read the same pieces, so their texts agree."""
+
+    def __init__(self, lm: LoadedLM, prompt: list[int], cfg: GenerationConfig,
+                 lock: threading.Lock | None = None) -> None:
+        from transformers import TextIteratorStreamer
+
+        self.prompt_tokens = len(prompt)
+        self.completion_tokens = 0
+        self.finish_reason = "stop"
+        self.error: BaseException | None = None
+        self.cancelled = threading.Event()
+        self._streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self._thread = threading.Thread(target=self._run, args=(lm, prompt, cfg, lock or nullcontext()),
+                                        daemon=True, name="tunelab-generate")
+        self._thread.start()
+
+    def _run(self, lm: LoadedLM, prompt: list[int], cfg: GenerationConfig, lock: Any) -> None:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        stop_ids = lm.task.stop_ids()
+        finished = False
+        try:
+            with lock, torch.inference_mode():
+                ids = torch.as_tensor([prompt], device=next(lm.model.parameters()).device)
+                torch.manual_seed(cfg.seed)
+                out = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=self._streamer,
+                                        stopping_criteria=StoppingCriteriaList([_Cancelled(self.cancelled)]),
+                                        use_cache=True, **hf_generation_kwargs(cfg, stop_ids, lm.pad_id))
+            finished = True  # generate() has ended the streamer itself
+            self.completion_tokens, self.finish_reason = finish(out[0, len(prompt):].tolist(), stop_ids,
+                                                                cfg.max_new_tokens)
+        except Exception as err:  # noqa: BLE001 - a worker thread: handed to wait() or to the stream
+            self.error = err
+        finally:
+            if not finished:
+                self._streamer.end()  # a reader waiting for the next piece would otherwise wait forever
+
+    def pieces(self) -> Iterator[str]:
+        return (piece for piece in self._streamer if piece)
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def wait(self) -> None:
+        """Join the worker; re-raise what stopped it."""
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+
+def finish(new_ids: list[int], stop_ids: list[int], limit: int) -> tuple[int, str]:
+    """(answer tokens before the stop token, OpenAI finish_reason)."""
+    for at, token in enumerate(new_ids):
+        if token in stop_ids:
+            return at, "stop"
+    return len(new_ids), "length" if len(new_ids) >= limit else "stop"

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 import tunelab
 from tunelab.errors import TunelabError
+from tunelab.server.routes.inference import ModelCache
 from tunelab.server.runner import JobRunner
 from tunelab.workspace import Workspace
 
@@ -40,6 +41,7 @@ def create_app(root: Path, *, allow_anonymous: bool = False, job_slots: int = 1,
     app.state.workspace = ws
     app.state.allow_anonymous = allow_anonymous
     app.state.runner = runner
+    app.state.model_cache = ModelCache()  # models served by /v1/models/.../predict and /v1/chat/completions
 
     @app.exception_handler(TunelabError)
     async def _user_error(_request: Request, err: TunelabError) -> JSONResponse:

@@ -17,17 +17,18 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
 from tunelab.config.schema import Config, GenerationConfig
+from tunelab.recipes.generate import Generation
 from tunelab.server.auth import Viewer
 from tunelab.workspace import Workspace
 from tunelab.workspace.registry import resolve_model_ref, run_dir
@@ -87,40 +88,19 @@ class ModelCache:
             return list(self._items)
 
 
-_CACHE_CREATION = threading.Lock()
-
-
-def model_cache(app: FastAPI) -> ModelCache:
-    """The app's model cache (`app.state.model_cache`), made on first use."""
-    with _CACHE_CREATION:
-        cache = getattr(app.state, "model_cache", None)
-        if cache is None:
-            cache = app.state.model_cache = ModelCache()
-        return cache
-
-
 # ---- predict ----------------------------------------------------------------------------------
 @dataclass
 class Classifier:
-    """A loaded text or token classifier: what the task's `predict` needs."""
+    """A loaded text or token classifier, serving one request at a time."""
 
-    config: Config
-    task: Any
-    model: Any
-    tokenizer: Any
+    predictor: Any  # tunelab.recipes.predict.Predictor
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def load_classifier(run_path: Path) -> Classifier:
-    """As `tunelab predict` loads a run (recipes/predict.py), kept to be reused across requests."""
-    from tunelab.runs import RunFolder
-    from tunelab.tasks import TASKS
+    from tunelab.recipes.predict import load_predictor
 
-    run = RunFolder.open(run_path)
-    config = run.config()
-    task = TASKS.get(config.task)()
-    model, tokenizer = task.load_trained(run.path, config)
-    return Classifier(config, task, model.eval(), tokenizer)
+    return Classifier(load_predictor(run_path))
 
 
 class PredictRequest(BaseModel):
@@ -141,9 +121,9 @@ def predict(name: str, body: PredictRequest, request: Request, _who: Viewer) -> 
     if served.task not in PREDICT_TASKS:
         raise HTTPException(422, f"{served.ref} is a {served.task} model; the API serves {', '.join(PREDICT_TASKS)} "
                                  f"here (use `tunelab predict` on the server for others)")
-    loaded = model_cache(request.app).get(f"predict:{served.run_path}", lambda: load_classifier(served.run_path))
+    loaded = request.app.state.model_cache.get(f"predict:{served.run_path}", lambda: load_classifier(served.run_path))
     with loaded.lock:
-        predictions = loaded.task.predict(loaded.model, loaded.tokenizer, body.inputs, loaded.config, top_k=body.top_k)
+        predictions = loaded.predictor.predict(body.inputs, top_k=body.top_k)
     return {"model": served.ref, "task": served.task, "predictions": predictions}
 
 
@@ -197,10 +177,10 @@ def chat_completions(body: ChatRequest, request: Request, _who: Viewer) -> Respo
         name = served.ref.partition("@")[0]
         raise HTTPException(422, f"{served.ref} is a {served.task} model, not a chat model: use POST "
                                  f"/v1/models/{name}/predict")
-    chat = model_cache(request.app).get(f"chat:{served.run_path}", lambda: load_chat_model(served.run_path))
+    chat = request.app.state.model_cache.get(f"chat:{served.run_path}", lambda: load_chat_model(served.run_path))
     cfg = generation_settings(chat.lm.config, body)
     prompt = encode_prompt(chat.lm, [_message(m) for m in body.messages])
-    generation = Generation(chat, prompt, cfg)
+    generation = Generation(chat.lm, prompt, cfg, lock=chat.lock)
     head = {"id": f"chatcmpl-{secrets.token_hex(12)}", "created": int(time.time()), "model": served.ref}
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -255,86 +235,6 @@ def encode_prompt(lm: Any, messages: list[dict[str, str]]) -> list[int]:
         return lm.task.encode_prompt(item, lm.config)
     except TemplateError as err:
         raise HTTPException(422, f"the model's chat template refused the conversation: {err}") from None
-
-
-class _Cancelled:
-    """A stopping criterion: true once the client is gone, so an abandoned stream stops generating."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-class Generation:
-    """One reply generated in a worker thread. Its text arrives piece by piece from `pieces`; token
-    counts and the finish reason are known once `wait` returns. Both the streaming and the plain
-    response read the same pieces, so their texts agree."""
-
-    def __init__(self, chat: ChatModel, prompt: list[int], cfg: GenerationConfig) -> None:
-        from transformers import TextIteratorStreamer
-
-        self.prompt_tokens = len(prompt)
-        self.completion_tokens = 0
-        self.finish_reason = "stop"
-        self.error: BaseException | None = None
-        self.cancelled = threading.Event()
-        self._streamer = TextIteratorStreamer(chat.lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self._thread = threading.Thread(target=self._run, args=(chat, prompt, cfg), daemon=True,
-                                        name="tunelab-generate")
-        self._thread.start()
-
-    def _run(self, chat: ChatModel, prompt: list[int], cfg: GenerationConfig) -> None:
-        import torch
-        from transformers import StoppingCriteriaList
-
-        from tunelab.eval.generation import hf_generation_kwargs
-
-        lm = chat.lm
-        stop_ids = lm.task.stop_ids()
-        finished = False
-        try:
-            with chat.lock, torch.inference_mode():
-                ids = torch.as_tensor([prompt], device=next(lm.model.parameters()).device)
-                torch.manual_seed(cfg.seed)
-                out = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=self._streamer,
-                                        stopping_criteria=StoppingCriteriaList([_Cancelled(self.cancelled)]),
-                                        use_cache=True, **hf_generation_kwargs(cfg, stop_ids, lm.pad_id))
-            finished = True  # generate() has ended the streamer itself
-            self.completion_tokens, self.finish_reason = finish(out[0, len(prompt):].tolist(), stop_ids,
-                                                                cfg.max_new_tokens)
-        except Exception as err:  # noqa: BLE001 - a worker thread: handed to wait() or to the stream
-            self.error = err
-        finally:
-            if not finished:
-                self._streamer.end()  # a reader waiting for the next piece would otherwise wait forever
-
-    def pieces(self) -> Iterator[str]:
-        return (piece for piece in self._streamer if piece)
-
-    def join(self) -> None:
-        self._thread.join()
-
-    def wait(self) -> None:
-        """Join the worker; re-raise what stopped it."""
-        self.join()
-        if self.error is not None:
-            raise self.error
-
-    def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens}
-
-
-def finish(new_ids: list[int], stop_ids: list[int], limit: int) -> tuple[int, str]:
-    """(answer tokens before the stop token, OpenAI finish_reason)."""
-    for at, token in enumerate(new_ids):
-        if token in stop_ids:
-            return at, "stop"
-    return len(new_ids), "length" if len(new_ids) >= limit else "stop"
 
 
 def completion(head: dict[str, Any], text: str, generation: Generation) -> dict[str, Any]:
