@@ -6,6 +6,8 @@ unless --debug) and exits non-zero. The message names the file, line or key and 
 
 from __future__ import annotations
 
+GATE_FAILED = 3  # exit status of a command whose work finished but failed a gate (evaluation, promotion, check)
+
 
 class TunelabError(Exception):
     """An error caused by input the user controls; `str(err)` is a complete one-line message."""

@@ -62,11 +62,9 @@ def data_show(
 ) -> None:
     """One version: hash, files, where it is kept, which runs used it."""
     from tunelab.workspace import Workspace
-    from tunelab.workspace.datasets import usage, version_dict
+    from tunelab.workspace.datasets import get_version, usage, version_dict
 
     ws = Workspace.require()
-    from tunelab.workspace.datasets import get_version
-
     with ws.read() as session:
         version = get_version(session, ref)
         record = version_dict(version) | usage(session, version)

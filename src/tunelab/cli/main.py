@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from tunelab.errors import TunelabError
+from tunelab.errors import GATE_FAILED, TunelabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune pretrained models from one YAML file.")
 models_app = typer.Typer(no_args_is_help=True, help="The built-in model catalog.")
@@ -73,9 +73,6 @@ def train(
     gates = outcome.results.get("gates")
     if gates and not gates["passed"]:
         raise typer.Exit(GATE_FAILED)
-
-
-GATE_FAILED = 3  # exit status of a run that finished but failed an evaluation gate
 
 
 def _print_results(run_path: Path, results: dict) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated
 
 import typer
@@ -25,9 +24,10 @@ def serve(
     import uvicorn
 
     from tunelab.server.app import create_app
+    from tunelab.server.auth import is_loopback
     from tunelab.workspace import Workspace
 
-    if no_auth and not _loopback(host):
+    if no_auth and not is_loopback(host):
         raise ConfigError(f"--no-auth is refused on {host}: anyone who can reach it would be admin",
                           fix="bind to 127.0.0.1, or create tokens with `tunelab tokens create`")
     ws = Workspace.require()
@@ -36,11 +36,3 @@ def serve(
                   f"{', no auth: local requests are admin' if no_auth else ''})")
     uvicorn.run(server_app, host=host, port=port, log_level="warning")
 
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -49,20 +49,15 @@ def runs_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Runs recorded in this workspace, newest first."""
-    from sqlalchemy import select
-
     from tunelab.workspace import Workspace
-    from tunelab.workspace.orm import Run
+    from tunelab.workspace.lineage import recent_runs
 
     ws = Workspace.require()
     table = Table(show_edge=False)
     for column in ("run", "status", "task", "model", "data", "config", "started", "gates"):
         table.add_column(column, overflow="fold")
     with ws.read() as session:
-        stmt = select(Run).order_by(Run.started_at.desc()).limit(limit)
-        if status:
-            stmt = stmt.where(Run.status == status)
-        for run in session.execute(stmt).scalars():
+        for run in recent_runs(session, status=status, limit=limit):
             data = ", ".join(i.dataset_version.ref if i.dataset_version else Path(i.path).name for i in run.inputs)
             gates = "" if run.gates is None else ("pass" if run.gates.get("passed") else "FAIL")
             if as_json:

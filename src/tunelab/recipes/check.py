@@ -65,9 +65,8 @@ def _check_dataset(ref: str, out_dir: Path | None, label_column: str | None, ws:
     from tunelab.config.schema import DataConfig, GovernanceConfig
     from tunelab.data.loading import load_table
     from tunelab.datacheck.checks import SplitData, check_splits
-    from tunelab.datacheck.html import write_html
     from tunelab.errors import TunelabError
-    from tunelab.runs.folder import atomic_write_text
+    from tunelab.recipes.data_check import write_report
     from tunelab.workspace.checks import add_check
     from tunelab.workspace.datasets import get_version, version_path
 
@@ -88,10 +87,6 @@ def _check_dataset(ref: str, out_dir: Path | None, label_column: str | None, ws:
     report = check_splits({"train": split}, task="dataset", label_column=label_column, tokenizer=None,
                           max_length=None, governance=GovernanceConfig())
     folder = out_dir or _default_folder(ws, name)
-    folder.mkdir(parents=True, exist_ok=True)
-    from tunelab.hashing import canonical_json
-
-    atomic_write_text(folder / "data_check.json", canonical_json(report, indent=2) + "\n")
-    write_html(report, folder / "data_check.html", title=f"data check: {name}")
+    write_report(report, folder, title=f"Data check: {name}")
     add_check(ws, target=name, report=report, report_path=folder / "data_check.json", version=version)
     return CheckOutcome(report, folder, refused=not report.get("passed"))

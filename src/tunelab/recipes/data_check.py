@@ -98,12 +98,17 @@ def run_data_check(config: Config, *, out_dir: Path, tokenizer: Any = None) -> d
         ignore_columns=_ignored_columns(config),
     )
     out_dir = Path(out_dir)
-    atomic_write_text(out_dir / REPORT_JSON, canonical_json(report, indent=2) + "\n")
-    write_html(report, out_dir / REPORT_HTML, title=f"Data check: {config.output.name or config.task}")
+    write_report(report, out_dir, title=f"Data check: {config.output.name or config.task}")
     verdict = "passed" if report["passed"] else "FAILED"
     logger.debug("data check %s: %d error(s), %d warning(s), %d PII finding(s); report in %s", verdict,
                 len(report["errors"]), len(report["warnings"]), report["pii"]["count"], out_dir / REPORT_HTML)
     return report
+
+
+def write_report(report: dict, out_dir: Path, *, title: str) -> None:
+    """data_check.json, then data_check.html, each written atomically."""
+    atomic_write_text(out_dir / REPORT_JSON, canonical_json(report, indent=2) + "\n")
+    write_html(report, out_dir / REPORT_HTML, title=title)
 
 
 def pii_block_error(report: dict) -> DataError:

@@ -16,8 +16,7 @@ from typing import Any
 
 from tunelab.config import Config
 from tunelab.errors import DataError
-from tunelab.hashing import canonical_json
-from tunelab.runs.folder import RunFolder, atomic_write_text
+from tunelab.runs.folder import RunFolder
 from tunelab.workspace import Workspace, WorkspaceError
 
 log = logging.getLogger(__name__)
@@ -111,7 +110,7 @@ def prepare(config: Config) -> Governed:
 
 
 def _check(governed: Governed) -> None:
-    from tunelab.recipes.data_check import pii_block_error, run_data_check
+    from tunelab.recipes.data_check import pii_block_error, run_data_check, write_report
 
     policy = governed.config.governance.pii
     report = run_data_check(governed.config, out_dir=governed.check_dir)
@@ -122,7 +121,8 @@ def _check(governed: Governed) -> None:
         redacted = _redact(governed)
         report = run_data_check(governed.config, out_dir=governed.check_dir)
         report["redacted"] = redacted  # kept in data_check.json too: the model card and promotion read it
-        atomic_write_text(governed.check_dir / "data_check.json", canonical_json(report, indent=2) + "\n")
+        title = f"Data check: {governed.config.output.name or governed.config.task}"
+        write_report(report, governed.check_dir, title=title)
     elif found and policy == "warn":
         log.warning("data check: %d PII finding(s) in the training data (governance.pii: warn); "
                     "see data_check.html in the run folder", found)

@@ -104,9 +104,12 @@ def _from_loopback(request: Request) -> bool:
     """Whether the TCP peer is this machine. Behind a reverse proxy on the same host every client looks
     local, which is why anonymous mode is for a server bound to localhost with no proxy in front."""
     host = request.client.host if request.client else None
-    if host is None:
-        return False
-    if host == TEST_CLIENT_HOST:
+    return host == TEST_CLIENT_HOST or (host is not None and is_loopback(host))
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost`, 127.0.0.0/8, ::1 and IPv4-mapped loopback (a bind address or a peer address)."""
+    if host == "localhost":
         return True
     try:
         address = ipaddress.ip_address(host)

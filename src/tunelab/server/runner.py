@@ -22,12 +22,12 @@ from pathlib import Path
 
 import yaml
 
+from tunelab.errors import GATE_FAILED
 from tunelab.workspace import Workspace
 from tunelab.workspace import jobs as queue
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 10.0  # after SIGTERM, before SIGKILL
-GATE_FAILED = 3  # `tunelab train` exit status: the run finished but failed an evaluation gate
 
 
 @dataclass
@@ -48,9 +48,6 @@ class JobRunner:
         self.running: dict[int, Running] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def jobs_folder(self, job_id: int) -> Path:
-        return self.ws.folder / "jobs" / str(job_id)
 
     # ---- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -105,7 +102,7 @@ class JobRunner:
             self._spawn(job)
 
     def _spawn(self, job: object) -> None:
-        folder = self.jobs_folder(job.id)
+        folder = queue.job_folder(self.ws, job.id)
         folder.mkdir(parents=True, exist_ok=True)
         config = folder / "config.yaml"
         config.write_text(job.config_yaml, encoding="utf-8")
@@ -148,8 +145,8 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
 
 
 def _run_id(folder: Path) -> str | None:
-    runs = sorted(p.name for p in (folder / "runs").glob("*") if (p / "run.json").is_file())
-    return runs[-1] if runs else None
+    run = queue.job_run(folder)
+    return run.name if run else None
 
 
 def _last_error(log_path: Path) -> str | None:

@@ -16,6 +16,7 @@ import re
 import shutil
 import stat
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,12 +71,15 @@ def content_files(path: Path) -> list[dict[str, Any]]:
             for rel in content_files_list(path)]
 
 
-def content_files_list(folder: Path) -> list[str]:
-    """Relative posix paths of every non-hidden file under `folder`, in a fixed order."""
+def content_files_list(folder: Path, *, skip: Collection[str] = ()) -> list[str]:
+    """Relative posix paths of every non-hidden file under `folder`, in a fixed order; `skip` names
+    top-level entries (files or folders) to leave out, without walking into them."""
     found = []
     for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [(Path(root) / n).relative_to(folder).as_posix() for n in sorted(names) if not n.startswith(".")]
+        top = Path(root) == folder
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (top and d in skip))
+        found += [(Path(root) / n).relative_to(folder).as_posix() for n in sorted(names)
+                  if not n.startswith(".") and not (top and n in skip)]
     return found
 
 

@@ -143,21 +143,32 @@ def recover(ws: Workspace, host: str) -> list[int]:
             job.status, job.ended_at = "failed", now_iso()
             job.error = (f"orphaned: the server running it ({job.worker}) stopped"
                          + (" and its training process was ended" if killed else ""))
-            job.run_id = _fail_orphan_run(txn, ws.folder / "jobs" / str(job.id) / "runs", job.error)
+            job.run_id = _fail_orphan_run(txn, job_folder(ws, job.id), job.error)
             txn.audit("job.end", "job", str(job.id), {"status": "failed", "error": job.error, "run": job.run_id})
             ended.append(job.id)
         return ended
 
 
-def _fail_orphan_run(txn: Any, runs: Path, reason: str) -> str | None:
+def job_folder(ws: Workspace, job_id: int) -> Path:
+    """Where a job's config, log and run live: .tunelab/jobs/<id>/ (its run under runs/)."""
+    return ws.folder / "jobs" / str(job_id)
+
+
+def job_run(folder: Path) -> Path | None:
+    """The run folder a job's training process created, once it has."""
+    runs = sorted(p for p in (folder / "runs").glob("*") if (p / "run.json").is_file())
+    return runs[-1] if runs else None
+
+
+def _fail_orphan_run(txn: Any, folder: Path, reason: str) -> str | None:
     """The orphan's run, if it got that far, is failed too: in its folder and in the lineage record."""
     from tunelab.runs.folder import RunFolder
     from tunelab.workspace.orm import Run
 
-    folders = sorted(p for p in runs.glob("*") if (p / "run.json").is_file())
-    if not folders:
+    found = job_run(folder)
+    if found is None:
         return None
-    run = RunFolder(folders[-1])
+    run = RunFolder(found)
     if run.read_json("run.json").get("status") in ("created", "running"):
         run.update(status="failed", ended=now_iso(), error=reason)
     row = txn.session.get(Run, run.id)

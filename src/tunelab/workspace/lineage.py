@@ -9,7 +9,6 @@ half-recorded run.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from tunelab.config import Config, dump_config
 from tunelab.hashing import digest, file_sha256
 from tunelab.runs.folder import RunFolder, now_iso
 from tunelab.workspace.audit import current_actor
+from tunelab.workspace.datasets import content_files_list
 from tunelab.workspace.orm import Artifact, DataCheck, DatasetVersion, Run, RunInput
 from tunelab.workspace.workspace import Workspace
 
@@ -106,17 +106,9 @@ def finite(value: Any) -> Any:
 
 
 def hash_artifacts(folder: Path) -> list[dict[str, Any]]:
-    found = []
-    for root, dirs, names in os.walk(folder):
-        rel_root = Path(root).relative_to(folder)
-        dirs[:] = sorted(d for d in dirs if not (rel_root == Path(".") and d in SKIP_ARTIFACTS))
-        for name in sorted(names):
-            if rel_root == Path(".") and name in SKIP_ARTIFACTS or name.startswith("."):
-                continue
-            file = Path(root) / name
-            found.append({"path": (rel_root / name).as_posix(), "sha256": file_sha256(file),
-                          "bytes": file.stat().st_size})
-    return found
+    """{path, sha256, bytes} of every file a run wrote, checkpoints, log and report left out."""
+    return [{"path": rel, "sha256": file_sha256(folder / rel), "bytes": (folder / rel).stat().st_size}
+            for rel in content_files_list(folder, skip=SKIP_ARTIFACTS)]
 
 
 def _read_json(run: RunFolder, name: str) -> dict[str, Any] | None:
@@ -140,6 +132,14 @@ def get_run(session: Any, ident: str) -> Run:
     if matches:
         raise RunError(f"{ident!r} matches {len(matches)} runs", fix="give more of the run id")
     raise RunError(f"no run {ident!r} in this workspace", fix="see `tunelab runs list`")
+
+
+def recent_runs(session: Any, *, status: str | None = None, limit: int = 100) -> list[Run]:
+    """Recorded runs, newest first (`runs list` and GET /v1/runs)."""
+    stmt = select(Run).order_by(Run.started_at.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(Run.status == status)
+    return list(session.execute(stmt).scalars())
 
 
 def run_dict(row: Run) -> dict[str, Any]:

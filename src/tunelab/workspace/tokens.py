@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 
 from tunelab.errors import TunelabError
+from tunelab.runs.folder import now_iso
 from tunelab.workspace.audit import current_actor
 from tunelab.workspace.orm import ApiToken
 from tunelab.workspace.workspace import Workspace
@@ -90,7 +91,7 @@ def create_token(ws: Workspace, name: str, role: str) -> str:
         prefix = _unused_prefix(txn.session)
         token = f"{TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
         txn.session.add(ApiToken(name=name, role=role, prefix=prefix, secret_sha256=token_sha256(token),
-                                 created_at=_iso(_now()), created_by=current_actor()))
+                                 created_at=now_iso(), created_by=current_actor()))
         txn.audit("token.create", "token", name, {"role": role, "prefix": prefix})
     return token
 
@@ -121,7 +122,7 @@ def revoke_token(ws: Workspace, name: str) -> None:
             raise TokenError(f"no token named {name!r}", fix="see `tunelab tokens list`")
         if token.revoked_at is not None:
             raise TokenError(f"token {name!r} was already revoked at {token.revoked_at}")
-        token.revoked_at = _iso(_now())
+        token.revoked_at = now_iso()
         txn.audit("token.revoke", "token", name, {"role": token.role, "prefix": token.prefix})
 
 

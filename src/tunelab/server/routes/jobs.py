@@ -55,7 +55,7 @@ def cancel(job_id: int, request: Request, who: Engineer) -> dict[str, Any]:
 def job_log(job_id: int, request: Request, _who: Viewer) -> str:
     """The last 256 KiB of the job's output."""
     queue.get(_ws(request), job_id)
-    path = request.app.state.runner.jobs_folder(job_id) / "job.log"
+    path = queue.job_folder(_ws(request), job_id) / "job.log"
     if not path.is_file():
         return ""
     with open(path, "rb") as handle:
@@ -74,7 +74,7 @@ async def events(job_id: int, request: Request, _who: Viewer) -> StreamingRespon
 
 
 async def _event_stream(request: Request, ws: Any, job_id: int) -> AsyncIterator[str]:
-    folder = request.app.state.runner.jobs_folder(job_id)
+    folder = queue.job_folder(ws, job_id)
     status, sent_lines = None, 0
     while True:
         job = await asyncio.to_thread(queue.get, ws, job_id)
@@ -93,10 +93,10 @@ async def _event_stream(request: Request, ws: Any, job_id: int) -> AsyncIterator
 
 
 def _new_metric_lines(folder: Any, already: int) -> list[str]:
-    files = sorted((folder / "runs").glob("*/metrics.jsonl"))
-    if not files:
+    run = queue.job_run(folder)
+    if run is None or not (run / "metrics.jsonl").is_file():
         return []
-    text = files[-1].read_text(encoding="utf-8")
+    text = (run / "metrics.jsonl").read_text(encoding="utf-8")
     complete = text[: text.rfind("\n") + 1]  # a line still being written waits for the next poll
     return [line for line in complete.splitlines() if line.strip()][already:]
 

@@ -8,11 +8,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
-from sqlalchemy import select
 
 from tunelab.errors import RunError
 from tunelab.server.auth import Viewer
-from tunelab.workspace.lineage import get_run, run_dict
+from tunelab.workspace.lineage import get_run, recent_runs, run_dict
 from tunelab.workspace.orm import Run
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
@@ -22,10 +21,7 @@ router = APIRouter(prefix="/v1/runs", tags=["runs"])
 def list_runs(request: Request, _who: Viewer, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     ws = request.app.state.workspace
     with ws.read() as session:
-        stmt = select(Run).order_by(Run.started_at.desc()).limit(min(limit, 1000))
-        if status:
-            stmt = stmt.where(Run.status == status)
-        return [_summary(run) for run in session.execute(stmt).scalars()]
+        return [_summary(run) for run in recent_runs(session, status=status, limit=min(limit, 1000))]
 
 
 def _summary(run: Run) -> dict[str, Any]:
