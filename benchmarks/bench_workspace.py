@@ -285,36 +285,31 @@ def cli_env(root: Path) -> dict[str, str]:
             "DVC_SITE_CACHE_DIR": str(root / "dvc-site-cache")}
 
 
-def data_tunelab_cli(s: dict) -> dict:
+def data_cli(s: dict, init: list[str], add: list[str]) -> dict:
+    """One side's four commands as processes: init, add v1, re-add the unchanged file, add v2."""
     root = Path(s["scratch"])
     r: dict[str, Any] = {}
-    env, log, exe = cli_env(root), root / "cli.log", str(BIN / "tunelab")
-    run_cli(r, "init", [exe, "init", str(root)], root, env, log)
+    env, log = cli_env(root), root / "cli.log"
+    run_cli(r, "init", init, root, env, log)
     file = root / "data.jsonl"
     place(s["v1"], file)
-    run_cli(r, "add_v1", [exe, "data", "add", DATASET_NAME, "data.jsonl"], root, env, log)
-    run_cli(r, "readd", [exe, "data", "add", DATASET_NAME, "data.jsonl"], root, env, log)
+    run_cli(r, "add_v1", add, root, env, log)
+    run_cli(r, "readd", add, root, env, log)
     place(s["v2"], file)
-    run_cli(r, "add_v2", [exe, "data", "add", DATASET_NAME, "data.jsonl"], root, env, log)
+    run_cli(r, "add_v2", add, root, env, log)
     r["log_tail"] = log.read_text()[-600:]
     r["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # its largest command
     return r
+
+
+def data_tunelab_cli(s: dict) -> dict:
+    exe = str(BIN / "tunelab")
+    return data_cli(s, [exe, "init", s["scratch"]], [exe, "data", "add", DATASET_NAME, "data.jsonl"])
 
 
 def data_dvc_cli(s: dict) -> dict:
-    root = Path(s["scratch"])
-    r: dict[str, Any] = {}
-    env, log, exe = cli_env(root), root / "cli.log", str(BIN / "dvc")
-    run_cli(r, "init", [exe, "init", "--no-scm", "-q"], root, env, log)
-    file = root / "data.jsonl"
-    place(s["v1"], file)
-    run_cli(r, "add_v1", [exe, "add", "data.jsonl"], root, env, log)
-    run_cli(r, "readd", [exe, "add", "data.jsonl"], root, env, log)
-    place(s["v2"], file)
-    run_cli(r, "add_v2", [exe, "add", "data.jsonl"], root, env, log)
-    r["log_tail"] = log.read_text()[-600:]
-    r["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # its largest command
-    return r
+    exe = str(BIN / "dvc")
+    return data_cli(s, [exe, "init", "--no-scm", "-q"], [exe, "add", "data.jsonl"])
 
 
 # ---- run tracking + registry workers -------------------------------------------------------------
