@@ -36,7 +36,7 @@ def test_init_migrates_to_head_and_matches_the_models(workspace: Workspace) -> N
     from tunelab.workspace.db import schema_revision
 
     current, head = schema_revision(workspace.engine)
-    assert current == head == "0002"
+    assert current == head == "0003"
     with workspace.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
     # init again is an idempotent upgrade, and the workspace is found from a sub-folder
@@ -61,10 +61,10 @@ def test_init_upgrades_an_older_workspace_and_keeps_its_data(tmp_path: Path, mon
     (ws.folder / "workspace.yaml").write_text("database_url: sqlite:///workspace.db\ndatasets: copy\n")
     added = add_version(ws, "old", write_rows(tmp_path / "old.jsonl", ROWS)).version
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(Exception, match="schema 0001, this tunelab needs 0002.*tunelab init"):
+    with pytest.raises(Exception, match="schema 0001, this tunelab needs 0003.*tunelab init"):
         Workspace.require().check_schema()
     upgraded = Workspace.init(tmp_path)
-    assert schema_revision(upgraded.engine) == ("0002", "0002")
+    assert schema_revision(upgraded.engine) == ("0003", "0003")
     with upgraded.read() as session:
         assert get_version(session, "old@v1").sha256 == added.sha256
         assert audit_mod.verify(session).ok

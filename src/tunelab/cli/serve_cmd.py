@@ -19,6 +19,12 @@ def serve(
     no_auth: Annotated[bool, typer.Option(
         "--no-auth", help="Accept requests without a token (admin rights) — only from this machine, only "
         "when bound to a loopback address.")] = False,
+    allow_code: Annotated[bool, typer.Option(
+        "--allow-code", help="Let jobs submitted with an admin's token run user code (model.trust_remote_code, "
+        "...). Without it no job may.")] = False,
+    read_root: Annotated[list[str] | None, typer.Option(
+        "--read-root", help="A folder outside the workspace that jobs may read (repeat for several); replaces "
+        "the stored list (audited). Admins change it later with PUT /v1/server/settings.")] = None,
 ) -> None:
     """Serve the workspace over HTTP: datasets, jobs, runs, registry, audit (OpenAPI at /openapi.json)."""
     import uvicorn
@@ -26,13 +32,24 @@ def serve(
     from tunelab.server.app import create_app
     from tunelab.server.auth import is_loopback
     from tunelab.workspace import Workspace
+    from tunelab.workspace.confine import set_read_roots, stored_read_roots
 
     if no_auth and not is_loopback(host):
         raise ConfigError(f"--no-auth is refused on {host}: anyone who can reach it would be admin",
                           fix="bind to 127.0.0.1, or create tokens with `tunelab tokens create`")
     ws = Workspace.require()
-    server_app = create_app(ws.root, allow_anonymous=no_auth, job_slots=jobs)
+    ws.check_schema()
+    if read_root is not None:
+        set_read_roots(ws, read_root)
+    if allow_code:
+        with ws.write() as txn:  # who allowed user code, and when, is part of the record
+            txn.audit("server.allow_code", "server", f"{host}:{port}", {"allow_code": True})
+    roots = stored_read_roots(ws)
+    ws.close()
+    server_app = create_app(ws.root, allow_anonymous=no_auth, job_slots=jobs, allow_code=allow_code)
     console.print(f"serving {ws.root} on http://{host}:{port} ({jobs} job slot(s)"
-                  f"{', no auth: local requests are admin' if no_auth else ''})")
+                  f"{', no auth: local requests are admin' if no_auth else ''}"
+                  f"{', admins may run user code' if allow_code else ''}"
+                  f"{', jobs may also read ' + ', '.join(map(str, roots)) if roots else ''})")
     uvicorn.run(server_app, host=host, port=port, log_level="warning")
 

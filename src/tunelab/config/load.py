@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from pathlib import Path
@@ -23,7 +24,29 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         apply_override(raw, item)
     config = validate(raw, source=str(path))
     if config.output.name is None:
-        config.output.name = path.stem
+        config.output.name = plain_name(path.stem)
+    return config
+
+
+def plain_name(text: str) -> str:
+    """A run name made from a file name: anything outside the allowed characters becomes '-'."""
+    name = re.sub(r"[^A-Za-z0-9._+=-]+", "-", text).replace("..", "-").strip("-.")[:100]
+    return name or "run"
+
+
+def load_config_text(text: str, overrides: list[str] | tuple[str, ...] = (), *, source: str = "submitted config",
+                     name: str = "job") -> Config:
+    """Like load_config for a config given as text (a server job): errors name `source`, never a file."""
+    raw = parse_yaml_text(text, source)
+    if raw is None:
+        raise ConfigError(f"{source} is empty", fix="see `tunelab config schema` or examples/ for a config")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections (task, model, data, ...)")
+    for item in overrides:
+        apply_override(raw, item)
+    config = validate(raw, source=source)
+    if config.output.name is None:
+        config.output.name = name
     return config
 
 
@@ -42,14 +65,21 @@ def load_yaml_file(path: Path, what: str) -> Any:
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist", fix="check the path")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{where}: invalid YAML ({problem})", fix="fix the indentation or quoting there") from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text", fix=f"save the {what} as UTF-8") from None
+    return parse_yaml_text(text, str(path))
+
+
+def parse_yaml_text(text: str, where: str) -> Any:
+    """YAML text → value; a syntax error is one ConfigError naming `where` and the line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}" if mark else where
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{at}: invalid YAML ({problem})", fix="fix the indentation or quoting there") from None
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -96,9 +126,18 @@ def describe(error: dict[str, Any]) -> str:
         hint = closest(given, options)
         fix = f"did you mean {hint!r}?" if hint else f"choose one of {tags}"
         return f"{key}.name: {given!r} is not a known value ({fix})"
+    message = error["msg"]
+    if kind == "value_error":  # our own validators say what they got
+        return f"{key}: {message.removeprefix('Value error, ')}"
     value = error.get("input")
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"{key}: {error['msg'][0].lower() + error['msg'][1:]}{shown}"
+    shown = "" if isinstance(value, dict) else f" (got {short_repr(value)})"
+    return f"{key}: {message[0].lower() + message[1:]}{shown}"
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """repr() cut to `limit` characters: an error message never echoes a whole oversized input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _walk(loc: tuple[Any, ...]) -> tuple[list[str], type[BaseModel] | None]:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
-    """Base for every section: unknown keys are errors, values are validated on assignment."""
+    """Base for every section: unknown keys are errors, values are validated on assignment, and no
+    number may be infinite or NaN (`.inf` is valid YAML and would otherwise pass `gt=0`)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -374,9 +377,24 @@ class GovernanceConfig(Section):
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy)
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ +=-]{0,99}")
+
+
 class OutputConfig(Section):
     dir: str = Field("runs", description="Folder that holds run folders.")
-    name: str | None = Field(None, description="Run name prefix; default: the config file's name.")
+    name: str | None = Field(
+        None, description="Run name prefix (a plain name: letters, digits, '.', '_', '-', '+', '=' and spaces, no "
+        "folders); default: the config file's name.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        # The name becomes a folder under output.dir: a separator or '..' would put the run elsewhere.
+        if value is not None and (not RUN_NAME.fullmatch(value) or ".." in value):
+            raise ValueError(f"{value[:80]!r} is not a plain name (no '/', '\\', '..' or leading '.'); "
+                             "use letters, digits, '.', '_' and '-'")
+        return value
 
 
 class Config(Section):

@@ -67,7 +67,7 @@ def _locate(source: str, cfg: ModelConfig) -> tuple[str, Path]:
             f"model.source {source!r} is a file, not a model folder",
             fix="point it at a Hugging Face model folder (with config.json), a .gguf file or a catalog name",
         )
-    if _HUB_ID.match(source):
+    if looks_like_hub_id(source):
         return "hub", _hub_snapshot(source, cfg.revision)
     raise _unknown_source(source)
 
@@ -96,6 +96,12 @@ def _unknown_source(source: str) -> ModelError:
     if _looks_like_path(source):
         return ModelError(f"model.source {source!r} does not exist (no such folder or file)", fix=fix)
     return ModelError(f"model.source {source!r} is not a catalog name, a local path or a hub id (org/name)", fix=fix)
+
+
+def looks_like_hub_id(source: str) -> bool:
+    """`org/name` as the hub spells repo ids (a relative path of two parts looks the same: callers
+    check the local path first)."""
+    return bool(_HUB_ID.match(source.strip()))
 
 
 def _looks_like_path(source: str) -> bool:

@@ -97,7 +97,15 @@ def version_root(workspace: Workspace, version: Any) -> Path:
 
 
 def prepare(config: Config) -> Governed:
-    """Resolve data, run the data check, apply `governance.pii` (block, redact or warn)."""
+    """Resolve data, run the data check, apply `governance.pii` (block, redact or warn).
+
+    A server job is first held to the policy its runner handed it (workspace/confine.py), before
+    anything is read: the submission was checked too, but links and roots can change while it waits."""
+    from tunelab.workspace.confine import JobPolicy, check_job_config
+
+    policy = JobPolicy.from_environment()
+    if policy is not None:
+        check_job_config(config, policy)
     resolved, inputs, workspace = resolve_data(config)
     governed = Governed(config, resolved, workspace, inputs)
     governed.check_dir = Path(tempfile.mkdtemp(prefix="tunelab-check-"))

@@ -21,11 +21,13 @@ from tunelab.server.runner import JobRunner
 from tunelab.workspace import Workspace
 
 
-def create_app(root: Path, *, allow_anonymous: bool = False, job_slots: int = 1, run_jobs: bool = True) -> FastAPI:
-    """The app for the workspace at `root`; `run_jobs=False` serves the API without running jobs (tests)."""
+def create_app(root: Path, *, allow_anonymous: bool = False, job_slots: int = 1, run_jobs: bool = True,
+               allow_code: bool = False) -> FastAPI:
+    """The app for the workspace at `root`; `run_jobs=False` serves the API without running jobs (tests).
+    `allow_code` lets admins' jobs run user code (trust_remote_code, ...); other jobs never may."""
     ws = Workspace.open(root)
     ws.check_schema()
-    runner = JobRunner(ws, slots=job_slots)
+    runner = JobRunner(ws, slots=job_slots, allow_code=allow_code)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,19 +42,20 @@ def create_app(root: Path, *, allow_anonymous: bool = False, job_slots: int = 1,
                   description="A governed fine-tuning workspace: datasets, jobs, runs, registry, audit.")
     app.state.workspace = ws
     app.state.allow_anonymous = allow_anonymous
+    app.state.allow_code = allow_code
     app.state.runner = runner
     app.state.model_cache = ModelCache()  # models served by /v1/models/.../predict and /v1/chat/completions
 
     @app.exception_handler(TunelabError)
     async def _user_error(_request: Request, err: TunelabError) -> JSONResponse:
         # A TunelabError is a request the caller can fix: say what and how, as the CLI does.
-        status = 404 if type(err).__name__ in ("JobError", "RegistryError", "RunError") and "no " in err.message \
-            else 422
+        status = getattr(err, "http_status", None) or (
+            404 if type(err).__name__ in ("JobError", "RegistryError", "RunError") and "no " in err.message else 422)
         return JSONResponse({"detail": err.message, "fix": err.fix}, status_code=status)
 
-    from tunelab.server.routes import inference, jobs, runs, ui, uploads, workspace
+    from tunelab.server.routes import inference, jobs, runs, server, ui, uploads, workspace
 
-    for module in (jobs, runs, workspace, uploads, inference, ui):
+    for module in (jobs, runs, workspace, uploads, inference, server, ui):
         app.include_router(module.router)
 
     @app.get("/v1/health", tags=["server"])

@@ -25,6 +25,7 @@ import yaml
 from tunelab.errors import GATE_FAILED
 from tunelab.workspace import Workspace
 from tunelab.workspace import jobs as queue
+from tunelab.workspace.confine import POLICY_ENV, JobPolicy, stored_read_roots
 
 log = logging.getLogger(__name__)
 GRACE_SECONDS = 10.0  # after SIGTERM, before SIGKILL
@@ -39,9 +40,10 @@ class Running:
 
 
 class JobRunner:
-    def __init__(self, ws: Workspace, *, slots: int = 1, poll_seconds: float = 0.5) -> None:
+    def __init__(self, ws: Workspace, *, slots: int = 1, poll_seconds: float = 0.5, allow_code: bool = False) -> None:
         self.ws = ws
         self.slots = slots
+        self.allow_code = allow_code
         self.poll_seconds = poll_seconds
         self.host = socket.gethostname()
         self.worker = f"{self.host}:{os.getpid()}"
@@ -112,7 +114,7 @@ class JobRunner:
             overrides.append(f"output.name=job-{job.id}")
         command = [sys.executable, "-m", "tunelab", "train", str(config), *overrides]
         env = {**os.environ, "TUNELAB_WORKSPACE": str(self.ws.root), "TUNELAB_ACTOR": job.submitted_by,
-               "TUNELAB_JOB": str(job.id)}
+               "TUNELAB_JOB": str(job.id), POLICY_ENV: self._policy(job).to_json()}
         with open(folder / "job.log", "ab") as log_file:
             try:
                 process = subprocess.Popen(command, cwd=self.ws.root, env=env, stdout=log_file,
@@ -123,6 +125,12 @@ class JobRunner:
         queue.set_process(self.ws, job.id, process.pid)
         self.running[job.id] = Running(job.id, process, folder)
         log.info("job %d started (pid %d)", job.id, process.pid)
+
+    def _policy(self, job: object) -> JobPolicy:
+        """The job's confinement as it starts: the read roots stored now (an admin may have narrowed them
+        since the job was queued), and user code only if it was granted at submission and still is."""
+        granted = (job.policy or {}).get("allow_code", False)
+        return JobPolicy(self.ws.root, stored_read_roots(self.ws), bool(granted and self.allow_code))
 
     def _finished(self, item: Running, code: int) -> None:
         del self.running[item.job_id]

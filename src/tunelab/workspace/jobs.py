@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from sqlalchemy import select
 
-from tunelab.errors import ConfigError, TunelabError
+from tunelab.errors import TunelabError
 from tunelab.runs.folder import now_iso
 from tunelab.workspace.audit import current_actor
+from tunelab.workspace.confine import JobPolicy, check_job_config, describe
 from tunelab.workspace.orm import Job
 from tunelab.workspace.workspace import Workspace
+
+if TYPE_CHECKING:
+    from tunelab.config import Config
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -33,31 +35,33 @@ class JobError(TunelabError):
     """A job request that cannot be carried out (unknown job, already finished, ...)."""
 
 
-def validate_submission(config_yaml: str, overrides: list[str]) -> None:
-    """The config must load and validate exactly as `tunelab train` would load it."""
-    from tunelab.config import load_config
+def validate_submission(config_yaml: str, overrides: list[str], policy: JobPolicy | None = None) -> Config:
+    """The config must load and validate exactly as `tunelab train` would load it, and (with a policy)
+    read only what the server lets jobs read. Errors name "submitted config", never a server path."""
+    from tunelab.config import load_config_text
 
-    try:
-        raw = yaml.safe_load(config_yaml)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"the submitted config is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError("the submitted config must be a mapping of sections (task, model, data, ...)")
-    with tempfile.TemporaryDirectory(prefix="tunelab-submit-") as tmp:
-        path = Path(tmp) / "config.yaml"
-        path.write_text(config_yaml, encoding="utf-8")
-        load_config(path, overrides)
+    config = load_config_text(config_yaml, overrides)
+    if policy is not None:
+        check_job_config(config, policy)
+    return config
 
 
-def submit(ws: Workspace, config_yaml: str, overrides: list[str] | None = None) -> Job:
+def submit(ws: Workspace, config_yaml: str, overrides: list[str] | None = None, *,
+           policy: JobPolicy | None = None) -> Job:
+    """Queue a job after validating it; `policy` (the server's confinement for this submitter) is
+    checked now and recorded with the job, and checked again when the job starts."""
     overrides = list(overrides or [])
-    validate_submission(config_yaml, overrides)
+    validate_submission(config_yaml, overrides, policy)
+    granted = describe(policy) if policy is not None else None
     with ws.write() as txn:
         job = Job(status="queued", config_yaml=config_yaml, overrides=overrides, submitted_at=now_iso(),
-                  submitted_by=current_actor(), cancel_requested=False)
+                  submitted_by=current_actor(), cancel_requested=False, policy=granted)
         txn.session.add(job)
         txn.session.flush()
-        txn.audit("job.submit", "job", str(job.id), {"overrides": overrides})
+        details: dict[str, Any] = {"overrides": overrides}
+        if granted and (granted["read_roots"] or granted["allow_code"]):
+            details["policy"] = granted
+        txn.audit("job.submit", "job", str(job.id), details)
         return job
 
 

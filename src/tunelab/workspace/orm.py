@@ -248,3 +248,17 @@ class Job(Base):
     run_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: what the job was granted when submitted: extra read-only roots and whether user code may run
+    #: (workspace/confine.py); None for jobs queued before the policy existed (treated as the default)
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSONText, nullable=True)
+
+
+class ServerSetting(Base):
+    """A setting of `tunelab serve` that an admin changes at run time (extra read-only roots of jobs);
+    each change is audited."""
+
+    __tablename__ = "server_settings"
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSONText)
+    updated_at: Mapped[str] = mapped_column(String(40))
+    updated_by: Mapped[str] = mapped_column(String(200))

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from tunelab.server.auth import Engineer, Viewer
 from tunelab.workspace import jobs as queue
+from tunelab.workspace.confine import job_policy
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 LOG_TAIL_BYTES = 256 * 1024
@@ -22,7 +23,8 @@ EVENT_POLL_SECONDS = 1.0
 class JobSubmission(BaseModel):
     config: str = Field(description="The YAML config, as a file would hold it (data paths are relative to the "
                         "workspace, or dataset versions NAME@vN).", max_length=200_000)
-    overrides: list[str] = Field(default_factory=list, description="Dotted overrides: train.epochs=1")
+    overrides: list[str] = Field(default_factory=list, description="Dotted overrides: train.epochs=1",
+                                 max_length=200)
 
 
 def _ws(request: Request) -> Any:
@@ -31,8 +33,11 @@ def _ws(request: Request) -> Any:
 
 @router.post("", status_code=201)
 def submit(body: JobSubmission, request: Request, who: Engineer) -> dict[str, Any]:
-    """Queue a training job; the config is validated first (422 with the problem and fix if not)."""
-    job = queue.submit(_ws(request), body.config, body.overrides)
+    """Queue a training job; the config is validated first (422 with the problem and fix if not). Jobs read
+    only inside the workspace (and the admin's read roots); user code needs --allow-code and an admin (403)."""
+    ws = _ws(request)
+    policy = job_policy(ws, server_allows_code=request.app.state.allow_code, admin=who.role == "admin")
+    job = queue.submit(ws, body.config, body.overrides, policy=policy)
     return queue.job_dict(job)
 
 
