@@ -114,6 +114,13 @@ class DataConfig(Section):
         "(a mitigation of catastrophic forgetting).",
     )
 
+    @model_validator(mode="after")
+    def _room_to_train(self) -> "DataConfig":
+        if self.validation is None and self.test is None and self.validation_size + self.test_size >= 1:
+            raise ValueError(f"data.validation_size {self.validation_size} + data.test_size {self.test_size} hold out "
+                             "all of data.train, leaving nothing to train on; keep their sum below 1 (e.g. 0.1 each)")
+        return self
+
     def split_paths(self) -> dict[str, str]:
         """The configured files by split (train, then validation and test where given)."""
         paths = {"train": self.train, "validation": self.validation, "test": self.test}
@@ -292,9 +299,10 @@ class TokenClassificationConfig(Section):
     label_all_subtokens: bool = Field(
         False, description="Train every sub-token of a word on its label (false: only the first sub-token)."
     )
-    stride: int = Field(
-        32, ge=0, description="Texts longer than train.max_length are split into windows overlapping by this "
-        "many tokens; predictions are merged back (each token scored by the window where it is most central).",
+    stride: int | None = Field(
+        None, ge=0, description="Texts longer than train.max_length are split into windows overlapping by this "
+        "many tokens; predictions are merged back (each token scored by the window where it is most central). "
+        "Default: 32, or half a window when train.max_length is too short for 32.",
     )
 
 

@@ -6,7 +6,13 @@ can skip to any step without replaying data, and N processes see exactly the row
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from tunelab.config.schema import TrainConfig
 
 MEGABATCH_FACTOR = 50  # rows sorted by length within windows of 50 batches, as HF's LengthGroupedSampler
 # ...but an epoch always spans at least this many windows. With one window, the batches would be the
@@ -49,3 +55,10 @@ def eval_batches(lengths: np.ndarray, batch_size: int, rank: int, world_size: in
     mine = np.array_split(np.arange(len(lengths)), world_size)[rank]
     mine = mine[np.argsort(-lengths[mine], kind="stable")]
     return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def planned_steps(rows: int, cfg: TrainConfig) -> int:
+    """Optimizer steps of a run over `rows` training rows: train.max_steps, else epochs times the
+    steps of one epoch (its batches, grouped by gradient accumulation)."""
+    batches = math.ceil(rows / cfg.batch_size)
+    return cfg.max_steps or cfg.epochs * math.ceil(batches / cfg.gradient_accumulation_steps)

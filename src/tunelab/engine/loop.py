@@ -22,7 +22,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from tunelab.engine import checkpoint as ckpt
-from tunelab.engine.batching import epoch_batches, shard
+from tunelab.engine.batching import epoch_batches, planned_steps, shard
 from tunelab.engine.evaluation import evaluate, lengths as _lengths, to_device
 from tunelab.engine.memory import release_free_heap
 from tunelab.engine.optim import build_optimizer, build_scheduler
@@ -94,7 +94,7 @@ class Trainer:
         if self.batches_per_epoch == 0:
             raise TrainingError("the training split is empty", fix="check data.train")
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.gradient_accumulation_steps)
-        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.total_steps = planned_steps(len(self.lengths), cfg)
         self.optimizer = build_optimizer(model, cfg)
         # Anchored before accelerate.prepare, on the model as the method left it.
         self.l2_sp = L2SP(model, cfg.l2_sp, task.new_parameters) if cfg.l2_sp else None

@@ -24,7 +24,7 @@ from tunelab.eval.retention import prepare_sets
 from tunelab.logs import add_file_log
 from tunelab.methods import METHODS, count_parameters
 from tunelab.models import load_tokenizer, resolve_model
-from tunelab.recipes import governance
+from tunelab.recipes import governance, preflight
 from tunelab.recipes.heldout import after_training, before_training
 from tunelab.runs import RunFolder, collect_environment, now_iso
 from tunelab.tasks import TASKS
@@ -64,8 +64,10 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     resolved = resolve_model(config.model)
+    preflight.check_model_fit(config, task, resolved)
     tokenizer = load_tokenizer(resolved, config.model) if task.uses_tokenizer else None
     data = task.prepare(config, tokenizer, resolved)
+    preflight.check_plan(config, len(data.train))
     retention = prepare_sets(config, task, tokenizer, resolved, data)
 
     accelerator = make_accelerator(config)

@@ -69,6 +69,8 @@ class Task:
     evaluates_base: bool = False
     #: whether the model comes with a tokenizer (image tasks read pixels)
     uses_tokenizer: bool = True
+    #: whether evaluation generates text (generation settings must fit the model)
+    generates: bool = False
     #: modules trained in full beside a LoRA adapter when PEFT has no task type for the task (new heads)
     head_modules: list[str] = []
     #: the retention set `eval.retention: auto` measures (None: no default)

@@ -57,6 +57,7 @@ class CausalLM(Task):
     metrics = {"loss": False, "perplexity": False, "token_accuracy": True}
     default_metric = "loss"
     evaluates_base = True
+    generates = True
     default_retention = "general-text"
 
     def __init__(self) -> None:

@@ -22,7 +22,7 @@ from torch import nn
 from tunelab.data import cached_dataset, fingerprint_table, load_table
 from tunelab.data.split import hold_out_missing, random_split
 from tunelab.data.tags import labels_from_tags, normalize_token_rows, split_words
-from tunelab.errors import DataError
+from tunelab.errors import ConfigError, DataError
 from tunelab.tasks.base import (
     TASKS,
     HeldOutSet,
@@ -107,7 +107,7 @@ class TokenClassification(Task):
     ) -> tuple[datasets.Dataset, bool]:
         key = {"task": self.name, "version": TOKENIZE_VERSION, "split": split, "files": files, "rows": len(rows),
                "tokenizer": model.fingerprint, "max_length": config.train.max_length, "labels": labels,
-               "stride": config.tokens.stride, "all_subtokens": config.tokens.label_all_subtokens,
+               "stride": window_stride(config, self.tokenizer), "all_subtokens": config.tokens.label_all_subtokens,
                "data": config.data.model_dump(include={"tag_scheme", "invalid_tags", "bad_rows",
                                                         "conll_tag_column", "tokens_column", "tags_column"}),
                "split_seed": config.train.seed, "sizes": [config.data.validation_size, config.data.test_size]}
@@ -289,11 +289,35 @@ class Windows:
         self.columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in encoding]
 
 
+DEFAULT_STRIDE = 32
+
+
+def window_stride(config: Config, tokenizer: PreTrainedTokenizerBase) -> int:
+    """The overlap of windows: `tokens.stride`, or by default 32 tokens (half a window when 32 does not
+    fit). A window holds train.max_length minus the tokenizer's special tokens, and the tokenizer
+    refuses an overlap that is not smaller than that; an explicit one that does not fit is a config
+    error naming the largest value that does."""
+    window = config.train.max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    if window < 2:
+        raise ConfigError(f"train.max_length {config.train.max_length} leaves {max(window, 0)} token(s) per window "
+                          "after the tokenizer's special tokens", fix="raise train.max_length (e.g. 128)")
+    stride = config.tokens.stride
+    if stride is None:
+        return DEFAULT_STRIDE if DEFAULT_STRIDE < window else window // 2
+    if stride >= window:
+        raise ConfigError(
+            f"tokens.stride {stride} does not fit train.max_length {config.train.max_length}: a window holds "
+            f"{window} tokens after the tokenizer's special tokens, so the overlap must be at most {window - 1}",
+            fix=f"set tokens.stride to {window // 2} (or at most {window - 1}), or raise train.max_length")
+    return stride
+
+
 def encode_windows(tokenizer: PreTrainedTokenizerBase, sentences: list[list[str]], config: Config) -> Windows:
     """Tokenize word lists into windows of train.max_length overlapping by tokens.stride; each word
     is owned by the window where its first sub-token is furthest from the window's edges."""
     enc = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=config.train.max_length,
-                    stride=config.tokens.stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+                    stride=window_stride(config, tokenizer), return_overflowing_tokens=True,
+                    return_offsets_mapping=True)
     meta, best = [], {}
     for w, sample in enumerate(enc["overflow_to_sample_mapping"]):
         word_ids = enc.word_ids(w)
