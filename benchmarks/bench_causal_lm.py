@@ -11,7 +11,19 @@ never asserted.
     python benchmarks/bench_causal_lm.py --steps 20 --threads 1
     python benchmarks/bench_causal_lm.py --variant packed --bf16
 
+    python benchmarks/bench_causal_lm.py --variant headlines   # the small LoRA job of issue #17, vs HF Trainer
+
 Requires TRL: `pip install -e '.[bench]'`.
+
+`headlines`: the job a new user runs first. LoRA r 16 on every linear layer (dropout 0) of SmolLM2-135M-
+Instruct, the first 160 bbc-headlines conversations (`tunelab data example bbc-headlines`), batch 8,
+max_length 256, one epoch, held out: 16 validation and 16 test conversations of the corpus. The peer is a
+plain HF Trainer + PEFT script (assistant-only labels from the same renderer, dynamic padding, no
+gradient checkpointing, adapter saved), run in fp32 (its default) and with `bf16=True`. tunelab is the
+whole `tunelab train` command with its defaults (precision auto, base eval, general-text retention,
+generation on the test prompts), cold (empty base-score cache) and again warm. Printed: steps-only
+trained tokens/s (tunelab's run.json `timings.train_steps` vs the time inside `trainer.train()`),
+whole-command wall time, and the held-out loss of each adapter by one fp32 evaluator.
 
 What each side trains. Every chatterbot conversation is one user turn and one assistant answer.
 - tunelab: `messages` rows, the model's own ChatML template, `lm.train_on: assistant` — loss on the
@@ -328,7 +340,142 @@ def run_trl(s: dict, sampler: RssSampler) -> dict:
     }
 
 
-WORKERS = {"tunelab": run_tunelab, "trl": run_trl}
+# ---- headlines: the whole default `tunelab train` vs a whole HF Trainer + PEFT script ---------------
+HEADLINES = DATA / "headlines"
+HEADLINE_ROWS = 160
+
+
+def prepare_headlines() -> dict[str, str]:
+    from tunelab.data.corpora import bbc_headlines
+
+    if not (HEADLINES / "train.jsonl").exists():
+        bbc_headlines(HEADLINES)
+    files = {}
+    for split, n in (("train", HEADLINE_ROWS), ("validation", 16), ("test", 16)):
+        path = DATA / f"headlines-{split}-{n}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in read_rows(HEADLINES / f"{split}.jsonl")[:n]))
+        files[split] = str(path)
+    return files
+
+
+def run_hf_peft(s: dict, sampler: RssSampler) -> dict:
+    """What a user writes with HF Trainer + PEFT for this job: tokenize, pad per batch, train, save."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    path = model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    samples = [encode(tokenizer, r["messages"]) for r in read_rows(Path(s["train"]))]
+    train_ds = Dataset.from_list([{"input_ids": i, "attention_mask": [1] * len(i), "labels": l} for i, l in samples])
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+    args = TrainingArguments(
+        output_dir=str(DATA / "hf-out"), per_device_train_batch_size=BATCH, num_train_epochs=1, learning_rate=3e-4,
+        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.01, max_grad_norm=1.0, seed=0,
+        bf16=s["precision"] == "bf16", save_strategy="no", eval_strategy="no", logging_steps=1, report_to=[],
+        use_cpu=True, dataloader_num_workers=0, disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds,
+                      data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE))
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    adapter = DATA / f"hf-adapter-{s['precision']}"
+    trainer.save_model(str(adapter))
+    sampler.stop()
+    fp = fingerprint(samples)
+    return {"steps_seconds": seconds, "steps": trainer.state.global_step, "samples": len(samples),
+            "trained_tokens": fp["trained_tokens"], "trained": fp, "adapter": str(adapter)}
+
+
+def run_tunelab_cli(s: dict, sampler: RssSampler) -> dict:
+    """The whole `tunelab train` command, defaults on, in its own process (what a user waits for)."""
+    import subprocess
+
+    import yaml
+
+    raw = {
+        "task": "causal-lm", "model": {"source": MODEL},
+        "data": {"train": s["train"], "validation": s["validation"], "test": s["test"], "records": "messages"},
+        "lm": {"template": "auto", "train_on": "assistant"},
+        "method": {"name": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
+        "train": {"epochs": 1, "batch_size": BATCH, "learning_rate": 3e-4, "max_length": MAX_LENGTH, "seed": 0,
+                  "num_threads": s["threads"]},
+        "output": {"dir": str(DATA / "runs"), "name": f"headlines-{s['pass']}"},
+    }
+    cfg = DATA / f"headlines-{s['pass']}.yaml"
+    cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "tunelab", "train", str(cfg)], capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode:
+        sys.exit(proc.stdout[-2000:] + proc.stderr[-2000:])
+    run = sorted((DATA / "runs").glob(f"headlines-{s['pass']}*"), key=lambda p: p.stat().st_mtime)[-1]
+    record = json.loads((run / "run.json").read_text())
+    stats = json.loads((run / "data.json").read_text())["stats"]["train"]
+    evals = json.loads((run / "eval.json").read_text())
+    sampler.stop()
+    return {"steps_seconds": record["timings"]["train_steps"], "command_seconds": wall, "steps": record["steps"],
+            "samples": stats["rows"] if "rows" in stats else HEADLINE_ROWS, "trained_tokens": stats["trained_tokens"],
+            "timings": record["timings"], "precision": record.get("precision"), "mfu": record["throughput"]["mfu"],
+            "base_cached": (record.get("base_scores") or {}).get("cached"), "adapter": str(run / "adapter"),
+            "evaluations": sorted(k for k in evals if k in ("base", "retention", "generation", "test", "validation"))}
+
+
+def adapter_loss(adapter: str, validation: str) -> float:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path())
+    base = AutoModelForCausalLM.from_pretrained(model_path(), dtype=torch.float32)
+    return heldout_loss(PeftModel.from_pretrained(base, adapter), tokenizer, validation)
+
+
+def headlines(threads: int) -> None:
+    files = prepare_headlines()
+    from tunelab.paths import cache_dir
+
+    import shutil
+
+    shutil.rmtree(cache_dir() / "base-scores", ignore_errors=True)  # the cold pass scores its base itself
+    common = {**files, "threads": threads}
+    peers = {p: measure(__file__, "hf-peft", {**common, "precision": p}) for p in ("fp32", "bf16")}
+    cold = measure(__file__, "tunelab-cli", {**common, "pass": "cold"})
+    warm = measure(__file__, "tunelab-cli", {**common, "pass": "warm"})
+    for side in (*peers.values(), cold, warm):
+        side["validation_loss"] = adapter_loss(side["adapter"], files["validation"])
+        side["tokens_per_s"] = side["trained_tokens"] / side["steps_seconds"]
+    print(f"\n== headlines: SmolLM2-135M-Instruct, LoRA r 16 all-linear, {HEADLINE_ROWS} conversations x 1 epoch, "
+          f"batch {BATCH}, max_length {MAX_LENGTH}, {threads} threads; tunelab precision {cold['precision']}")
+    print(f"{'':36}{'tunelab cold':>14}{'tunelab warm':>14}{'HF fp32':>10}{'HF bf16':>10}")
+    for label, key, fmt in (("trained tokens", "trained_tokens", "{:d}"), ("optimizer steps", "steps", "{:d}"),
+                            ("training steps seconds", "steps_seconds", "{:.1f}"),
+                            ("trained tokens/s (steps only)", "tokens_per_s", "{:.1f}"),
+                            ("whole command seconds", "process_seconds", "{:.1f}"),
+                            ("held-out loss (one fp32 evaluator)", "validation_loss", "{:.4f}")):
+        values = [cold.get("command_seconds") if key == "process_seconds" else cold[key],
+                  warm.get("command_seconds") if key == "process_seconds" else warm[key],
+                  peers["fp32"][key], peers["bf16"][key]]
+        print(f"{label:36}" + "".join(f"{fmt.format(v):>{w}}" for v, w in zip(values, (14, 14, 10, 10))))
+    for name, peer in peers.items():
+        print(f"vs HF {name}: steps-only tokens/s {cold['tokens_per_s'] / peer['tokens_per_s']:.2f}x; whole command "
+              f"cold {cold['command_seconds'] / peer['process_seconds']:.2f}x, warm "
+              f"{warm['command_seconds'] / peer['process_seconds']:.2f}x of the peer's wall; held-out loss "
+              f"{100 * (cold['validation_loss'] / peer['validation_loss'] - 1):+.2f}%")
+    same = cold["trained_tokens"] == peers["fp32"]["trained_tokens"]
+    print(f"notes: same trained tokens on both sides: {'yes' if same else 'NO'}; tunelab MFU {cold['mfu']:.0%}; "
+          f"its eval.json holds {', '.join(cold['evaluations'])}; warm pass reused base scores: {warm['base_cached']}")
+    print("tunelab cold timings (s): " + ", ".join(f"{k} {v}" for k, v in cold["timings"].items()))
+    print("\nraw: " + json.dumps({"cold": cold, "warm": warm, **{f"hf-{k}": v for k, v in peers.items()}}))
+
+
+WORKERS = {"tunelab": run_tunelab, "trl": run_trl, "hf-peft": run_hf_peft, "tunelab-cli": run_tunelab_cli}
 
 
 def worker(name: str, s: dict) -> None:
@@ -376,7 +523,7 @@ def report(s: dict, ours: dict, theirs: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", choices=["unpacked", "packed", "both"], default="both")
+    parser.add_argument("--variant", choices=["unpacked", "packed", "both", "headlines"], default="both")
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per variant (default 10)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides (default fp32)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -384,6 +531,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, json.loads(args.settings))
+        return
+    if args.variant == "headlines":
+        headlines(args.threads)
         return
     prepare_corpus()
     # tunelab always scores its test split after training; a few rows keep that short (unused here).

@@ -49,7 +49,8 @@ def prepare_data() -> None:
 def settings(args: argparse.Namespace, variant: str) -> dict:
     return {"data": str(DATA / variant), "rows": args.rows, "epochs": args.epochs, "batch_size": 16,
             "learning_rate": 1e-4, "warmup_ratio": 0.1, "weight_decay": 0.01, "max_grad_norm": 1.0,
-            "seed": 0, "max_length": 256 if variant == "articles" else 128, "threads": args.threads}
+            "seed": 0, "max_length": 256 if variant == "articles" else 128, "threads": args.threads,
+            "hf_bf16": args.hf_bf16}
 
 
 # ---- the two workers (run in child processes) --------------------------------------------------
@@ -75,7 +76,8 @@ def run_tunelab(s: dict) -> dict:
     rows = outcome.run.read_json("data.json")["rows"]["train"]
     # Training steps only: the HF side times trainer.train() with no evaluation and no saving.
     return {"train_seconds": outcome.fit.step_seconds, "train_rows": rows,
-            "test_accuracy": outcome.results["test"]["accuracy"]}
+            "test_accuracy": outcome.results["test"]["accuracy"],
+            "precision": outcome.run.read_json("run.json")["precision"]}
 
 
 def run_hf(s: dict) -> dict:
@@ -111,7 +113,7 @@ def run_hf(s: dict) -> dict:
         learning_rate=s["learning_rate"], warmup_steps=s["warmup_ratio"], weight_decay=s["weight_decay"],
         max_grad_norm=s["max_grad_norm"], lr_scheduler_type="linear", seed=s["seed"], eval_strategy="no",
         save_strategy="no", report_to=[], logging_strategy="no", dataloader_num_workers=0, use_cpu=True,
-        disable_tqdm=True,
+        disable_tqdm=True, bf16=s["hf_bf16"],
     )
     trainer = Trainer(model=model, args=args, train_dataset=data["train"],
                       data_collator=DataCollatorWithPadding(tokenizer))
@@ -120,7 +122,8 @@ def run_hf(s: dict) -> dict:
     seconds = time.perf_counter() - started
     predictions = trainer.predict(data["test"])
     accuracy = float((np.argmax(predictions.predictions, -1) == predictions.label_ids).mean())
-    return {"train_seconds": seconds, "train_rows": len(data["train"]), "test_accuracy": accuracy}
+    return {"train_seconds": seconds, "train_rows": len(data["train"]), "test_accuracy": accuracy,
+            "precision": "bf16" if s["hf_bf16"] else "fp32"}
 
 
 WORKERS = {"tunelab": run_tunelab, "hf": run_hf}
@@ -139,7 +142,8 @@ def worker(name: str, s: dict) -> None:
 # ---- the parent: _harness.measure runs each side in its own process ----------------------------------
 def report(variant: str, s: dict, ours: dict, theirs: dict) -> None:
     print(f"\n== {variant}: MiniLM-L6 full fine-tuning, {ours['train_rows']} train rows x {s['epochs']} epoch(s), "
-          f"max_length {s['max_length']}, batch {s['batch_size']}, {s['threads']} threads")
+          f"max_length {s['max_length']}, batch {s['batch_size']}, {s['threads']} threads; precision tunelab "
+          f"{ours['precision']} (train.precision: auto), HF {theirs['precision']}")
     print(f"{'':22}{'tunelab':>12}{'HF Trainer':>12}{'ratio':>10}")
     rows = [("throughput samples/s", "samples_per_s", "{:.2f}", lambda a, b: a / b),
             ("peak RSS MB", "peak_rss_mb", "{:.0f}", lambda a, b: a / b),
@@ -156,6 +160,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="train rows (default: all 1,700)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--hf-bf16", action="store_true", help="HF Trainer with bf16=True (default: its fp32)")
     add_worker_args(parser)
     args = parser.parse_args()
     if args.worker:

@@ -15,7 +15,19 @@ CHUNK = 1 << 20
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file, read in 1 MiB chunks."""
+    """sha256 hex digest of a file (what `sha256sum` prints). Large files already hashed while
+    unchanged (size, mtime, ctime, inode) come from the hash memo instead of being read again."""
+    from tunelab import hashcache
+
+    path = Path(path)
+    key = hashcache.stat_key(path)
+    if int(key.split(":", 1)[0]) < hashcache.MIN_BYTES:
+        return read_sha256(path)
+    return hashcache.cached("sha256", path, key, lambda: read_sha256(path))
+
+
+def read_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, always read (1 MiB chunks)."""
     sha = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):

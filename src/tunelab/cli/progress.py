@@ -30,6 +30,8 @@ class RichReporter:
 
     def step(self, step: int, record: dict[str, Any]) -> None:
         stats = f"loss {record['loss']:.4f} lr {record['lr']:.1e} {record['samples_per_s']:.1f} rows/s"
+        if record.get("mfu"):
+            stats += f" MFU {100 * record['mfu']:.0f}%"
         self.progress.update(self.task_id, completed=step, stats=stats)
 
     def evaluation(self, step: int, metrics: dict[str, Any], note: str) -> None:

@@ -34,6 +34,10 @@ class ModelConfig(Section):
         description="Override every dropout probability in the model config (hidden, attention, classifier); "
         "default: the checkpoint's own values.",
     )
+    attention: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="Attention kernel (transformers attn_implementation). auto: eager for bf16 on a CPU "
+        "with train.max_length <= 512 (faster there than the CPU flash kernel), else the model's default.",
+    )
 
 
 class ReplayConfig(Section):
@@ -197,7 +201,11 @@ class TrainConfig(Section):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this global norm; null disables.")
     max_length: int = Field(256, gt=1, description="Truncate inputs to this many tokens.")
     seed: int = Field(0, description="Seed for splits, initialization, shuffling and dropout.")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="fp32, or bf16 autocast.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="fp32, bf16 autocast, or auto: bf16 on a GPU with bf16 and on a CPU whose measured bf16 "
+        "matmul is >= 1.3x its fp32, for models of 10M parameters and more; fp32 otherwise. The run records the "
+        "choice (config.yaml and run.json).",
+    )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     group_by_length: bool = Field(
         True, description="Batch rows of similar length together (less padding); order stays random across batches."
@@ -267,6 +275,11 @@ class EvalConfig(Section):
     generate_samples: int = Field(
         32, ge=0, description="Causal LMs: held-out prompts to answer with generation settings, scored by exact "
         "match and ROUGE-L against the reference answer (0 skips generation).",
+    )
+    generate_max_new_tokens: int | Literal["auto"] = Field(
+        "auto", description="Token budget of those evaluation answers. auto: generation.max_new_tokens, capped at "
+        "twice the longest reference answer plus 16 tokens (an answer past that scores no better; a base model "
+        "that never stops would otherwise run to the full budget on every prompt).",
     )
 
 

@@ -99,6 +99,34 @@ def bbc_news_text(out_dir: Path) -> dict[str, Any]:
             "duplicates_dropped": duplicates, **{name: len(split) for name, split in splits.items()}}
 
 
+HEADLINE_PROMPT = "Write a headline for this news story.\n\n"
+LEAD_CHARS = 600  # the story's lead, cut at a sentence end: prompt and headline fit 256 tokens
+
+
+def _lead(text: str) -> str:
+    """The first paragraphs of an article's body (title removed), at most LEAD_CHARS, ending at a sentence."""
+    body = " ".join(p.strip() for p in text.splitlines()[1:] if p.strip())
+    if len(body) <= LEAD_CHARS:
+        return body
+    cut = body[:LEAD_CHARS]
+    end = max(cut.rfind(". "), cut.rfind("? "), cut.rfind("! "))
+    return cut[: end + 1] if end > 0 else cut.rsplit(" ", 1)[0]
+
+
+@CORPORA.register("bbc-headlines")
+def bbc_headlines(out_dir: Path) -> dict[str, Any]:
+    """Headline writing as chat: the user gives a BBC story's lead (its first ~600 characters, cut at a
+    sentence), the assistant answers with the story's own headline. The bbc-news articles and split."""
+    rows, duplicates = _bbc_articles()
+    splits = _bbc_splits(rows)
+    chats = {name: [{"messages": [{"role": "user", "content": HEADLINE_PROMPT + _lead(r["text"])},
+                                  {"role": "assistant", "content": r["title"]}], "label": r["label"]}
+                    for r in split] for name, split in splits.items()}
+    _write_splits(out_dir, chats)
+    return {"corpus": "bbc-headlines", "out": str(out_dir), "articles": len(rows) + duplicates,
+            "duplicates_dropped": duplicates, **{name: len(split) for name, split in chats.items()}}
+
+
 def _utterance(value: object) -> str:
     """A YAML utterance as text: numbers and booleans YAML typed are written back with str()."""
     return "" if value is None else str(value).strip()

@@ -24,6 +24,8 @@ from torch import nn
 from tunelab.engine import checkpoint as ckpt
 from tunelab.engine.batching import epoch_batches, planned_steps, shard
 from tunelab.engine.evaluation import evaluate, lengths as _lengths, to_device
+from tunelab.engine.flops import FlopMeter, positions
+from tunelab.engine.hardware import measured_peak
 from tunelab.engine.memory import release_free_heap
 from tunelab.engine.optim import build_optimizer, build_scheduler
 from tunelab.engine.regularize import L2SP
@@ -50,6 +52,8 @@ class FitResult:
     eval_seconds: float = 0.0
     checkpoint_seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    flops: float = 0.0  # counted FLOPs of every step, all processes
+    throughput: dict[str, Any] = field(default_factory=dict)  # tflops, mfu, peak (run.json)
 
     @property
     def step_seconds(self) -> float:
@@ -71,6 +75,7 @@ class LoopState:
     train_seconds: float = 0.0  # wall time of the loop, evaluations included
     eval_seconds: float = 0.0  # the part of it spent evaluating
     checkpoint_seconds: float = 0.0  # ... and writing checkpoints (periodic and best)
+    flops: float = 0.0  # FLOPs of the steps so far, all processes (engine/flops.py)
 
 
 class Trainer:
@@ -103,6 +108,8 @@ class Trainer:
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
         self.state = LoopState()
         self.history: list[dict[str, Any]] = []
+        devices = self.world if accelerator.device.type == "cuda" else 1  # CPU processes share one peak
+        self.flop_meter = FlopMeter(measured_peak(accelerator.device.type), cfg.precision, devices)
         self._last_longest = 0
 
     # ---- public ---------------------------------------------------------------------------
@@ -143,8 +150,12 @@ class Trainer:
         if state.best_step is not None:
             best = {"step": state.best_step, "metric": self.config.eval.metric, "value": state.best_value}
         epochs_done = state.epoch + state.batches_done / self.batches_per_epoch
+        step_seconds = state.train_seconds - state.eval_seconds - state.checkpoint_seconds
+        throughput = {**self.flop_meter.summary(state.flops, step_seconds),
+                      "peak_tflops": round(self.flop_meter.peak_flops / 1e12, 4),
+                      "peak_device": self.flop_meter.peak_device}
         return FitResult(state.step, epochs_done, best, state.stopped_early, state.train_seconds,
-                         state.eval_seconds, state.checkpoint_seconds, self.history)
+                         state.eval_seconds, state.checkpoint_seconds, self.history, state.flops, throughput)
 
     def load_best(self) -> bool:
         best = self._checkpoint_dir() / "best" if self.run else None
@@ -175,13 +186,15 @@ class Trainer:
         global_items = self._sum_across(float(local_items))
         loss_total = torch.zeros((), device=self.accelerator.device)
         tokens = 0
-        for i, (batch, weight) in enumerate(micro):
-            sync = i == len(micro) - 1
-            with nullcontext() if sync else self.accelerator.no_sync(self.model):
-                loss_sum = self.task.loss_sum(self.model, batch, self.config) * weight
-                self.accelerator.backward(loss_sum * self.world / global_items)
-            loss_total += loss_sum.detach().float()
-            tokens += int(batch["attention_mask"].sum()) * weight if "attention_mask" in batch else 0
+        with self.flop_meter.counting():
+            for i, (batch, weight) in enumerate(micro):
+                sync = i == len(micro) - 1
+                with nullcontext() if sync else self.accelerator.no_sync(self.model):
+                    loss_sum = self.task.loss_sum(self.model, batch, self.config) * weight
+                    self.accelerator.backward(loss_sum * self.world / global_items)
+                loss_total += loss_sum.detach().float()
+                tokens += int(batch["attention_mask"].sum()) * weight if "attention_mask" in batch else 0
+        flops = self._sum_across(self.flop_meter.step_flops(sum(positions(b) for b, _ in micro)))
         loss = self._sum_across(float(loss_total)) / global_items
         if not math.isfinite(loss):
             self._fail_non_finite("loss", loss)
@@ -195,8 +208,10 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - started
+        self.state.flops += flops
         return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": self._sum_across(tokens) / seconds,
-                "samples_per_s": sum(len(b) for b in step_batches) / seconds, **extra}
+                "samples_per_s": sum(len(b) for b in step_batches) / seconds,
+                **self.flop_meter.summary(flops, seconds), **extra}
 
     def _trim_if_growing(self, step_batches: list[np.ndarray]) -> None:
         longest = max(int(self.lengths[b].max()) for b in step_batches)

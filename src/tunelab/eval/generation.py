@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -84,16 +88,36 @@ def score(predictions: list[str], references: list[str]) -> dict[str, float]:
     return {"exact_match": sum(exact) / len(exact), "rouge_l": sum(rouge) / len(rouge)}
 
 
+EVAL_BATCH = 32  # held-out prompts answered together (a KV-cached batch is nearly free on a CPU)
+
+
+def eval_budget(prompts: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, cfg: GenerationConfig,
+                wanted: int | str = "auto") -> int:
+    """max_new_tokens for evaluation answers: `wanted`, or with auto twice the longest reference + 16."""
+    if wanted != "auto":
+        return int(wanted)
+    longest = max((len(tokenizer(p["reference"], add_special_tokens=False)["input_ids"]) for p in prompts), default=0)
+    return min(cfg.max_new_tokens, 2 * longest + 16)
+
+
 def generation_eval(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[dict[str, Any]],
     cfg: GenerationConfig,
     stop_ids: list[int],
+    *,
+    max_new_tokens: int | str = "auto",
+    autocast: Any = None,
 ) -> tuple[dict[str, float], list[str]]:
-    """Answer every held-out prompt; return (metrics, answers)."""
+    """Answer every held-out prompt; return (metrics, answers). `autocast` is the training run's
+    (bf16 runs generate in bf16 too); `max_new_tokens` is eval.generate_max_new_tokens."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    new_ids = generate(model, [p["prompt_ids"] for p in prompts], cfg, stop_ids, pad_id)
+    budget = eval_budget(prompts, tokenizer, cfg, max_new_tokens)
+    settings = cfg.model_copy(update={"max_new_tokens": budget})
+    log.info("generating answers to %d held-out prompts (at most %d new tokens each)", len(prompts), budget)
+    with autocast if autocast is not None else nullcontext():
+        new_ids = generate(model, [p["prompt_ids"] for p in prompts], settings, stop_ids, pad_id, EVAL_BATCH)
     answers = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new_ids]
     metrics = score(answers, [p["reference"] for p in prompts])
     metrics["samples"] = len(prompts)

@@ -64,7 +64,8 @@ def score_sets(trainer: Trainer, sets: list[HeldOutSet], config: Config, task: T
         if held.prompts and trainer.accelerator.is_main_process:
             prompts = held.prompts[: config.eval.generate_samples]
             scores[held.name]["generation"], _ = generation_eval(
-                trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids())
+                trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids(),
+                max_new_tokens=config.eval.generate_max_new_tokens, autocast=trainer.accelerator.autocast())
     return scores
 
 

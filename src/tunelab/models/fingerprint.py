@@ -7,6 +7,9 @@ import json
 import struct
 from pathlib import Path
 
+from tunelab import hashcache
+from tunelab.hashing import file_sha256  # noqa: F401 - one definition, re-exported for model code
+
 CONFIG_FILE = "config.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 TOKENIZER_FILES = frozenset(
@@ -27,8 +30,9 @@ TOKENIZER_FILES = frozenset(
 )
 
 _CHUNK = 1 << 22
-# (folder, listing with sizes and mtimes) -> digest; re-hashing a 500 MB model costs ~0.5 s per resolve.
-_memo: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+# (folder, listing with sizes and stat keys) -> digest, in this process; across processes the hash memo
+# (tunelab.hashcache) keeps it: re-hashing a 500 MB model costs ~1 s per resolve.
+_memo: dict[tuple[str, tuple[tuple[str, int, str], ...]], str] = {}
 
 
 def _is_fingerprinted(name: str) -> bool:
@@ -54,26 +58,21 @@ def fingerprint_folder(folder: Path) -> str:
     Names and sizes are hashed too so that moving bytes between files changes the fingerprint.
     """
     files = fingerprinted_files(folder)
-    listing = tuple((p.name, (st := p.stat()).st_size, st.st_mtime_ns) for p in files)
+    listing = tuple((p.name, p.stat().st_size, hashcache.stat_key(p)) for p in files)
     key = (str(folder.resolve()), listing)
-    if key in _memo:
-        return _memo[key]
+    if key not in _memo:
+        stat = "|".join(f"{name}={k}" for name, _, k in listing)
+        _memo[key] = hashcache.cached("model-fingerprint", folder, stat, lambda: _read_fingerprint(files, listing))
+    return _memo[key]
+
+
+def _read_fingerprint(files: list[Path], listing: tuple[tuple[str, int, str], ...]) -> str:
     digest = hashlib.sha256()
     for path, (name, size, _) in zip(files, listing, strict=True):
         digest.update(f"{name}\0{size}\0".encode())
         with path.open("rb") as fh:
             while chunk := fh.read(_CHUNK):
                 digest.update(chunk)
-    _memo[key] = digest.hexdigest()
-    return _memo[key]
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex of one file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -219,13 +219,25 @@ def start(governed: Governed, run: RunFolder, environment: dict[str, Any], *, re
         record_data_check(governed.workspace, run.id, governed.report, report_path)
 
 
-def end(governed: Governed, run: RunFolder, status: str, *, error: str | None = None) -> None:
+def hash_run(governed: Governed, run: RunFolder) -> list[dict[str, Any]] | None:
+    """The artifact hashes lineage records (run.json aside, which is still to be written); None
+    outside a workspace, where nothing records them."""
+    if governed.workspace is None:
+        return None
+    from tunelab.workspace.lineage import hash_artifacts
+
+    return hash_artifacts(run.path, skip=("run.json",))
+
+
+def end(governed: Governed, run: RunFolder, status: str, *, error: str | None = None,
+        artifacts: list[dict[str, Any]] | None = None) -> None:
+    """Record how the run ended; `artifacts` are hashes taken already (hash_run), else they are taken now."""
     governed.cleanup()
     if governed.workspace is None:
         return
     from tunelab.workspace.lineage import record_end
 
     try:
-        record_end(governed.workspace, run, status, error=error)
+        record_end(governed.workspace, run, status, error=error, artifacts=artifacts)
     except Exception as err:  # noqa: BLE001 - the run itself is on disk; do not hide its own outcome behind this
         log.error("could not record the end of run %s in the workspace: %s", run.id, err)

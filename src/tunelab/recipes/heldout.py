@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
+from tunelab.eval import base_cache
 from tunelab.eval.generation import generation_eval
 from tunelab.eval.retention import gate_checks, retention_report, score_sets
+from tunelab.runs.timings import Timings
 
 if TYPE_CHECKING:
     from tunelab.config import Config
@@ -29,46 +32,78 @@ WORST_SAMPLES = 25
 
 def before_training(
     trainer: Trainer, run: RunFolder, config: Config, task: Task, data: PreparedData, tokenizer: Any,
-    retention: list[HeldOutSet],
+    retention: list[HeldOutSet], clock: Timings | None = None, cache_key: str | None = None,
 ) -> dict[str, Any]:
-    """Score the starting model exactly as the tuned one will be (saved once, reused on resume)."""
+    """Score the starting model exactly as the tuned one will be (saved once, reused on resume; with
+    `cache_key`, taken from or stored in the base-score cache, eval/base_cache.py)."""
+    clock = clock or Timings()
     saved = run.path / "eval_base.json"
     if saved.is_file():
         return json.loads(saved.read_text())
-    base: dict[str, Any] = {}
-    if task.evaluates_base and config.eval.base:
-        log.info("evaluating the base model (eval.base)")
-        base["validation"] = trainer.evaluate(data.validation)
-        if data.test is not None and len(data.test):
-            base["test"] = trainer.evaluate(data.test)
-        prompts = data.extra.get("prompts") or []
-        if prompts and trainer.accelerator.is_main_process:
-            base["generation"], base["answers"] = generation_eval(
-                trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids())
-    if retention:
-        names = ", ".join(s.name for s in retention)
-        log.info("scoring %d retention set(s) before training: %s", len(retention), names)
-        base["retention"] = score_sets(trainer, retention, config, task, tokenizer)
+    base = base_cache.load(cache_key) if cache_key else None
+    if base is not None:
+        log.info("base model scores reused from the cache (same model, data and settings)")
+        run.update(base_scores={"cached": True, "key": cache_key})
+    else:
+        with _base_weights(trainer.unwrapped):
+            base = _score_base(trainer, config, task, data, tokenizer, retention, clock)
+        if cache_key and base:
+            base_cache.store(cache_key, base)
+            run.update(base_scores={"cached": False, "key": cache_key})
     if base and trainer.accelerator.is_main_process:
         run.write_json("eval_base.json", base)
     return base
 
 
+def _score_base(trainer: Trainer, config: Config, task: Task, data: PreparedData, tokenizer: Any,
+                retention: list[HeldOutSet], clock: Timings) -> dict[str, Any]:
+    base: dict[str, Any] = {}
+    if task.evaluates_base and config.eval.base:
+        log.info("evaluating the base model (eval.base)")
+        with clock.phase("base_eval"):
+            base["validation"] = trainer.evaluate(data.validation)
+            if data.test is not None and len(data.test):
+                base["test"] = trainer.evaluate(data.test)
+        prompts = data.extra.get("prompts") or []
+        if prompts and trainer.accelerator.is_main_process:
+            with clock.phase("base_generation"):
+                base["generation"], base["answers"] = generation_eval(
+                    trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids(),
+                    max_new_tokens=config.eval.generate_max_new_tokens, autocast=trainer.accelerator.autocast())
+    if retention:
+        names = ", ".join(s.name for s in retention)
+        log.info("scoring %d retention set(s) before training: %s", len(retention), names)
+        with clock.phase("retention_before"):
+            base["retention"] = score_sets(trainer, retention, config, task, tokenizer)
+    return base
+
+
+def _base_weights(model: Any) -> Any:
+    """The base model's own function: a PEFT model with its adapters disabled (a fresh LoRA/DoRA adapter
+    is the identity only up to rounding), anything else as it is."""
+    disable = getattr(model, "disable_adapter", None)
+    return disable() if callable(disable) else nullcontext()
+
+
 def after_training(
     trainer: Trainer, run: RunFolder, config: Config, task: Task, data: PreparedData, tokenizer: Any,
-    fit: FitResult, before: dict[str, Any], retention: list[HeldOutSet],
+    fit: FitResult, before: dict[str, Any], retention: list[HeldOutSet], clock: Timings | None = None,
 ) -> dict[str, Any]:
     """The final results (eval.json): tuned metrics, base or baseline and gain, retention and gates,
     warnings; writes generations.jsonl and samples_test.jsonl on the main process."""
-    results, outputs = _final_evaluation(trainer, config, data, fit)
+    clock = clock or Timings()
+    with clock.phase("final_eval"):
+        results, outputs = _final_evaluation(trainer, config, data, fit)
     main = trainer.accelerator.is_main_process
     base = _base_section(task, data, before, outputs, config)
-    _generation_results(trainer, run, config, task, data, tokenizer, results, before)
+    with clock.phase("generation"):
+        _generation_results(trainer, run, config, task, data, tokenizer, results, before)
     if base:
         results["base"] = base
         results["gain"] = _gain(base, results)
     if retention:
-        after = score_sets(trainer, retention, config, task, tokenizer)
+        with clock.phase("retention_after"):
+            after = score_sets(trainer, retention, config, task, tokenizer)
         results["retention"] = retention_report(retention, before["retention"], after)
         results["gates"] = gate_checks(results["retention"])
         for check in results["gates"]["checks"]:
@@ -131,7 +166,8 @@ def _generation_results(
     prompts = data.extra.get("prompts") or []
     if prompts and trainer.accelerator.is_main_process:
         results["generation"], answers = generation_eval(
-            trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids())
+            trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids(),
+            max_new_tokens=config.eval.generate_max_new_tokens, autocast=trainer.accelerator.autocast())
         base_answers = before.get("answers") or [None] * len(prompts)
         rows = [
             {"prompt": p.get("messages") or p.get("prompt"), "reference": p["reference"], "base": b, "tuned": a}

@@ -27,6 +27,7 @@ from tunelab.models import load_tokenizer, resolve_model
 from tunelab.recipes import governance, preflight
 from tunelab.recipes.heldout import after_training, before_training
 from tunelab.runs import RunFolder, collect_environment, now_iso
+from tunelab.runs.timings import Timings
 from tunelab.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,17 @@ def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter
     Inside a workspace the run is recorded there (inputs, config, environment, outcome, artifacts);
     `reproduces` names the run this one repeats.
     """
-    governed = governance.prepare(config)
+    clock = Timings()
+    with clock.phase("data_check"):
+        governed = governance.prepare(config)
     try:
-        return _train(governed, resume, reporter, reproduces)
+        return _train(governed, resume, reporter, reproduces, clock)
     finally:
         governed.cleanup()
 
 
 def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Reporter | None,
-           reproduces: str | None) -> TrainOutcome:
+           reproduces: str | None, clock: Timings) -> TrainOutcome:
     config = governed.config  # data references resolved to paths; the run records `governed.original`
     task = TASKS.get(config.task)()
     task.validate_config(config)
@@ -63,35 +66,51 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
     task.load_kwargs = method.load_kwargs(config)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
-    resolved = resolve_model(config.model)
-    preflight.check_model_fit(config, task, resolved)
-    tokenizer = load_tokenizer(resolved, config.model) if task.uses_tokenizer else None
-    data = task.prepare(config, tokenizer, resolved)
+    with clock.phase("model_resolve"):
+        resolved = resolve_model(config.model)
+        preflight.check_model_fit(config, task, resolved)
+        speed = _settle_speed(governed, resolved, task.uses_tokenizer)
+        task.load_kwargs.update(speed.pop("load_kwargs"))
+    with clock.phase("tokenize"):
+        tokenizer = load_tokenizer(resolved, config.model) if task.uses_tokenizer else None
+        data = task.prepare(config, tokenizer, resolved)
     preflight.check_plan(config, len(data.train))
-    retention = prepare_sets(config, task, tokenizer, resolved, data)
+    with clock.phase("retention_prepare"):
+        retention = prepare_sets(config, task, tokenizer, resolved, data)
 
     accelerator = make_accelerator(config)
     run = resume or _create_run(governed.original, accelerator)
     file_log = add_file_log(run.path / "train.log")
     try:
-        if accelerator.is_main_process:
-            run.update(status="running", started=now_iso(), task=config.task, model=resolved.to_dict(),
-                       processes=accelerator.num_processes, device=str(accelerator.device))
-            run.write_json("data.json", {**data.info, **_length_info(task, data, config)})
-            environment = collect_environment()
-            run.write_json("environment.json", environment)
-            governance.start(governed, run, environment, resumed=resume is not None, reproduces=reproduces)
-        set_seed(config.train.seed)
-        model = _build(config, task, resolved, data)
-        trainer = Trainer(config, task, model, data, accelerator, run, reporter)
-        if resume is not None:
-            trainer.resume(_last_checkpoint(run))
-        before = before_training(trainer, run, config, task, data, tokenizer, retention)
+        with clock.phase("run_setup"):
+            if accelerator.is_main_process:
+                run.update(status="running", started=now_iso(), task=config.task, model=resolved.to_dict(),
+                           processes=accelerator.num_processes, device=str(accelerator.device), **speed)
+                run.write_json("data.json", {**data.info, **_length_info(task, data, config)})
+                environment = collect_environment()
+                run.write_json("environment.json", environment)
+                governance.start(governed, run, environment, resumed=resume is not None, reproduces=reproduces)
+        with clock.phase("model_build"):
+            set_seed(config.train.seed)
+            model = _build(config, task, resolved, data)
+            trainer = Trainer(config, task, model, data, accelerator, run, reporter)
+            if resume is not None:
+                trainer.resume(_last_checkpoint(run))
+        before = before_training(trainer, run, config, task, data, tokenizer, retention, clock,
+                                 _base_cache_key(config, task, resolved, data, retention, speed, accelerator, tokenizer))
         fit = trainer.fit()
-        results = after_training(trainer, run, config, task, data, tokenizer, fit, before, retention)
+        clock.add("train_steps", fit.step_seconds)
+        clock.add("evaluations", fit.eval_seconds)
+        clock.add("checkpoints", fit.checkpoint_seconds)
+        results = after_training(trainer, run, config, task, data, tokenizer, fit, before, retention, clock)
         if accelerator.is_main_process:
-            _save(run, trainer, config, task, data, tokenizer, results, fit)
-            governance.end(governed, run, "succeeded")
+            with clock.phase("save"):
+                _save(run, trainer, config, task, data, tokenizer, results, fit)
+            with clock.phase("hash_artifacts"):
+                artifacts = governance.hash_run(governed, run)
+            run.update(timings=clock.as_dict())
+            log.info("timings (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in clock.as_dict().items()))
+            governance.end(governed, run, "succeeded", artifacts=artifacts)
         accelerator.wait_for_everyone()
         return TrainOutcome(run, results, fit)
     except RunPruned:
@@ -108,6 +127,37 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
     finally:
         logging.getLogger("tunelab").removeHandler(file_log)
         file_log.close()
+
+
+def _settle_speed(governed: governance.Governed, resolved: Any, uses_tokenizer: bool) -> dict[str, Any]:
+    """Turn `train.precision: auto` into fp32 or bf16 for this machine and model (written into the run's
+    config, so a reproduction uses the same), and pick the attention kernel; returns run.json fields."""
+    from tunelab.engine.hardware import checkpoint_parameters, resolve_attention, resolve_precision
+
+    config = governed.config
+    params = checkpoint_parameters(resolved.path)
+    if params is None:  # no safetensors (a vision checkpoint): size on disk / 4 bytes is close enough
+        params = sum(f.stat().st_size for f in Path(resolved.path).rglob("*") if f.is_file()) // 4
+    precision, reason = resolve_precision(config, params)
+    for cfg in {id(governed.original): governed.original, id(config): config}.values():
+        cfg.train.precision = precision
+    # Image backbones (timm, EfficientNet-Lite) take no attn_implementation.
+    attention = resolve_attention(config, precision) if uses_tokenizer else None
+    log.info("precision %s (%s); attention %s", precision, reason, attention or "model default")
+    return {"precision": precision, "precision_reason": reason, "attention": attention or "default",
+            "load_kwargs": {"attn_implementation": attention} if attention else {}}
+
+
+def _base_cache_key(config: Config, task: Any, resolved: Any, data: Any, retention: Any, speed: dict[str, Any],
+                    accelerator: Any, tokenizer: Any) -> str | None:
+    """The base-score cache key (eval/base_cache.py), for single-process runs of tasks that score their base."""
+    from tunelab.eval import base_cache
+
+    if accelerator.num_processes > 1 or not task.evaluates_base:
+        return None
+    return base_cache.cache_key(config, resolved.fingerprint, data, retention, speed["attention"],
+                                accelerator.device.type, accelerator.num_processes,
+                                len(tokenizer) if tokenizer is not None else 0)
 
 
 def _create_run(config: Config, accelerator: Any) -> RunFolder:
@@ -169,7 +219,7 @@ def _save(run: RunFolder, trainer: Trainer, config: Config, task: Any, data: Any
         stopped_early=fit.stopped_early, train_seconds=round(fit.train_seconds, 2),
         eval_seconds=round(fit.eval_seconds, 2), checkpoint_seconds=round(fit.checkpoint_seconds, 2),
         best=results.get("best"), best_reason=results.get("best_reason"), trainable_params=trainable, total_params=total,
-        artifacts=written, gates=_gate_summary(results),
+        artifacts=written, gates=_gate_summary(results), throughput=fit.throughput,
     )
 
 

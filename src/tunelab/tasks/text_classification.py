@@ -222,6 +222,7 @@ class TextClassification(Task):
             trust_remote_code=config.model.trust_remote_code,
             ignore_mismatched_sizes=True,  # a classifier with other labels as the start: new head
             dtype=torch.float32,
+            **self.load_kwargs,
             **dropout_overrides(model.path, config.model.dropout, config.model.trust_remote_code),
         )
         if net.config.pad_token_id is None:

@@ -75,10 +75,18 @@ def record_data_check(ws: Workspace, run_id: str, report: dict[str, Any], report
     add_check(ws, target=f"run {run_id}", report=report, report_path=report_path, run_id=run_id)
 
 
-def record_end(ws: Workspace, run: RunFolder, status: str, *, error: str | None = None) -> None:
-    """Status, end time, metrics and gates from eval.json, and every artifact's hash."""
+def record_end(ws: Workspace, run: RunFolder, status: str, *, error: str | None = None,
+               artifacts: list[dict[str, Any]] | None = None) -> None:
+    """Status, end time, metrics and gates from eval.json, and every artifact's hash (`artifacts`:
+    hashes the caller took already, every file but run.json, which is hashed here)."""
     results = _read_json(run, "eval.json")
-    artifacts = hash_artifacts(run.path) if status == "succeeded" else []
+    if status != "succeeded":
+        artifacts = []
+    elif artifacts is None:
+        artifacts = hash_artifacts(run.path)
+    else:  # in the order hash_artifacts lists them
+        known = {a["path"]: a for a in [*artifacts, *_hashes(run.path, ["run.json"])]}
+        artifacts = [known[rel] for rel in content_files_list(run.path, skip=SKIP_ARTIFACTS) if rel in known]
     with ws.write() as txn:
         row = txn.session.get(Run, run.id)
         if row is None:  # started before the workspace existed
@@ -105,10 +113,14 @@ def finite(value: Any) -> Any:
     return value
 
 
-def hash_artifacts(folder: Path) -> list[dict[str, Any]]:
-    """{path, sha256, bytes} of every file a run wrote, checkpoints, log and report left out."""
+def hash_artifacts(folder: Path, *, skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """{path, sha256, bytes} of every file a run wrote, checkpoints, log and report left out (and `skip`)."""
+    return _hashes(folder, content_files_list(folder, skip={*SKIP_ARTIFACTS, *skip}))
+
+
+def _hashes(folder: Path, paths: list[str]) -> list[dict[str, Any]]:
     return [{"path": rel, "sha256": file_sha256(folder / rel), "bytes": (folder / rel).stat().st_size}
-            for rel in content_files_list(folder, skip=SKIP_ARTIFACTS)]
+            for rel in paths]
 
 
 def _read_json(run: RunFolder, name: str) -> dict[str, Any] | None:

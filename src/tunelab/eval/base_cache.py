@@ -1,0 +1,92 @@
+"""The starting model's scores, cached across runs like tokenized data.
+
+Before the first step a causal-LM run scores the base model: validation and test loss, answers to the
+held-out prompts, every retention set. Those depend only on the base weights and on what is scored,
+not on the learning rate, epochs or LoRA rank a user iterates on; the base is scored with its adapters
+disabled (engine-free: PEFT's `disable_adapter`), so the figures are the base model's own. The key is
+a sha256 over everything the figures depend on: the model's content fingerprint, the method where it
+changes the base (QLoRA quantizes it), the scored rows' token ids, the prompts and references, the
+precision, attention kernel, eval batch size, generation settings, seed, device and library versions.
+A changed input is a different key, never a stale value. Single-process runs only: every process of a
+distributed run must take the same branch, and a cache file can appear between their checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import datasets
+
+    from tunelab.config import Config
+    from tunelab.tasks import HeldOutSet, PreparedData
+
+log = logging.getLogger(__name__)
+PEFT_AT_INIT = {"lora", "dora"}  # methods whose base with adapters disabled is the unchanged base
+
+
+def cache_key(config: Config, fingerprint: str, data: PreparedData, retention: list[HeldOutSet],
+              attention: str, device: str, world: int, tokenizer_size: int) -> str:
+    import torch
+    import transformers
+
+    from tunelab import __version__
+
+    method = {"name": "peft"} if config.method.name in PEFT_AT_INIT else config.method.model_dump(mode="json")
+    parts = {
+        "tunelab": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+        "model": fingerprint, "method": method, "task": config.task, "tokenizer_size": tokenizer_size,
+        "precision": config.train.precision, "attention": attention, "device": device, "world": world,
+        "seed": config.train.seed, "max_length": config.train.max_length,
+        "eval_batch": config.eval.batch_size or 2 * config.train.batch_size, "base": config.eval.base,
+        "generation": config.generation.model_dump(mode="json"),
+        "generate_max_new_tokens": config.eval.generate_max_new_tokens,
+        "validation": _rows(data.validation), "test": _rows(data.test),
+        "prompts": [[p["prompt_ids"], p["reference"]] for p in data.extra.get("prompts") or []],
+        "retention": [[s.name, s.metric, s.greater_is_better, _rows(s.data.test),
+                       [[p["prompt_ids"], p["reference"]] for p in s.prompts[: config.eval.generate_samples]]]
+                      for s in retention],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def load(key: str) -> dict[str, Any] | None:
+    if os.environ.get("TUNELAB_BASE_CACHE") == "0":
+        return None
+    try:
+        return json.loads(_path(key).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def store(key: str, scores: dict[str, Any]) -> None:
+    if os.environ.get("TUNELAB_BASE_CACHE") == "0":
+        return
+    path = _path(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(scores))
+        os.replace(tmp, path)  # readers see the whole file or none
+    except OSError as err:
+        log.debug("base scores not cached: %s", err)
+
+
+def _rows(ds: datasets.Dataset | None) -> str | None:
+    """A digest of the token ids (and labels) a split scores."""
+    if ds is None:
+        return None
+    columns = sorted(c for c in ds.column_names if c in ("input_ids", "labels", "position_ids", "length"))
+    table = ds.select_columns(columns).with_format(None)[:]
+    return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
+
+
+def _path(key: str) -> Path:
+    from tunelab.paths import cache_dir
+
+    return cache_dir() / "base-scores" / f"{key}.json"
