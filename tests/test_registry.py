@@ -29,15 +29,21 @@ from tunelab.workspace.registry import (
 )
 
 POLICY = {"min_metrics": {"test.accuracy": 0.9}, "max_forgetting": 0.1}
+# The bytes the fake runs below read: registration re-hashes a run's inputs against its lineage.
+TRAIN_BYTES, TEST_BYTES = b'{"text": "goal", "label": "sport"}\n', b'{"text": "vote", "label": "politics"}\n'
+TRAIN_SHA, TEST_SHA = hashlib.sha256(TRAIN_BYTES).hexdigest(), hashlib.sha256(TEST_BYTES).hexdigest()
 
 
 @pytest.fixture
 def ws(tmp_path: Path) -> Workspace:
     workspace = Workspace.init(tmp_path)
+    (tmp_path / "x").write_bytes(TRAIN_BYTES)  # the stored copy of news@v2
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test.jsonl").write_bytes(TEST_BYTES)
     with workspace.write() as txn:
         dataset = Dataset(name="news", created_at="2026-01-01T00:00:00+00:00", created_by="os:test")
         txn.session.add(dataset)
-        txn.session.add(DatasetVersion(dataset=dataset, version=2, sha256="a" * 64, storage="copy", location="x",
+        txn.session.add(DatasetVersion(dataset=dataset, version=2, sha256=TRAIN_SHA, storage="copy", location="x",
                                        source="data/train.jsonl", kind="file", files=[], bytes=10, rows=96,
                                        created_at="2026-01-01T00:00:00+00:00", created_by="os:test"))
     yield workspace
@@ -83,8 +89,8 @@ def make_run(ws: Workspace, run_id: str, *, accuracy: float = 0.95, forgetting: 
                   data_check_passed=data_check, pii_count=pii, created_by="os:test",
                   environment={"python": "3.11.7", "platform": "Linux", "cpu_count": 2, "gpus": [],
                                "packages": {"torch": "2.13.0", "transformers": "5.1.0", "peft": "0.21.2"}})
-        run.inputs = [RunInput(split="train", path="data/train.jsonl", sha256="a" * 64, dataset_version=version),
-                      RunInput(split="test", path="data/test.jsonl", sha256="b" * 64)]
+        run.inputs = [RunInput(split="train", path="data/train.jsonl", sha256=TRAIN_SHA, dataset_version=version),
+                      RunInput(split="test", path="data/test.jsonl", sha256=TEST_SHA)]
         txn.session.add(run)
     return run
 
@@ -104,7 +110,7 @@ def test_register_numbers_versions_and_writes_the_card(ws: Workspace) -> None:
     assert v1.card_path == ".tunelab/artifacts/registry/support-bot/v1/MODEL_CARD.md"
     card = (ws.root / v1.card_path).read_text()
     assert card.startswith("# support-bot v1\n")
-    for expected in ("`news@v2`", "`aaaaaaaaaaaa`", "`data/test.jsonl`", "`bbbbbbbbbbbb`", "| train |",
+    for expected in ("`news@v2`", f"`{TRAIN_SHA[:12]}`", "`data/test.jsonl`", f"`{TEST_SHA[:12]}`", "| train |",
                      "0.9500", "baseline (majority class)", "5.00%", first.config_sha256, "`tiny-random-bert`",
                      "method.r | 8", "torch 2.13.0, transformers 5.1.0, peft 0.21.2", "`politics`",
                      "possible overfitting: watch out", "held-out split", "registered as candidate", "first try"):
@@ -139,7 +145,7 @@ def test_promotion_through_stages_archives_the_previous_production(ws: Workspace
     register(ws, "run-b", "support-bot")
     staged = promote(ws, "support-bot@v1", "staging", reason="soak")
     assert staged.passed and [c["name"] for c in staged.checks] == [
-        "min_metric:test.accuracy", "max_forgetting", "gates_passed", "data_check", "pii_clean"]
+        "min_metric:test.accuracy", "max_forgetting", "gates_passed", "data_check", "pii_clean", "integrity"]
     assert promote(ws, "support-bot@staging", "production").passed
     assert stage(ws, "support-bot@production") == "production"
     with ws.read() as session:
@@ -189,7 +195,8 @@ def test_policy_override_and_unmeasured_requirements(ws: Workspace, tmp_path: Pa
                              require_data_check=False, require_pii_clean=False)
     result = promote(ws, "bot@v1", "staging", policy_override=policy)
     assert [(c["name"], c["passed"]) for c in result.checks] == [
-        ("min_metric:test.f1", False), ("max_metric:test.accuracy", True), ("gates_passed", True)]
+        ("min_metric:test.f1", False), ("max_metric:test.accuracy", True), ("gates_passed", True),
+        ("integrity", True)]
     assert "has: validation.accuracy, validation.macro_f1, validation.support, test.accuracy" in \
         result.checks[0]["message"]
     assert result.checks[2]["message"] == "gates: none configured in the run"
@@ -290,7 +297,8 @@ def test_cli_promote_refused_exits_3_and_lists_failed_gates(ws: Workspace, cli: 
     assert result.output.splitlines() == ["promoted: bot@v2 candidate -> production",
                                           "  \u2713 test.accuracy 0.9500 >= 0.9",
                                           "  \u2713 the run's evaluation gates passed",
-                                          "  \u2713 no PII in the training data"]
+                                          "  \u2713 no PII in the training data",
+                                          "  \u2713 artifacts and inputs match lineage"]
     with ws.read() as session:
         details = json.loads(query(session, action="registry.promote")[-1].details)
         assert details["policy"] == "override" and details["reason"] == "ship it"

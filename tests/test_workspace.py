@@ -36,7 +36,7 @@ def test_init_migrates_to_head_and_matches_the_models(workspace: Workspace) -> N
     from tunelab.workspace.db import schema_revision
 
     current, head = schema_revision(workspace.engine)
-    assert current == head == "0003"
+    assert current == head == "0004"
     with workspace.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
     # init again is an idempotent upgrade, and the workspace is found from a sub-folder
@@ -59,14 +59,22 @@ def test_init_upgrades_an_older_workspace_and_keeps_its_data(tmp_path: Path, mon
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "0001")
     (ws.folder / "workspace.yaml").write_text("database_url: sqlite:///workspace.db\ndatasets: copy\n")
-    added = add_version(ws, "old", write_rows(tmp_path / "old.jsonl", ROWS)).version
+    # A version written by that release, with its columns (today's code writes columns it lacked).
+    with ws.engine.begin() as connection:
+        connection.exec_driver_sql("INSERT INTO datasets (id, name, created_at, created_by) "
+                                   "VALUES (1, 'old', '2026-01-01', 'bob')")
+        connection.exec_driver_sql(
+            "INSERT INTO dataset_versions (id, dataset_id, version, sha256, storage, location, source, kind, "
+            "files, bytes, created_at, created_by) VALUES (1, 1, 1, 'ab12', 'reference', '/x', '/x', 'file', "
+            "'[]', 3, '2026-01-01', 'bob')")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(Exception, match="schema 0001, this tunelab needs 0003.*tunelab init"):
+    with pytest.raises(Exception, match="schema 0001, this tunelab needs 0004.*tunelab init"):
         Workspace.require().check_schema()
     upgraded = Workspace.init(tmp_path)
-    assert schema_revision(upgraded.engine) == ("0003", "0003")
+    assert schema_revision(upgraded.engine) == ("0004", "0004")
     with upgraded.read() as session:
-        assert get_version(session, "old@v1").sha256 == added.sha256
+        old = get_version(session, "old@v1")
+        assert old.sha256 == "ab12" and old.live  # kept, and not a tombstone
         assert audit_mod.verify(session).ok
 
 
@@ -127,7 +135,7 @@ def test_referenced_version_refuses_changed_bytes(workspace: Workspace, tmp_path
     assert added.location == str(src.resolve())
     resolve(workspace, "refd@v1")
     write_rows(src, ROWS[:3])
-    with pytest.raises(DataError, match="bytes changed since it was registered"):
+    with pytest.raises(DataError, match="the file it refers to .* changed since it was registered"):
         resolve(workspace, "refd@v1")
 
 

@@ -50,8 +50,11 @@ def data_list(name: Annotated[str | None, typer.Argument(help="Only this dataset
     for column in ("version", "sha256", "rows", "bytes", "storage", "created", "by", "note"):
         table.add_column(column, overflow="fold", justify="right" if column in ("rows", "bytes") else "left")
     for v in list_versions(Workspace.require(), name):
+        note = escape(v["note"] or "")
+        if v["deleted_at"]:  # a tombstone: the number stays taken, the bytes are gone
+            note = f"[dim]deleted {v['deleted_at']} by {escape(v['deleted_by'] or '')}[/]" + (f"; {note}" if note else "")
         table.add_row(v["ref"], v["sha256"][:12], "" if v["rows"] is None else f"{v['rows']:,}", f"{v['bytes']:,}",
-                      v["storage"], v["created_at"], escape(v["created_by"]), escape(v["note"] or ""))
+                      "deleted" if v["deleted_at"] else v["storage"], v["created_at"], escape(v["created_by"]), note)
     out.print(table)
 
 
@@ -124,7 +127,7 @@ def _short(row: Any, width: int = 110) -> str:
 
 @data_app.command("delete")
 def data_delete(ref: Annotated[str, typer.Argument(help="NAME@v2")]) -> None:
-    """Delete a version (refused while a registered model was trained on it)."""
+    """Delete a version's bytes; its number stays taken (refused while a registered model or a running run uses it)."""
     from tunelab.workspace import Workspace
     from tunelab.workspace.datasets import delete_version
 

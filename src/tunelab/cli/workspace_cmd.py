@@ -210,6 +210,36 @@ def _end_of_day(until: str | None) -> str | None:
     return f"{until}T23:59:59+99:99" if until and len(until) == 10 else until
 
 
+@app.command("verify")
+def verify_cmd(
+    target: Annotated[str | None, typer.Argument(help="RUN (id or folder), NAME@vN or MODEL@vN.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every live dataset version and succeeded run.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Re-hash recorded bytes against lineage: a run's artifacts and inputs, a dataset version (exit 3 on any difference)."""
+    from tunelab.errors import ConfigError
+    from tunelab.workspace import Workspace
+    from tunelab.workspace.verify import verify_all, verify_target
+
+    if (target is None) == (not all_):
+        raise ConfigError("give one RUN, NAME@vN or MODEL@vN, or --all", fix="tunelab verify --all")
+    ws = Workspace.require()
+    with ws.read() as session:
+        report = verify_all(ws, session) if all_ else verify_target(ws, session, target or "")
+    bad = {subject: found for subject, found in report.items() if found}
+    if as_json:
+        out.print_json(json.dumps({"ok": not bad, "checked": len(report), "findings": bad}))
+    else:
+        for subject, found in bad.items():
+            for problem in found:
+                out.print(f"[bold red]mismatch:[/] {subject}: {escape(problem)}", soft_wrap=True)
+        if not bad:
+            out.print(f"intact: {len(report)} checked ({', '.join(list(report)[:5])}"
+                      f"{', …' if len(report) > 5 else ''})", highlight=False)
+    if bad:
+        raise typer.Exit(GATE_FAILED)
+
+
 @audit_app.command("verify")
 def audit_verify(
     expect: Annotated[str | None, typer.Option(help="Head hash recorded elsewhere earlier; must still match.")] = None,

@@ -3,7 +3,8 @@
 A checkpoint holds what is needed to continue to the very same weights as an uninterrupted run:
 the trainable parameters, optimizer and scheduler state, each process's RNG state and the loop
 position. It is assembled in `.tmp-step-N/` and renamed into place only when complete, so a crash
-while writing leaves the previous checkpoint untouched.
+while writing leaves the previous checkpoint untouched. Its `manifest.json` holds every file's sha256:
+resume verifies it and falls back to the newest intact checkpoint when a later one was damaged on disk.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 WEIGHTS = "trainable.safetensors"
 OPTIMIZER = "optimizer.pt"
 STATE = "trainer_state.json"
+MANIFEST = "manifest.json"
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -93,6 +95,38 @@ def load_checkpoint(
     return json.loads((path / STATE).read_text())
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """What is wrong with a checkpoint's files (named), or None when its manifest matches them."""
+    from tunelab.hashing import file_sha256
+
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        return None if (path / STATE).is_file() and (path / WEIGHTS).is_file() else f"{manifest} is missing"
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{manifest} is unreadable"
+    for name, sha in files.items():
+        target = path / name
+        if not target.is_file():
+            return f"{target} is missing"
+        if file_sha256(target) != sha:
+            return f"{target} is damaged (its sha256 differs from the manifest)"
+    return None
+
+
+def intact_checkpoint(directory: Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint whose files match their manifest, and what was wrong with newer ones."""
+    skipped = []
+    steps = sorted(directory.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if directory.exists() else []
+    for path in reversed(steps):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append(problem)
+    return None, skipped
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
     steps = sorted(directory.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if directory.exists() else []
     return steps[-1] if steps else None
@@ -111,6 +145,13 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
+def _write_manifest(folder: Path) -> None:
+    from tunelab.hashing import file_sha256
+
+    files = {f.name: file_sha256(f) for f in sorted(folder.iterdir()) if f.is_file() and f.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=2))
+
+
 def _begin(target: Path, accelerator: Accelerator) -> Path:
     tmp = target.parent / f".tmp-{target.name}"
     if accelerator.is_main_process:
@@ -123,6 +164,7 @@ def _begin(target: Path, accelerator: Accelerator) -> Path:
 def _commit(tmp: Path, target: Path, accelerator: Accelerator) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        _write_manifest(tmp)
         if target.exists():
             old = target.parent / f".old-{target.name}"
             shutil.rmtree(old, ignore_errors=True)

@@ -13,7 +13,7 @@ from tunelab.tasks import TASKS
 
 
 def evaluate_run(run_path: str | Path, data_path: str | Path) -> tuple[dict[str, Any], Path]:
-    run = RunFolder.open(run_path)
+    run = RunFolder.open_finished(run_path)
     config = run.config()
     task = TASKS.get(config.task)()
     model, tokenizer = task.load_trained(run.path, config)

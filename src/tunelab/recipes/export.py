@@ -19,7 +19,7 @@ Format = Literal["merged", "adapter", "gguf", "onnx"]
 
 
 def export_run(run_path: str | Path, fmt: Format, out: Path | None = None, dtype: str = "f16") -> dict[str, Any]:
-    run = RunFolder.open(run_path)
+    run = RunFolder.open_finished(run_path)
     target = out or run.path / "exports" / _default_name(fmt, dtype)
     if target.exists():
         raise ExportError(f"{target} already exists", fix="remove it or choose another --out")

@@ -37,7 +37,7 @@ class LoadedLM:
 
 
 def load_lm(run_path: str | Path) -> LoadedLM:
-    run = RunFolder.open(run_path)
+    run = RunFolder.open_finished(run_path)
     config = run.config()
     if config.task != "causal-lm":
         raise RunError(f"{run.path} is a {config.task} run; generate and chat need a causal-lm run",

@@ -25,7 +25,7 @@ class Predictor:
 
 
 def load_predictor(run_path: str | Path) -> Predictor:
-    run = RunFolder.open(run_path)
+    run = RunFolder.open_finished(run_path)
     config = run.config()
     task = TASKS.get(config.task)()
     model, tokenizer = task.load_trained(run.path, config)

@@ -7,6 +7,8 @@ folder is created, so a bad input never leaves a half-written run behind.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,8 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
     accelerator = make_accelerator(config)
     run = resume or _create_run(governed.original, accelerator)
     file_log = add_file_log(run.path / "train.log")
+    # Chosen before the try: a run whose checkpoints are all damaged stays as it was, not `failed`.
+    checkpoint = _last_checkpoint(run) if resume is not None else None
     try:
         with clock.phase("run_setup"):
             if accelerator.is_main_process:
@@ -94,8 +98,8 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
             set_seed(config.train.seed)
             model = _build(config, task, resolved, data)
             trainer = Trainer(config, task, model, data, accelerator, run, reporter)
-            if resume is not None:
-                trainer.resume(_last_checkpoint(run))
+            if checkpoint is not None:
+                trainer.resume(checkpoint)
         before = before_training(trainer, run, config, task, data, tokenizer, retention, clock,
                                  _base_cache_key(config, task, resolved, data, retention, speed, accelerator, tokenizer))
         fit = trainer.fit()
@@ -195,10 +199,20 @@ def _enable_checkpointing(model: torch.nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _last_checkpoint(run: RunFolder):
-    found = latest_checkpoint(run.checkpoints)
+def _last_checkpoint(run: RunFolder) -> Path:
+    """The newest intact checkpoint (its files match its manifest); damaged newer ones are named."""
+    from tunelab.engine.checkpoint import intact_checkpoint
+
+    found, damaged = intact_checkpoint(run.checkpoints)
+    for problem in damaged:
+        log.warning("skipping a damaged checkpoint: %s", problem)
     if found is None:
+        if damaged:
+            raise RunError(f"{run.path} has no intact checkpoint to resume from: {damaged[0]}",
+                           fix="start a new run with `tunelab train` (the damaged checkpoint cannot be used)")
         raise RunError(f"{run.path} has no checkpoint to resume from", fix="start a new run with `tunelab train`")
+    if damaged:
+        log.warning("resuming from %s, the newest intact checkpoint", found.name)
     return found
 
 
@@ -207,12 +221,7 @@ def _save(run: RunFolder, trainer: Trainer, config: Config, task: Any, data: Any
     model = trainer.unwrapped
     trainable, total = count_parameters(model)
     run.write_json("eval.json", results)
-    written = METHODS.get(config.method.name)().save(model, run.model_dir, config)
-    for folder in written.values():
-        if tokenizer is not None:
-            _clear_call_state(tokenizer)
-            tokenizer.save_pretrained(folder)
-        task.finalize_saved(Path(folder))
+    written = _save_model(run, model, config, task, tokenizer)
     task.save_artifacts(run.path, data)
     run.update(
         status="succeeded", ended=now_iso(), steps=fit.steps, epochs=round(fit.epochs_done, 3),
@@ -221,6 +230,30 @@ def _save(run: RunFolder, trainer: Trainer, config: Config, task: Any, data: Any
         best=results.get("best"), best_reason=results.get("best_reason"), trainable_params=trainable, total_params=total,
         artifacts=written, gates=_gate_summary(results), throughput=fit.throughput,
     )
+
+
+def _save_model(run: RunFolder, model: Any, config: Config, task: Any, tokenizer: Any) -> dict[str, str]:
+    """Write model/ and adapter/ complete, or not at all: everything goes into `.saving/` first and each
+    finished folder is renamed into place (a rename within one filesystem is atomic). A process killed
+    here leaves `.saving/` (removed on resume) and the run's status `running`, which no command serves."""
+    staging = run.path / ".saving"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    written = METHODS.get(config.method.name)().save(model, staging / run.model_dir.name, config)
+    for folder in written.values():
+        if tokenizer is not None:
+            _clear_call_state(tokenizer)
+            tokenizer.save_pretrained(folder)
+        task.finalize_saved(Path(folder))
+    placed = {}
+    for name, folder in written.items():
+        target = run.path / Path(folder).name
+        if target.exists():  # an earlier attempt of a resumed run
+            shutil.rmtree(target)
+        os.replace(folder, target)
+        placed[name] = str(target)
+    staging.rmdir()
+    return placed
 
 
 def _clear_call_state(tokenizer: Any) -> None:

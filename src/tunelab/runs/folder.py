@@ -81,6 +81,19 @@ class RunFolder:
             raise RunError(f"{path} is not a tunelab run folder (no run.json/config.yaml)", fix="pass runs/<id>")
         return cls(path)
 
+    @classmethod
+    def open_finished(cls, path: str | Path) -> RunFolder:
+        """A run whose final save completed (status succeeded): the one kind whose model may be used.
+
+        A run killed mid-save has a partial `model/` at best; serving it would answer from whatever
+        files landed (a tokenizer rebuilt from config.json once answered every word with [UNK])."""
+        run = cls.open(path)
+        status = run.read_json("run.json").get("status")
+        if status != "succeeded":
+            raise RunError(f"run {run.path.name} is unfinished (status {status}): its model is not complete",
+                           fix=f"resume it with `tunelab train --resume {run.path}` (or train again)")
+        return run
+
     # ---- reading --------------------------------------------------------------------------
     def config(self) -> Config:
         import yaml

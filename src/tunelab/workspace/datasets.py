@@ -3,9 +3,15 @@
 A version is the sha256 of its bytes (of the file itself; for a folder, of the sorted list of its
 files' relative paths and hashes). `copy` storage keeps the bytes under
 `.tunelab/artifacts/datasets/<sha256>/` (read-only, shared by every version with the same bytes);
-`reference` storage keeps the original path and refuses to use it once its bytes change. Configs
-name versions as `NAME@v2` (or `NAME@2`, `NAME@latest`), optionally followed by a path inside a
-folder version: `news@v1/train.jsonl`.
+`reference` storage keeps the original path. Both are re-hashed whenever a run reads them (through
+the file-hash memo, which skips only files whose size, mtime, ctime, inode and device are unchanged)
+and refused once their bytes differ from the registered hash. Configs name versions as `NAME@v2` (or
+`NAME@2`, `NAME@latest`), optionally followed by a path inside a folder version: `news@v1/train.jsonl`.
+
+Names are immutable and never re-issued: deleting a version removes its bytes but keeps its row as a
+tombstone (number, hash, who deleted it and when), so `news@v3` means one set of bytes forever and the
+lineage of every run that read it still names it. A version cannot be deleted while a registered
+model was trained on it or a running run reads it.
 """
 
 from __future__ import annotations
@@ -120,10 +126,12 @@ def add_version(ws: Workspace, name: str, path: Path, *, storage: str | None = N
                 txn.session.add(dataset)
                 txn.session.flush()
             same = txn.session.execute(select(DatasetVersion).where(
-                DatasetVersion.dataset_id == dataset.id, DatasetVersion.sha256 == sha)).scalars().first()
+                DatasetVersion.dataset_id == dataset.id, DatasetVersion.sha256 == sha,
+                DatasetVersion.deleted_at.is_(None))).scalars().first()
             if same is not None:
                 _ = same.dataset.name
                 return Added(same, created=False)
+            # Tombstones count: a deleted number is never given to other bytes.
             number = (txn.session.execute(select(func.max(DatasetVersion.version)).where(
                 DatasetVersion.dataset_id == dataset.id)).scalar() or 0) + 1
             version = DatasetVersion(
@@ -224,29 +232,45 @@ def get_version(session: Session, ref: DatasetRef | str) -> DatasetVersion:
         known = session.execute(select(Dataset.name).order_by(Dataset.name)).scalars().all()
         raise DataError(f"no dataset named {ref.name!r} in this workspace",
                         fix=f"known: {', '.join(known)}" if known else "add one with `tunelab data add NAME PATH`")
-    if not dataset.versions:
-        raise DataError(f"dataset {ref.name!r} has no versions", fix="add one with `tunelab data add`")
+    live = [v for v in dataset.versions if v.live]
     if ref.version is None:
-        return dataset.versions[-1]
+        if not live:
+            raise DataError(f"dataset {ref.name!r} has no versions" + (" left (all were deleted)" if dataset.versions
+                                                                       else ""), fix="add one with `tunelab data add`")
+        return live[-1]
     for version in dataset.versions:
         if version.version == ref.version:
+            if not version.live:
+                raise DataError(f"{version.ref} was deleted ({version.deleted_at} by {version.deleted_by}); its "
+                                f"bytes are gone", fix=_pick_live(ref.name, live))
             return version
-    have = ", ".join(f"v{v.version}" for v in dataset.versions)
-    raise DataError(f"{ref.name} has no version v{ref.version}", fix=f"versions: {have}")
+    raise DataError(f"{ref.name} has no version v{ref.version}", fix=_pick_live(ref.name, live))
+
+
+def _pick_live(name: str, live: list[DatasetVersion]) -> str:
+    if not live:
+        return f"{name} has no live version: add the data again with `tunelab data add {name} PATH`"
+    return f"live versions: {', '.join(f'v{v.version}' for v in live)}"
 
 
 def version_path(ws: Workspace, version: DatasetVersion, *, verify: bool = True) -> Path:
-    """Where the version's bytes are; a referenced version is re-hashed and refused if it changed."""
-    if version.storage == "copy":
-        return ws.root / version.location
-    path = Path(version.location)
-    if verify:
-        if not path.exists():
-            raise DataError(f"{version.ref} refers to {path}, which no longer exists",
-                            fix="restore the file, or register the data again with `tunelab data add`")
-        if content_sha256(path, content_files(path)) != version.sha256:
-            raise DataError(f"{version.ref} refers to {path}, whose bytes changed since it was registered",
-                            fix=f"register the new bytes: tunelab data add {version.dataset.name} {path}")
+    """Where the version's bytes are. With `verify` (every read by a run), the bytes are re-hashed — a
+    stored copy as much as a referenced file: read-only modes do not stop the owner — and refused with
+    both hashes if they are not the registered ones."""
+    path = ws.root / version.location if version.storage == "copy" else Path(version.location)
+    if not verify:
+        return path
+    if not path.exists():
+        fix = ("the workspace's stored copy is gone: add the data again with `tunelab data add`"
+               if version.storage == "copy" else "restore the file, or register the data again with `tunelab data add`")
+        raise DataError(f"{version.ref}: {path} no longer exists", fix=fix)
+    found = content_sha256(path, content_files(path))
+    if found != version.sha256:
+        where = "its stored copy" if version.storage == "copy" else "the file it refers to"
+        raise DataError(
+            f"{version.ref}: {where} ({path}) changed since it was registered: sha256 {found[:16]}… now, "
+            f"{version.sha256[:16]}… registered",
+            fix=f"restore the original bytes, or register the new ones: tunelab data add {version.dataset.name} PATH")
     return path
 
 
@@ -275,7 +299,7 @@ def version_dict(version: DatasetVersion) -> dict[str, Any]:
     return {"ref": version.ref, "sha256": version.sha256, "storage": version.storage, "location": version.location,
             "source": version.source, "kind": version.kind, "files": version.files, "bytes": version.bytes,
             "rows": version.rows, "note": version.note, "created_at": version.created_at,
-            "created_by": version.created_by}
+            "created_by": version.created_by, "deleted_at": version.deleted_at, "deleted_by": version.deleted_by}
 
 
 def list_versions(ws: Workspace, name: str | None = None) -> list[dict[str, Any]]:
@@ -287,25 +311,32 @@ def list_versions(ws: Workspace, name: str | None = None) -> list[dict[str, Any]
 
 
 def delete_version(ws: Workspace, text: str) -> dict[str, Any]:
-    """Delete a version: refused while a registered model was trained on it. Runs that used it keep its
-    hash and path in their lineage."""
+    """Delete a version's bytes and keep it as a tombstone. Refused while a registered model was trained
+    on it or a running run reads it (the error names them). Runs that used it keep it in their lineage."""
+    from tunelab.workspace.orm import Run
+
     with ws.write() as txn:
         version = get_version(txn.session, text)
-        dependants = txn.session.execute(
+        models = txn.session.execute(
             select(ModelVersion).join(RunInput, RunInput.run_id == ModelVersion.run_id)
             .where(RunInput.dataset_version_id == version.id)).scalars().all()
-        if dependants:
-            names = ", ".join(sorted({m.ref for m in dependants}))
+        if models:
+            names = ", ".join(sorted({m.ref for m in models}))
             raise DataError(f"cannot delete {version.ref}: registered model(s) {names} were trained on it",
                             fix="delete or archive those model versions first (tunelab registry delete)")
+        running = txn.session.execute(
+            select(Run.id).join(RunInput, RunInput.run_id == Run.id)
+            .where(RunInput.dataset_version_id == version.id, Run.status == "running").distinct()).scalars().all()
+        if running:
+            raise DataError(f"cannot delete {version.ref}: run(s) {', '.join(sorted(running))} are reading it",
+                            fix="wait for them to end (or stop them), then delete")
         ref, sha, storage = version.ref, version.sha256, version.storage
-        for used in txn.session.execute(select(RunInput).where(RunInput.dataset_version_id == version.id)).scalars():
-            used.dataset_version_id = None
-        txn.session.delete(version)
+        version.deleted_at, version.deleted_by = now_iso(), current_actor()
         txn.session.flush()
         still_used = txn.session.execute(select(func.count()).select_from(DatasetVersion).where(
-            DatasetVersion.sha256 == sha, DatasetVersion.storage == "copy")).scalar()
-        txn.audit("data.delete", "dataset", ref, {"sha256": sha})
+            DatasetVersion.sha256 == sha, DatasetVersion.storage == "copy",
+            DatasetVersion.deleted_at.is_(None))).scalar()
+        txn.audit("data.delete", "dataset", ref, {"sha256": sha, "tombstone": True})
     if storage == "copy" and not still_used:
         _remove_stored(ws, sha)
     return {"ref": ref, "sha256": sha}

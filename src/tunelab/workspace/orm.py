@@ -72,11 +72,18 @@ class DatasetVersion(Base):
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[str] = mapped_column(String(40))
     created_by: Mapped[str] = mapped_column(String(200))
+    # A deleted version is a tombstone: its bytes are gone, its number is never given again.
+    deleted_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    deleted_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     dataset: Mapped[Dataset] = relationship(back_populates="versions")
 
     @property
     def ref(self) -> str:
         return f"{self.dataset.name}@v{self.version}"
+
+    @property
+    def live(self) -> bool:
+        return self.deleted_at is None
 
 
 class DataCheck(Base):

@@ -147,6 +147,7 @@ def register(ws: Workspace, run_id_or_path: str | Path, name: str, *, note: str 
     with ws.write() as txn:
         session = txn.session
         run = _recorded_run(session, run_id_or_path)
+        _refuse_tampered(ws, run)
         model = _model_for(txn, name)
         _refuse_duplicate(model, run)
         number = _next_version(session, model)
@@ -180,6 +181,17 @@ def _recorded_run(session: Session, run_id_or_path: str | Path) -> Run:
         raise RegistryError(f"run {run.id} has status {run.status!r}; only succeeded runs can be registered",
                             fix="register a run that finished (train it again if it failed)")
     return run
+
+
+def _refuse_tampered(ws: Workspace, run: Run) -> None:
+    """A run whose artifacts or inputs no longer match its lineage cannot become a model version."""
+    from tunelab.workspace.verify import run_findings
+
+    found = run_findings(ws, run)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise RegistryError(f"run {run.id} does not match its lineage: {found[0]}{more}",
+                            fix=f"`tunelab verify {run.id}` lists every difference; restore the bytes or train again")
 
 
 def _model_for(txn: Txn, name: str) -> RegisteredModel:
@@ -225,6 +237,10 @@ def promote(ws: Workspace, ref: str, to_stage: str, *, reason: str | None = None
         gated = to_stage in GATED
         source = None if not gated else "override" if policy_override is not None else "run config"
         checks = evaluate_policy(version.run, _policy_for(version, policy_override)) if gated else []
+        if gated:  # whatever the policy says: the bytes promoted are the bytes evaluated
+            from tunelab.workspace.verify import integrity_check
+
+            checks.append(integrity_check(ws, version.run))
         result = PromotionResult(ref=version.ref, from_stage=version.stage, to_stage=to_stage,
                                  passed=all(c["passed"] for c in checks), checks=checks, policy_source=source)
         details = {"run": version.run_id, "from": version.stage, "to": to_stage, "reason": reason, "policy": source}
