@@ -83,11 +83,26 @@ def test_unknown_metric(make_config, tmp_path):
     fails(make_config, tmp_path, r"eval\.metric 'f1'", eval={"metric": "f1"})
 
 
+def test_data_check_errors_stop_training_by_default(make_config, tmp_path, text_data):
+    rows = synthetic_rows(24, seed=2)
+    rows[0]["label"] = "weather"
+    path = write_jsonl(tmp_path / "val.jsonl", rows)
+    message = fails(make_config, tmp_path, r"data check found errors: validation: label\(s\) 'weather' never "
+                    r"occur in train.*val\.jsonl line 1.*on_data_check_errors: warn",
+                    data={"validation": str(path)}, train={"max_steps": 1})
+    assert "more" not in message  # one error, no "and N more"
+
+
 def test_unseen_validation_labels_are_reported(make_config, tmp_path, text_data):
     rows = synthetic_rows(24, seed=2)
     rows[0]["label"] = "weather"
     path = write_jsonl(tmp_path / "val.jsonl", rows)
-    outcome = train(load_config(make_config(data={"validation": str(path)}, train={"max_steps": 1})))
+    outcome = train(load_config(make_config(data={"validation": str(path)}, train={"max_steps": 1},
+                                            governance={"on_data_check_errors": "warn"})))
     info = json.loads((outcome.run.path / "data.json").read_text())
     assert info["unseen_labels"] == {"validation": 1}
     assert info["rows"]["validation"] == 23
+    results = json.loads((outcome.run.path / "eval.json").read_text())
+    assert "validation: 1 row(s) have labels never seen in train and are left out of its metrics" in results["warnings"]
+    check = json.loads((outcome.run.path / "data_check.json").read_text())
+    assert not check["passed"] and any("weather" in e for e in check["errors"])

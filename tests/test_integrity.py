@@ -206,3 +206,15 @@ def test_resume_with_every_checkpoint_damaged_names_the_file_and_keeps_the_run(m
     with pytest.raises(RunError, match=r"no intact checkpoint to resume from: .*trainable.safetensors is missing"):
         train(RunFolder.open(run).config(), resume=RunFolder.open(run))
     assert RunFolder.open(run).read_json("run.json")["status"] == "interrupted"  # not marked failed
+
+
+def test_the_data_check_inside_train_measures_token_lengths_with_the_runs_tokenizer(make_config) -> None:
+    import json
+
+    from tunelab.recipes.train import train
+
+    run = train(load_config(make_config(train={"max_steps": 1, "max_length": 8}))).run
+    report = json.loads((run.path / "data_check.json").read_text())
+    tokens = report["splits"]["train"]["lengths"]["tokens"]
+    assert tokens["max_length"] == 8 and tokens["truncated"] > 0 and tokens["max"] > 8
+    assert any("longer than max_length (8 tokens)" in w for w in report["warnings"])

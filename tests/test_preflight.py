@@ -98,3 +98,16 @@ def test_held_out_fractions_must_leave_training_rows(tmp_path: Path) -> None:
         load_config(_write(tmp_path, body))
     body["data"]["test"] = "test.jsonl"  # a given test file: only validation is split off
     load_config(_write(tmp_path, body))
+
+
+def test_output_dir_naming_a_file_is_refused_before_any_data_is_read(make_config, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    from tunelab.recipes import governance
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setattr(governance, "prepare", lambda config: pytest.fail("data was read first"))
+    for where in (blocker, blocker / "runs"):
+        config = load_config(make_config(output={"dir": str(where)}))
+        with pytest.raises(ConfigError, match=r"output.dir.* is a file, not a folder"):
+            train(config)

@@ -321,3 +321,16 @@ def test_chat_completions_refusals(served) -> None:
     assert client.post("/v1/chat/completions", json={"model": "support-bot", "messages": hello, "n": 2},
                        headers=viewer).status_code == 422
     assert client.post("/v1/chat/completions", json={"model": "support-bot", "messages": hello}).status_code == 401
+
+
+# ---- input hardening ---------------------------------------------------------------------------
+def test_out_of_range_ids_and_oversized_fields_are_short_422s(api) -> None:
+    client, tokens, _ws = api
+    auth = _auth(tokens["engineer"])
+    assert client.get("/v1/jobs/99999999999999999999999", headers=auth).status_code == 422
+    assert client.get("/v1/jobs/0", headers=auth).status_code == 422
+    assert client.get("/v1/jobs/12345", headers=auth).status_code == 404
+    huge = "x" * 5_000_000
+    answer = client.post("/v1/jobs", json={"config": huge}, headers=auth)
+    assert answer.status_code == 422
+    assert len(answer.content) < 2_000 and "5,000,002 characters" in answer.text  # repr adds the quotes

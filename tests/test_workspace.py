@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
+from typer.testing import CliRunner
+
+from tunelab.cli.main import GATE_FAILED, app
 from tunelab.errors import DataError
 from tunelab.workspace import Workspace
 from tunelab.workspace import audit as audit_mod
@@ -228,6 +231,62 @@ def test_audit_detects_a_rewritten_entry_with_a_recomputed_hash(workspace: Works
     with workspace.read() as session:
         problems = audit_mod.verify(session).problems
     assert problems == ["entry 3 does not link to the entry before it"]
+
+
+def _rewrite_chain(workspace: Workspace, actor: str) -> None:
+    """What someone with write access to the database can do: rewrite every entry and re-hash the whole
+    chain and its head consistently, so the chain alone verifies."""
+    with workspace.engine.begin() as conn:
+        rows = conn.execute(text("SELECT seq, ts, action, object_type, object_id, details FROM audit_log "
+                                 "ORDER BY seq")).all()
+        prev = audit_mod.GENESIS
+        for seq, ts, action, object_type, object_id, details in rows:
+            digest = audit_mod.entry_hash(seq, ts, actor, action, object_type, object_id, details, prev)
+            conn.execute(text("UPDATE audit_log SET actor = :a, prev_hash = :p, hash = :h WHERE seq = :s"),
+                         {"a": actor, "p": prev, "h": digest, "s": seq})
+            prev = digest
+        conn.execute(text("UPDATE audit_head SET hash = :h"), {"h": prev})
+
+
+def test_a_consistently_rewritten_chain_is_caught_by_the_anchor_file(workspace: Workspace, tmp_path: Path) -> None:
+    _audited(workspace, tmp_path)
+    lines = workspace.anchor_path.read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3]  # one head per committed write
+    _rewrite_chain(workspace, "os:mallory")
+    with workspace.read() as session:
+        assert audit_mod.verify(session).ok  # the chain alone cannot tell
+        result = audit_mod.verify(session, anchor_path=workspace.anchor_path)
+    assert not result.ok
+    assert "entry 1 differs from its anchored hash" in result.problems[0]
+    result = CliRunner().invoke(app, ["audit", "verify"])
+    assert result.exit_code == GATE_FAILED and "the chain was rewritten" in result.output
+
+
+def test_a_signed_anchor_file_cannot_be_rewritten_to_match(workspace: Workspace, tmp_path: Path,
+                                                           monkeypatch) -> None:
+    monkeypatch.setenv("TUNELAB_AUDIT_KEY", "kept-in-a-secret-store")
+    _audited(workspace, tmp_path)
+    with workspace.read() as session:
+        assert audit_mod.verify(session, anchor_path=workspace.anchor_path).ok
+    _rewrite_chain(workspace, "os:mallory")
+    with workspace.read() as session:  # the attacker rewrites the anchor file too, without the key
+        forged = [json.dumps({"seq": e.seq, "hash": e.hash, "ts": e.ts})
+                  for e in session.execute(select(AuditEntry).order_by(AuditEntry.seq)).scalars()]
+    workspace.anchor_path.write_text("\n".join(forged) + "\n")
+    with workspace.read() as session:
+        result = audit_mod.verify(session, anchor_path=workspace.anchor_path)
+    assert not result.ok and "has no valid signature" in result.problems[0]
+    assert "kept-in-a-secret-store" not in workspace.anchor_path.read_text()
+
+
+def test_an_unanchored_tail_is_reported_not_failed(workspace: Workspace, tmp_path: Path) -> None:
+    """A crash between a commit and its anchor line leaves the newest entries unanchored: not tampering."""
+    _audited(workspace, tmp_path)
+    lines = workspace.anchor_path.read_text().splitlines()
+    workspace.anchor_path.write_text("\n".join(lines[:1]) + "\n")
+    with workspace.read() as session:
+        result = audit_mod.verify(session, anchor_path=workspace.anchor_path)
+    assert result.ok and result.unanchored == 2
 
 
 # ---- concurrency ----------------------------------------------------------------------------

@@ -250,9 +250,13 @@ def audit_verify(
 
     ws = Workspace.require()
     with ws.read() as session:
-        result = verify(session, expect_head=expect)
+        result = verify(session, expect_head=expect, anchor_path=ws.anchor_path)
     for problem in result.problems:
         out.print(f"[bold red]tampered:[/] {problem}", soft_wrap=True)
     if not result.ok:
         raise typer.Exit(GATE_FAILED)
-    out.print(f"audit log intact: {result.entries} entries, head {result.head}", highlight=False)
+    if not ws.anchor_path.is_file():
+        anchored = f"the anchor file {ws.anchor_path} is missing (deleted, or made before anchoring): the next write starts it"
+    else:
+        anchored = f"anchored in {ws.anchor_path}" + (f" ({result.unanchored} newest not yet)" if result.unanchored else "")
+    out.print(f"audit log intact: {result.entries} entries, head {result.head}; {anchored}", highlight=False)

@@ -388,6 +388,11 @@ class GovernanceConfig(Section):
         default_factory=lambda: ["email", "phone", "credit_card", "iban", "national_id", "ip_address"],
         description="Which kinds of PII the scan looks for.",
     )
+    on_data_check_errors: Literal["block", "warn"] = Field(
+        "block", description="The data check found errors (a split with no rows, empty rows, labels never seen "
+        "in train, rows of train also in another split, missing columns): block refuses to train and names the "
+        "first; warn records them and trains anyway.",
+    )
     presidio: bool = Field(
         False, description="Also scan with Microsoft Presidio (names, locations; needs the 'presidio' extra).",
     )

@@ -86,12 +86,14 @@ def check_splits(
     max_length: int | None = None,
     governance: GovernanceConfig,
     ignore_columns: Collection[str] = (),
+    drop_empty: bool = False,
 ) -> dict:
     """Check `splits` (train first) and return the report (see the module docstring for what fails it).
 
     `ignore_columns` are left out of the row text besides the label (token tags, entity spans).
     `tokenizer` and `max_length`, when given, add token lengths and the truncation rate, measured on the
     row text with the tokenizer's special tokens (an estimate for chat rows: no chat template is applied).
+    `drop_empty` (data.empty_text: drop) makes empty rows a warning: the user chose to drop them.
     """
     found = _Findings()
     order = sorted(splits, key=lambda s: SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER))
@@ -111,10 +113,10 @@ def check_splits(
         report_splits[name] = _split_section(
             name, data.rows, texts[name], indexes[name], locators[name], found,
             label_column=label_column, tokenizer=tokenizer if text_task else None, max_length=max_length,
-            check_empty=text_task, threshold=governance.near_duplicate_threshold,
+            check_empty=text_task, drop_empty=drop_empty, threshold=governance.near_duplicate_threshold,
         )
     _label_coverage(report_splits, locators, loaded, label_column, found)
-    schema = _schema_section(loaded, found)
+    schema = _schema_section(loaded, found, label_column)
     leaks = _leakage_section(indexes, locators, governance.near_duplicate_threshold, found)
     pii = _pii_section(loaded, locators, label_column, governance)
     passed = not found.errors
@@ -134,13 +136,16 @@ def check_splits(
 
 def _split_section(
     name: str, rows: list[dict], texts: list[str], index: dup.TextIndex, locate: _Locator, found: _Findings, *,
-    label_column: str | None, tokenizer: Any, max_length: int | None, check_empty: bool, threshold: float,
+    label_column: str | None, tokenizer: Any, max_length: int | None, check_empty: bool, drop_empty: bool,
+    threshold: float,
 ) -> dict:
     if not rows:
         found.errors.append(f"{name}: no rows")
     empty = [i for i, text in enumerate(texts) if not text.strip()] if check_empty else []
     if empty:
-        found.errors.append(f"{name}: {len(empty)} empty or whitespace-only row(s), e.g. {_some(empty, locate)}")
+        what = f"{name}: {len(empty)} empty or whitespace-only row(s), e.g. {_some(empty, locate)}"
+        (found.warnings if drop_empty else found.errors).append(
+            what + (" (dropped: data.empty_text: drop)" if drop_empty else ""))
     exact = dup.exact_groups(index)
     near = dup.near_groups(index, threshold)
     _warn_groups(found, name, "exact duplicate", exact, locate)
@@ -349,8 +354,10 @@ def _columns(rows: list[dict]) -> dict[str, str]:
     return {key: "|".join(sorted(names)) for key, names in kinds.items()}
 
 
-def _schema_section(loaded: dict[str, SplitData], found: _Findings) -> dict:
-    """Columns and value types per split; a train column missing elsewhere is an error, extras warn."""
+def _schema_section(loaded: dict[str, SplitData], found: _Findings, label_column: str | None) -> dict:
+    """Columns and value types per split; the label column missing elsewhere is an error, other train
+    columns missing or extra columns warn (a split may use another format the task reads, as token
+    tags beside spans; the task itself names a column it needs and cannot find)."""
     schema = {name: {"columns": _columns(data.rows)} for name, data in loaded.items()}
     if "train" not in schema:
         return schema
@@ -364,8 +371,9 @@ def _schema_section(loaded: dict[str, SplitData], found: _Findings) -> dict:
         section["type_mismatch"] = {c: {"train": train[c], name: mine[c]} for c in sorted(set(train) & set(mine))
                                     if not _types_agree(train[c], mine[c])}
         if section["missing"]:
-            found.errors.append(f"{name}: column(s) {', '.join(map(repr, section['missing']))} of train are missing "
-                                f"(columns: {', '.join(mine)})")
+            where = found.errors if label_column in section["missing"] else found.warnings
+            where.append(f"{name}: column(s) {', '.join(map(repr, section['missing']))} of train are missing "
+                         f"(columns: {', '.join(mine)})")
         if section["extra"]:
             found.warnings.append(f"{name}: column(s) {', '.join(map(repr, section['extra']))} are not in train")
         for column, types in section["type_mismatch"].items():

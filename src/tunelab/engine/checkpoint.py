@@ -19,6 +19,8 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tunelab import faults
+
 WEIGHTS = "trainable.safetensors"
 OPTIMIZER = "optimizer.pt"
 STATE = "trainer_state.json"
@@ -77,6 +79,7 @@ def save_checkpoint(
         (tmp / STATE).write_text(json.dumps(state, indent=2))
     accelerator.wait_for_everyone()
     torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+    faults.point("checkpoint.write")
     _commit(tmp, target, accelerator)
 
 

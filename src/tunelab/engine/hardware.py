@@ -156,8 +156,12 @@ def _probe(kind: str, name: str) -> Peak:
 
 
 def _matmul_flops(device: torch.device, dtype: torch.dtype, size: int) -> float:
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
+    # Its own generator: the probe may run inside training (the first step's MFU), and drawing from the
+    # global RNG there would change the run's dropout masks, so a run that probed and one that read
+    # hardware.json would train to different weights (the crash suite caught it).
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, generator=generator).to(dtype)
+    b = torch.randn(size, size, device=device, generator=generator).to(dtype)
     for _ in range(2):
         a @ b
     best = float("inf")

@@ -8,6 +8,7 @@ from typing import Any
 from tunelab.engine.accel import make_accelerator
 from tunelab.engine.evaluation import evaluate
 from tunelab.models import ResolvedModel, fingerprint_folder
+from tunelab.recipes.heldout import left_out_warnings
 from tunelab.runs import RunFolder
 from tunelab.tasks import TASKS
 
@@ -28,6 +29,8 @@ def evaluate_run(run_path: str | Path, data_path: str | Path) -> tuple[dict[str,
     batch_size = config.eval.batch_size or 2 * config.train.batch_size
     metrics = evaluate(model, task, data.test, data, accelerator, batch_size)
     metrics["data"] = data.info["files"]
+    if warnings := left_out_warnings(data.info):
+        metrics["warnings"] = warnings
     target = run.path / "evals" / f"{Path(data_path).stem}.json"
     target.parent.mkdir(exist_ok=True)
     run.write_json(str(target.relative_to(run.path)), metrics)

@@ -118,25 +118,39 @@ def prepare(config: Config) -> Governed:
 
 
 def _check(governed: Governed) -> None:
-    from tunelab.recipes.data_check import pii_block_error, run_data_check, write_report
+    from tunelab.recipes.data_check import load_check_tokenizer, pii_block_error, run_data_check, write_report
 
     policy = governed.config.governance.pii
-    report = run_data_check(governed.config, out_dir=governed.check_dir)
+    # The run's own tokenizer: data_check.json then has token lengths and truncation, as `data check` does.
+    tokenizer = load_check_tokenizer(governed.config)
+    report = run_data_check(governed.config, out_dir=governed.check_dir, tokenizer=tokenizer)
     found = (report.get("pii") or {}).get("count", 0)
     if found and policy == "block":
         raise pii_block_error(report)
     if found and policy == "redact":
         redacted = _redact(governed)
-        report = run_data_check(governed.config, out_dir=governed.check_dir)
+        report = run_data_check(governed.config, out_dir=governed.check_dir, tokenizer=tokenizer)
         report["redacted"] = redacted  # kept in data_check.json too: the model card and promotion read it
         title = f"Data check: {governed.config.output.name or governed.config.task}"
         write_report(report, governed.check_dir, title=title)
     elif found and policy == "warn":
         log.warning("data check: %d PII finding(s) in the training data (governance.pii: warn); "
                     "see data_check.html in the run folder", found)
-    for error in report.get("errors", []):
-        log.warning("data check: %s", error)
     governed.report = report
+
+
+def refuse_check_errors(governed: Governed) -> None:
+    """Stop on the data check's errors (governance.on_data_check_errors: block), or log them (warn).
+
+    Called after the task prepared its data, so a task's own, more precise error (the file and line of
+    an empty row, a missing column with its suggestion) is the one a user sees first."""
+    errors = (governed.report or {}).get("errors", [])
+    if errors and governed.config.governance.on_data_check_errors == "block":
+        more = f" (and {len(errors) - 1} more: `tunelab data check` lists them)" if len(errors) > 1 else ""
+        raise DataError(f"the data check found errors: {errors[0]}{more}",
+                        fix="fix the data, or set governance.on_data_check_errors: warn to train anyway")
+    for error in errors:
+        log.warning("data check: %s", error)
 
 
 def _redact(governed: Governed) -> list[dict[str, Any]]:

@@ -40,7 +40,8 @@ def before_training(
     saved = run.path / "eval_base.json"
     if saved.is_file():
         return json.loads(saved.read_text())
-    base = base_cache.load(cache_key) if cache_key else None
+    with clock.phase("base_cache"):
+        base = base_cache.load(cache_key) if cache_key else None
     if base is not None:
         log.info("base model scores reused from the cache (same model, data and settings)")
         run.update(base_scores={"cached": True, "key": cache_key})
@@ -109,7 +110,7 @@ def after_training(
         for check in results["gates"]["checks"]:
             (log.info if check["passed"] else log.warning)("gate %s: %s", "passed" if check["passed"] else "FAILED",
                                                           check["message"])
-    results["warnings"] = _warnings(run)
+    results["warnings"] = _warnings(run) + left_out_warnings(data.info)
     if main and "test" in outputs:
         rows = task.worst_samples(outputs["test"], data.test, data, WORST_SAMPLES)
         if rows:
@@ -189,6 +190,13 @@ def _gain(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, dict[str, fl
             and math.isfinite(v) and math.isfinite(theirs[k])
         }
     return gain
+
+
+def left_out_warnings(info: dict[str, Any]) -> list[str]:
+    """Held-out rows the metrics do not cover (labels never seen in train), one line per split."""
+    return [f"{split}: {count} row(s) have labels never seen in train and are left out of its metrics"
+            for split, count in sorted((info.get("unseen_labels") or {}).items())
+            if split != "train" and count]
 
 
 def _warnings(run: RunFolder) -> list[str]:

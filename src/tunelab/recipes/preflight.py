@@ -75,3 +75,20 @@ def check_plan(config: Config, rows: int) -> None:
     if cfg.checkpoint_every is not None and cfg.checkpoint_every > steps:
         log.warning("train.checkpoint_every %d is more than the run's %d steps: no periodic checkpoint is written",
                     cfg.checkpoint_every, steps)
+
+
+def check_output(config: Config) -> None:
+    """`output.dir` must be (or become) a writable folder: found before any data is read, not as a raw
+    NotADirectoryError when the run folder is created minutes later."""
+    import os
+    from pathlib import Path
+
+    target = Path(config.output.dir)
+    existing = next((p for p in (target, *target.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        what = "output.dir" if existing == target else f"output.dir ({target}): {existing}"
+        raise ConfigError(f"{what} is a file, not a folder", fix="set output.dir to a folder (it is created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"output.dir: {existing} is not writable by this user", fix="choose a folder you can write to")

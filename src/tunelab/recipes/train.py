@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from accelerate.utils import broadcast_object_list, set_seed
 
+from tunelab import faults
 from tunelab.config import Config
 from tunelab.engine import FitResult, Reporter, Trainer
 from tunelab.engine.accel import make_accelerator
@@ -50,6 +51,8 @@ def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter
     `reproduces` names the run this one repeats.
     """
     clock = Timings()
+    if resume is None:
+        preflight.check_output(config)
     with clock.phase("data_check"):
         governed = governance.prepare(config)
     try:
@@ -76,6 +79,7 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
     with clock.phase("tokenize"):
         tokenizer = load_tokenizer(resolved, config.model) if task.uses_tokenizer else None
         data = task.prepare(config, tokenizer, resolved)
+    governance.refuse_check_errors(governed)
     preflight.check_plan(config, len(data.train))
     with clock.phase("retention_prepare"):
         retention = prepare_sets(config, task, tokenizer, resolved, data)
@@ -245,6 +249,7 @@ def _save_model(run: RunFolder, model: Any, config: Config, task: Any, tokenizer
             _clear_call_state(tokenizer)
             tokenizer.save_pretrained(folder)
         task.finalize_saved(Path(folder))
+    faults.point("save.final")
     placed = {}
     for name, folder in written.items():
         target = run.path / Path(folder).name
@@ -252,6 +257,7 @@ def _save_model(run: RunFolder, model: Any, config: Config, task: Any, tokenizer
             shutil.rmtree(target)
         os.replace(folder, target)
         placed[name] = str(target)
+        faults.point("save.place")
     staging.rmdir()
     return placed
 

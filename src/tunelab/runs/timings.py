@@ -5,8 +5,9 @@
         ...
     clock.as_dict()  # {"import": 1.9, "tokenize": 0.4, ..., "total": 93.1}
 
-`import` is the time from the process start to the first phase (Python, torch, transformers);
-`total` is the process's wall time so far; what no phase covers is `other`. Phases may repeat (their
+`import` is the time from the process start to the first clock (Python, torch, transformers); only
+the first clock of a process has one (a later run in the same process, a test or a sweep, starts at
+0 and counts from its own creation); `total` is the clock's wall time so far; what no phase covers is `other`. Phases may repeat (their
 times add up) and never nest.
 """
 
@@ -27,10 +28,15 @@ def process_started() -> float:
         return time.time()
 
 
+_first_clock = True
+
+
 class Timings:
     def __init__(self) -> None:
-        self.started = process_started()
+        global _first_clock
         self.created = time.time()
+        self.started = process_started() if _first_clock else self.created
+        _first_clock = False
         self.seconds: dict[str, float] = {"import": max(self.created - self.started, 0.0)}
 
     @contextmanager

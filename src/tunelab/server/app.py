@@ -12,9 +12,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 import tunelab
+from tunelab.config.load import short_repr
 from tunelab.errors import TunelabError
 from tunelab.server.routes.inference import ModelCache
 from tunelab.server.runner import JobRunner
@@ -52,6 +54,13 @@ def create_app(root: Path, *, allow_anonymous: bool = False, job_slots: int = 1,
         status = getattr(err, "http_status", None) or (
             404 if type(err).__name__ in ("JobError", "RegistryError", "RunError") and "no " in err.message else 422)
         return JSONResponse({"detail": err.message, "fix": err.fix}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_request: Request, err: RequestValidationError) -> JSONResponse:
+        # FastAPI echoes each offending input whole: a 50 MB field would come back as a 50 MB error.
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type"),
+                   **({"input": short_repr(e["input"])} if "input" in e else {})} for e in err.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     from tunelab.server.routes import inference, jobs, runs, server, ui, uploads, workspace
 

@@ -37,6 +37,7 @@ class Running:
     process: subprocess.Popen
     folder: Path
     cancel_sent: float | None = None
+    run_known: bool = False  # the job record names its run (set as soon as the run folder exists)
 
 
 class JobRunner:
@@ -90,6 +91,9 @@ class JobRunner:
             code = item.process.poll()
             if code is not None:
                 self._finished(item, code)
+            elif not item.run_known and (run_id := _run_id(item.folder)) is not None:
+                queue.set_run(self.ws, item.job_id, run_id)  # the UI links a running job to its run
+                item.run_known = True
         for job_id in queue.cancel_requested(self.ws, list(self.running)):
             item = self.running[job_id]
             if item.cancel_sent is None:

@@ -95,10 +95,10 @@ class ImageClassification(Task):
             splits[split] = _rows(table, good, config)
         labels = _label_names(splits["train"], tables["train"], config)
         ids = {name: i for i, name in enumerate(labels)}
-        for split, ds in splits.items():
-            splits[split] = _with_label_ids(ds, ids, split, config)
         info: dict[str, Any] = {"labels": labels, "files": [fingerprint_table(t) for t in tables.values()],
                                 "images": checks}
+        for split, ds in splits.items():
+            splits[split] = _with_label_ids(ds, ids, split, config, info)
         seed = config.train.seed
         splits, info["split_from_train"] = hold_out_missing(
             splits, config.data.validation_size, config.data.test_size,
@@ -116,9 +116,9 @@ class ImageClassification(Task):
         table = load_table(path, config.data, "test")
         require_columns(table, [config.data.image_column, config.data.label_column])
         good, check = check_images(table, config.data)
-        ds = _with_label_ids(_rows(table, good, config), {n: i for i, n in enumerate(labels)}, "test", config)
-        info = {"labels": labels, "files": [fingerprint_table(table)], "images": {"test": check},
-                "rows": {"test": len(ds)}}
+        info: dict[str, Any] = {"labels": labels, "files": [fingerprint_table(table)], "images": {"test": check}}
+        ds = _with_label_ids(_rows(table, good, config), {n: i for i, n in enumerate(labels)}, "test", config, info)
+        info["rows"] = {"test": len(ds)}
         return PreparedData(train=None, validation=None, test=ds, info=info)
 
     def _setup(self, config: Config, model_path: Path) -> None:
@@ -283,7 +283,8 @@ def _label_names(train: datasets.Dataset, table: Any, config: Config) -> list[st
     return sorted(counts)
 
 
-def _with_label_ids(ds: datasets.Dataset, ids: dict[str, int], split: str, config: Config) -> datasets.Dataset:
+def _with_label_ids(ds: datasets.Dataset, ids: dict[str, int], split: str, config: Config,
+                    info: dict[str, Any]) -> datasets.Dataset:
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         return {"labels": [ids.get(str(v), -1) for v in batch["label"]], "length": [1] * len(batch["label"])}
 
@@ -291,6 +292,7 @@ def _with_label_ids(ds: datasets.Dataset, ids: dict[str, int], split: str, confi
     unseen = sum(1 for v in ds["labels"] if v < 0)
     if unseen:
         log.warning("%s: %d images have labels never seen in train; they are left out", split, unseen)
+        info.setdefault("unseen_labels", {})[split] = unseen  # eval.json's warnings count them
         ds = ds.filter(lambda b: [v >= 0 for v in b["labels"]], batched=True)
     return ds
 

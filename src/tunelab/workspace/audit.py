@@ -3,9 +3,13 @@
 Each entry's hash is the sha256 of its own fields (sequence number, time, actor, action, object,
 details as stored) and the previous entry's hash, so editing an entry breaks its own hash, deleting
 one breaks the next entry's link or the sequence, and deleting entries from the end disagrees with
-the head row. This makes tampering *evident*; someone with write access to the database can still
-rewrite the whole chain, which is why `audit verify --expect HASH` can compare the head with a hash
-kept elsewhere (printed by `tunelab audit verify`).
+the head row. This makes tampering *evident*; someone with write access to the database could still
+rewrite the whole chain consistently, so every committed head is also appended to an anchor file
+outside the database (`audit_anchor` in workspace.yaml: put it on another volume), HMAC-signed with
+TUNELAB_AUDIT_KEY when that is set. `audit verify` checks the chain against every anchored head: a
+rewritten, truncated or re-hashed chain disagrees with the heads it had. A crash between the commit
+and the append leaves the newest entries unanchored (reported, not an error); `--expect HASH` still
+compares the head with a hash kept elsewhere by hand.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from __future__ import annotations
 import contextvars
 import getpass
 import hashlib
+import hmac
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -73,16 +79,74 @@ def append(session: Session, head: AuditHead, action: str, object_type: str, obj
     return entry
 
 
+KEY_ENV = "TUNELAB_AUDIT_KEY"
+
+
+def _mac(seq: int, digest: str) -> str | None:
+    key = os.environ.get(KEY_ENV)
+    if not key:
+        return None
+    return hmac.new(key.encode(), f"{seq}:{digest}".encode(), hashlib.sha256).hexdigest()
+
+
+def anchor(path: Path, seq: int, digest: str) -> None:
+    """Append one committed head to the anchor file: one short line, one O_APPEND write, so lines from
+    concurrent processes never interleave. A failed append is not fatal (the chain itself is intact);
+    verify reports the unanchored tail."""
+    line = {"seq": seq, "hash": digest, "ts": now_iso()}
+    mac = _mac(seq, digest)
+    if mac:
+        line["mac"] = mac
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, (json.dumps(line) + "\n").encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def check_anchor(session: Session, path: Path) -> tuple[list[str], int]:
+    """Problems between the chain in the database and the heads anchored in `path`, and how many
+    newest entries are not anchored yet."""
+    hashes = dict(session.execute(select(AuditEntry.seq, AuditEntry.hash)).all())
+    if not path.is_file():  # deleted, or a workspace from before anchoring: the next write starts it again
+        return [], len(hashes)
+    problems: list[str] = []
+    keyed = bool(os.environ.get(KEY_ENV))
+    last = 0
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        try:
+            line = json.loads(raw)
+            seq, digest = int(line["seq"]), str(line["hash"])
+        except (ValueError, KeyError, TypeError):
+            problems.append(f"anchor line {number} is unreadable")
+            continue
+        if keyed and not hmac.compare_digest(str(line.get("mac", "")), _mac(seq, digest) or ""):
+            problems.append(f"anchor line {number} (entry {seq}) has no valid signature: the anchor file was edited")
+            continue
+        last = max(last, seq)
+        if seq not in hashes:
+            problems.append(f"entry {seq} was anchored but is not in the database: the chain was cut or rewritten")
+        elif hashes[seq] != digest:
+            problems.append(f"entry {seq} differs from its anchored hash {digest[:12]}…: the chain was rewritten")
+    return problems, max(max(hashes, default=0) - last, 0)
+
+
 @dataclass
 class Verification:
     ok: bool
     entries: int
     head: str
     problems: list[str]
+    unanchored: int = 0  # newest entries not covered by an anchored head yet
 
 
-def verify(session: Session, *, expect_head: str | None = None) -> Verification:
-    """Walk the chain from the first entry; report every break (edited, deleted, reordered, truncated)."""
+def verify(session: Session, *, expect_head: str | None = None, anchor_path: Path | None = None) -> Verification:
+    """Walk the chain from the first entry; report every break (edited, deleted, reordered, truncated),
+    and with `anchor_path` every disagreement with the heads anchored outside the database."""
     problems: list[str] = []
     prev_hash, expected_seq = GENESIS, 1
     count = 0
@@ -105,7 +169,11 @@ def verify(session: Session, *, expect_head: str | None = None) -> Verification:
                         "entries were deleted from the end or the head was changed")
     if expect_head is not None and head_hash != expect_head:
         problems.append(f"the head hash {head_hash[:12]}… differs from the expected {expect_head[:12]}…")
-    return Verification(ok=not problems, entries=count, head=head_hash, problems=problems)
+    unanchored = 0
+    if anchor_path is not None:
+        found, unanchored = check_anchor(session, anchor_path)
+        problems += found
+    return Verification(ok=not problems, entries=count, head=head_hash, problems=problems, unanchored=unanchored)
 
 
 def query(session: Session, *, action: str | None = None, actor: str | None = None, object_id: str | None = None,

@@ -93,6 +93,12 @@ def claim_next(ws: Workspace, worker: str) -> Job | None:
         return job
 
 
+def set_run(ws: Workspace, job_id: int, run_id: str) -> None:
+    """Name the job's run while it trains (its folder exists from the run's first second)."""
+    with ws.write() as txn:
+        txn.session.get(Job, job_id).run_id = run_id
+
+
 def set_process(ws: Workspace, job_id: int, pid: int) -> None:
     with ws.write() as txn:
         txn.session.get(Job, job_id).pid = pid

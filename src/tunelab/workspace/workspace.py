@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from tunelab import faults
 from tunelab.errors import TunelabError
 from tunelab.runs.folder import atomic_write_text
 from tunelab.workspace import audit
@@ -49,6 +50,11 @@ class WorkspaceSettings(BaseModel):
     datasets: Literal["copy", "reference"] = Field(
         "copy", description="copy: `data add` copies the bytes into the workspace (immutable); reference: keeps "
         "the path and refuses to use the version if its bytes change.",
+    )
+    audit_anchor: str = Field(
+        "audit-anchor.log", description="File the audit head is appended to after every write (relative: "
+        "inside .tunelab/); put it on another volume so a rewritten database chain is caught. Lines are "
+        "HMAC-signed when TUNELAB_AUDIT_KEY is set.",
     )
 
 
@@ -79,6 +85,11 @@ class Workspace:
     def artifacts(self) -> Path:
         return self.folder / "artifacts"
 
+    @property
+    def anchor_path(self) -> Path:
+        path = Path(self.settings.audit_anchor).expanduser()
+        return path if path.is_absolute() else self.folder / path
+
     @classmethod
     def init(cls, root: Path, *, database_url: str | None = None,
              datasets: Literal["copy", "reference"] = "copy") -> Workspace:
@@ -97,6 +108,8 @@ class Workspace:
         migrate(ws.engine)
         if not existing.is_file():
             atomic_write_text(existing, yaml.safe_dump(ws.settings.model_dump(), sort_keys=False))
+            ws.anchor_path.parent.mkdir(parents=True, exist_ok=True)
+            ws.anchor_path.touch()  # from now on a missing anchor file is a deleted one
         return ws
 
     @classmethod
@@ -166,8 +179,16 @@ class Workspace:
     @contextmanager
     def write(self) -> Iterator[Txn]:
         """A write transaction: committed whole at the end, rolled back whole on any error."""
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            yield Txn(session, audit.lock_head(session))
+        with Session(self.engine, expire_on_commit=False) as session:
+            with session.begin():
+                txn = Txn(session, audit.lock_head(session))
+                before = txn.head.seq
+                yield txn
+                head = (txn.head.seq, txn.head.hash)
+                faults.point("db.commit")
+            if head[0] != before:  # committed: anchor the new head outside the database
+                faults.point("audit.anchor")
+                audit.anchor(self.anchor_path, *head)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -87,6 +87,8 @@ def audit_log(request: Request, _who: Admin, action: str | None = None, actor: s
 
 @router.get("/audit/verify", tags=["audit"])
 def audit_verify(request: Request, _who: Admin) -> dict[str, Any]:
-    with request.app.state.workspace.read() as session:
-        result = audit.verify(session)
-    return {"ok": result.ok, "entries": result.entries, "head": result.head, "problems": result.problems}
+    ws = request.app.state.workspace
+    with ws.read() as session:
+        result = audit.verify(session, anchor_path=ws.anchor_path)
+    return {"ok": result.ok, "entries": result.entries, "head": result.head, "problems": result.problems,
+            "unanchored": result.unanchored}
