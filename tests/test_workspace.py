@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
-
 from typer.testing import CliRunner
 
 from tunelab.cli.main import GATE_FAILED, app

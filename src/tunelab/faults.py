@@ -21,7 +21,6 @@ import signal
 from collections import Counter
 
 ENV = "TUNELAB_FAULT"
-POINTS = ("checkpoint.write", "save.final", "save.place", "db.commit", "audit.anchor")
 _passes: Counter[str] = Counter()
 
 

@@ -96,7 +96,7 @@ def run_data_check(config: Config, *, out_dir: Path, tokenizer: Any = None) -> d
         max_length=config.train.max_length,
         governance=config.governance,
         ignore_columns=_ignored_columns(config),
-        drop_empty=getattr(config.data, "empty_text", "error") == "drop",
+        drop_empty=config.data.empty_text == "drop",
     )
     out_dir = Path(out_dir)
     write_report(report, out_dir, title=f"Data check: {config.output.name or config.task}")

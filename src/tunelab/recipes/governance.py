@@ -33,6 +33,7 @@ class Governed:
     inputs: list[Any] = field(default_factory=list)  # lineage.InputRecord
     report: dict[str, Any] | None = None
     check_dir: Path | None = None
+    tokenizer: Any = None  # the model's tokenizer, loaded for the data check; the run reuses it
 
     def cleanup(self) -> None:
         if self.check_dir is not None:
@@ -122,7 +123,7 @@ def _check(governed: Governed) -> None:
 
     policy = governed.config.governance.pii
     # The run's own tokenizer: data_check.json then has token lengths and truncation, as `data check` does.
-    tokenizer = load_check_tokenizer(governed.config)
+    tokenizer = governed.tokenizer = load_check_tokenizer(governed.config)
     report = run_data_check(governed.config, out_dir=governed.check_dir, tokenizer=tokenizer)
     found = (report.get("pii") or {}).get("count", 0)
     if found and policy == "block":

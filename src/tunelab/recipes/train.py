@@ -77,7 +77,9 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
         speed = _settle_speed(governed, resolved, task.uses_tokenizer)
         task.load_kwargs.update(speed.pop("load_kwargs"))
     with clock.phase("tokenize"):
-        tokenizer = load_tokenizer(resolved, config.model) if task.uses_tokenizer else None
+        tokenizer = None
+        if task.uses_tokenizer:  # the data check loaded the same tokenizer from the same model
+            tokenizer = governed.tokenizer if governed.tokenizer is not None else load_tokenizer(resolved, config.model)
         data = task.prepare(config, tokenizer, resolved)
     governance.refuse_check_errors(governed)
     preflight.check_plan(config, len(data.train))
