@@ -15,12 +15,16 @@ import yaml
 
 from tests.conftest import write_jsonl
 from tunelab.config import load_config
+from tunelab.config.schema import SftObjective
 from tunelab.errors import ConfigError, DataError
 from tunelab.models import load_tokenizer, resolve_model
 from tunelab.models.tiny import tiny_llama_folder
+from tunelab.objectives.base import IGNORE
+from tunelab.objectives.sft import SFT
 from tunelab.tasks.causal_lm import CausalLM
 from tunelab.tasks.lm.packing import best_fit_decreasing, pack_rows
-from tunelab.tasks.lm.render import IGNORE, prompt_ids, render_chat, to_labels
+from tunelab.tasks.lm.chat import prompt_ids, render_chat
+from tunelab.tasks.lm.render import to_labels
 
 COLORS = ["red", "blue", "green", "cyan", "pink", "gray", "gold", "teal"]
 CONVERSATION = [
@@ -416,7 +420,8 @@ def test_masked_loss_matches_transformers_own_loss() -> None:
     samples = [render_chat(r["messages"], tokenizer, "assistant") for r in chat_rows(4, seed=4)]
     batch = task.collate({"input_ids": [s.input_ids for s in samples], "labels": [to_labels(s) for s in samples]})
     with torch.no_grad():
-        ours = task.loss_sum(model, batch, None) / task.count_items(batch)
+        sft = SFT(task, SftObjective())
+        ours = sft.loss_sum(model, batch) / sft.count_items(batch)
         labels = torch.full_like(batch["input_ids"], IGNORE)
         labels[:, 1:] = batch["targets"][:, :-1]
         theirs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss

@@ -146,7 +146,7 @@ def test_token_lengths_and_truncation_rate(tmp_path):
     rows = [{"text": "short", "label": "a"} for _ in range(8)] + [{"text": "word " * 40, "label": "b"} for _ in range(2)]
     for i, row in enumerate(rows):
         row["text"] += f" {i}"
-    report = check_splits({"train": SplitData(rows)}, task="text-classification", label_column="label",
+    report = check_splits({"train": SplitData(rows)}, label_column="label",
                           tokenizer=tokenizer, max_length=16, governance=GovernanceConfig())
     tokens = report["splits"]["train"]["lengths"]["tokens"]
     expected = [len(ids) for ids in tokenizer([r["text"] for r in rows])["input_ids"]]
@@ -184,7 +184,7 @@ def test_pii_block_message_names_rows_and_fields_without_values(planted, tmp_pat
 
 
 def test_pii_off_skips_the_scan(planted, tmp_path):
-    report = check_splits({n: s for n, s in load_splits(config_for(planted)).items()}, task="text-classification",
+    report = check_splits({n: s for n, s in load_splits(config_for(planted)).items()},
                           label_column="label", governance=GovernanceConfig(pii="off"))
     assert report["pii"]["enabled"] is False and report["pii"]["findings"] == []
 
@@ -213,14 +213,14 @@ def test_row_text_skips_labels_and_chat_roles_and_flags_empty_turns():
     row = {"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": ""}]}
     assert row_text({**row, "label": "x"}, {"label"}).strip() == ""
     report = check_splits({"train": SplitData([row, {"messages": [{"role": "user", "content": "hi"}]}])},
-                          task="causal-lm", label_column=None, governance=GovernanceConfig())
+                          label_column=None, governance=GovernanceConfig())
     assert report["splits"]["train"]["empty_rows"] == ["train row 1"]
     assert report["splits"]["train"]["labels"] is None
 
 
 def test_image_rows_without_text_are_not_empty():
     rows = [{"label": "cat"}, {"label": "dog"}]
-    report = check_splits({"train": SplitData(rows)}, task="image-classification", label_column="label",
+    report = check_splits({"train": SplitData(rows)}, label_column="label", text_rows=False,
                           governance=GovernanceConfig())
     assert report["passed"] and report["splits"]["train"]["labels"] == {"cat": 1, "dog": 1}
 

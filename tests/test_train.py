@@ -122,17 +122,17 @@ def test_resume_reaches_the_same_final_weights(make_config):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(make_config, monkeypatch):
-    from tunelab.tasks.text_classification import TextClassification
+    from tunelab.objectives.cross_entropy import CrossEntropy
 
     calls = {"n": 0}
-    original = TextClassification.loss_sum
+    original = CrossEntropy.loss_sum
 
-    def poisoned(self, model, batch, config):
+    def poisoned(self, model, batch):
         calls["n"] += 1
-        loss = original(self, model, batch, config)
+        loss = original(self, model, batch)
         return loss * float("nan") if calls["n"] == 5 else loss
 
-    monkeypatch.setattr(TextClassification, "loss_sum", poisoned)
+    monkeypatch.setattr(CrossEntropy, "loss_sum", poisoned)
     config = load_config(make_config(train={"max_steps": 8, "checkpoint_every": 2}))
     with pytest.raises(TrainingError, match=r"loss became nan at step 5.*step-0000004"):
         train(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import types
 import typing
@@ -14,6 +15,8 @@ from pydantic import BaseModel, ValidationError
 from tunelab.config.schema import Config
 from tunelab.errors import ConfigError
 from tunelab.registry import closest
+
+log = logging.getLogger(__name__)
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -98,12 +101,34 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
+#: top-level sections renamed in this release: old name -> new name (the old one still works, with a warning)
+RENAMED_SECTIONS = {"tokens": "token_classification"}
+
+
 def validate(raw: dict[str, Any], source: str = "config") -> Config:
+    raw = renamed_sections(raw, source)
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
         problems = [describe(e) for e in err.errors()]
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def renamed_sections(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """`raw` with renamed sections under their new names; warns once per old name it finds."""
+    if not any(old in raw for old in RENAMED_SECTIONS):
+        return raw
+    raw = dict(raw)
+    for old, new in RENAMED_SECTIONS.items():
+        if old not in raw:
+            continue
+        if new in raw:
+            raise ConfigError(f"{source}: both {old!r} and {new!r} are given; {old!r} is the old name of {new!r}",
+                              fix=f"keep only {new!r}")
+        raw[new] = raw.pop(old)
+        log.warning("%s: the %r section is now called %r; the old name will stop working in the next release",
+                    source, old, new)
+    return raw
 
 
 def describe(error: dict[str, Any]) -> str:
@@ -126,6 +151,9 @@ def describe(error: dict[str, Any]) -> str:
         hint = closest(given, options)
         fix = f"did you mean {hint!r}?" if hint else f"choose one of {tags}"
         return f"{key}.name: {given!r} is not a known value ({fix})"
+    if kind == "union_tag_not_found":
+        options = ", ".join(_tag(m) for m in _model_members(model.model_fields[path[-1]].annotation)) if model else ""
+        return f"{key}.name is missing (the {key} these settings belong to: {options})"
     message = error["msg"]
     if kind == "value_error":  # our own validators say what they got
         return f"{key}: {message.removeprefix('Value error, ')}"
@@ -188,7 +216,10 @@ def _tag(model: type[BaseModel]) -> Any:
 
 def dump_config(config: Config) -> str:
     """The resolved config as YAML, every default written out."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    data = config.model_dump(mode="json")
+    if data["train"].get("label_smoothing") is None:  # deprecated key, moved to objective
+        data["train"].pop("label_smoothing", None)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def config_schema() -> dict[str, Any]:

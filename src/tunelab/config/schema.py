@@ -210,7 +210,10 @@ class TrainConfig(Section):
     group_by_length: bool = Field(
         True, description="Batch rows of similar length together (less padding); order stays random across batches."
     )
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing for classification losses.")
+    label_smoothing: float | None = Field(
+        None, ge=0, lt=1, description="Deprecated: use objective.label_smoothing (the cross-entropy objective); "
+        "still read, with a warning, for one release.",
+    )
     l2_sp: float = Field(
         0.0, ge=0, description="L2-SP strength: pull pretrained weights back toward their starting values "
         "(adds l2_sp/2 * ||w - w0||^2; new heads are not pulled). Mitigates catastrophic forgetting.",
@@ -225,6 +228,29 @@ class TrainConfig(Section):
     )
     keep_checkpoints: int = Field(1, ge=1, description="How many periodic checkpoints to keep (the best is kept apart).")
     num_threads: int | None = Field(None, gt=0, description="torch CPU threads; default: torch's choice.")
+
+
+class SftObjective(Section):
+    """Supervised fine-tuning of causal LMs: next-token cross-entropy over the trained tokens (lm.train_on),
+    normalised by their global count."""
+
+    name: Literal["sft"] = "sft"
+
+
+class CrossEntropyObjective(Section):
+    """Cross-entropy of a classification head over its classes: one term per row (text and image
+    classification) or per labelled token (token classification)."""
+
+    name: Literal["cross-entropy"] = "cross-entropy"
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing (0: none).")
+
+
+# Objectives are registered in tunelab.objectives (OBJECTIVES) and their settings listed here, so the
+# whole config validates and exports a JSON schema without importing torch (as methods do).
+ObjectiveConfig = Annotated[
+    SftObjective | CrossEntropyObjective,
+    Field(discriminator="name", description="What training optimises: sft | cross-entropy."),
+]
 
 
 class RetentionSet(Section):
@@ -430,10 +456,14 @@ class Config(Section):
     model: ModelConfig
     data: DataConfig
     method: MethodConfig = Field(default_factory=FullMethod)
+    objective: ObjectiveConfig | None = Field(
+        None, description="What training optimises; default: the task's (sft for causal-lm, cross-entropy for "
+        "classifiers and token classification), written into the run's config.yaml.",
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     lm: LanguageModelConfig = Field(default_factory=LanguageModelConfig)
-    tokens: TokenClassificationConfig = Field(default_factory=TokenClassificationConfig)
+    token_classification: TokenClassificationConfig = Field(default_factory=TokenClassificationConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)

@@ -80,8 +80,8 @@ def row_text(row: dict, skip: Collection[str] = ()) -> str:
 def check_splits(
     splits: dict[str, SplitData],
     *,
-    task: str,
     label_column: str | None,
+    text_rows: bool = True,
     tokenizer: Any = None,
     max_length: int | None = None,
     governance: GovernanceConfig,
@@ -90,6 +90,7 @@ def check_splits(
 ) -> dict:
     """Check `splits` (train first) and return the report (see the module docstring for what fails it).
 
+    `text_rows: False` (image tasks: rows are a label and a path) skips empty-text and length checks.
     `ignore_columns` are left out of the row text besides the label (token tags, entity spans).
     `tokenizer` and `max_length`, when given, add token lengths and the truncation rate, measured on the
     row text with the tokenizer's special tokens (an estimate for chat rows: no chat template is applied).
@@ -107,13 +108,12 @@ def check_splits(
     locators = {name: _Locator(name, data.where) for name, data in loaded.items()}
     texts = {name: [row_text(row, skip) for row in data.rows] for name, data in loaded.items()}
     indexes = {name: dup.TextIndex.build(texts[name]) for name in loaded}
-    text_task = task != "image-classification"
     report_splits = {}
     for name, data in loaded.items():
         report_splits[name] = _split_section(
             name, data.rows, texts[name], indexes[name], locators[name], found,
-            label_column=label_column, tokenizer=tokenizer if text_task else None, max_length=max_length,
-            check_empty=text_task, drop_empty=drop_empty, threshold=governance.near_duplicate_threshold,
+            label_column=label_column, tokenizer=tokenizer if text_rows else None, max_length=max_length,
+            check_empty=text_rows, drop_empty=drop_empty, threshold=governance.near_duplicate_threshold,
         )
     _label_coverage(report_splits, locators, loaded, label_column, found)
     schema = _schema_section(loaded, found, label_column)

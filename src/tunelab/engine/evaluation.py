@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -15,19 +15,29 @@ from tunelab.engine.batching import eval_batches
 if TYPE_CHECKING:
     import datasets
 
-    from tunelab.tasks import PreparedData, Task
+    from tunelab.tasks import PreparedData
+
+
+class Scorer(Protocol):
+    """What evaluation calls: an objective, or a task scoring its own data (retention sets)."""
+
+    def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]: ...
+
+    def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]: ...
+
+    def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]: ...
 
 
 def evaluate(
     model: nn.Module,
-    task: Task,
+    scorer: Scorer,
     dataset: datasets.Dataset,
     data: PreparedData,
     accelerator: Accelerator,
     batch_size: int,
     keep_outputs: bool = False,
 ) -> dict[str, Any] | tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The task's metrics on `dataset`; every process scores its shard, results are merged in order.
+    """The scorer's metrics on `dataset`; every process scores its shard, results are merged in order.
 
     With `keep_outputs`, also the per-row outputs in dataset order (baselines, worst samples)."""
     was_training = model.training
@@ -37,8 +47,8 @@ def evaluate(
     rank, world = accelerator.process_index, accelerator.num_processes
     with torch.inference_mode(), accelerator.autocast():
         for idx in eval_batches(lengths(dataset), batch_size, rank, world):
-            batch = to_device(task.collate(dataset[idx.tolist()]), accelerator.device)
-            outputs.append(task.eval_step(model, batch))
+            batch = to_device(scorer.collate(dataset[idx.tolist()]), accelerator.device)
+            outputs.append(scorer.eval_step(model, batch))
             indices.append(idx)
     model.train(was_training)
     mine = (concat(outputs), np.concatenate(indices) if indices else np.array([], dtype=np.int64))
@@ -46,7 +56,7 @@ def evaluate(
     merged = concat([p for p, _ in parts if p])
     order = np.argsort(np.concatenate([i for _, i in parts]), kind="stable")
     ordered = {k: v[order] for k, v in merged.items()}
-    metrics = task.compute_metrics(ordered, data)
+    metrics = scorer.compute_metrics(ordered, data)
     return (metrics, ordered) if keep_outputs else metrics
 
 

@@ -36,8 +36,10 @@ if TYPE_CHECKING:
     import datasets
 
     from tunelab.config import Config
+    from tunelab.engine.evaluation import Scorer
+    from tunelab.objectives import Objective
     from tunelab.runs import RunFolder
-    from tunelab.tasks import PreparedData, Task
+    from tunelab.tasks import PreparedData
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +81,22 @@ class LoopState:
 
 
 class Trainer:
+    """Trains `model` on `data.train` with `objective`, the only task-specific thing it calls.
+
+    `new_parameters` are the freshly initialized ones (new heads), which L2-SP does not anchor."""
+
     def __init__(
         self,
         config: Config,
-        task: Task,
+        objective: Objective,
         model: nn.Module,
         data: PreparedData,
         accelerator: Accelerator,
         run: RunFolder | None = None,
         reporter: Reporter | None = None,
+        new_parameters: set[str] | frozenset[str] = frozenset(),
     ) -> None:
-        self.config, self.task, self.data, self.accelerator, self.run = config, task, data, accelerator, run
+        self.config, self.objective, self.data, self.accelerator, self.run = config, objective, data, accelerator, run
         self.reporter = reporter or SilentReporter()
         self.world = accelerator.num_processes
         self.rank = accelerator.process_index
@@ -102,7 +109,7 @@ class Trainer:
         self.total_steps = planned_steps(len(self.lengths), cfg)
         self.optimizer = build_optimizer(model, cfg)
         # Anchored before accelerate.prepare, on the model as the method left it.
-        self.l2_sp = L2SP(model, cfg.l2_sp, task.new_parameters) if cfg.l2_sp else None
+        self.l2_sp = L2SP(model, cfg.l2_sp, set(new_parameters)) if cfg.l2_sp else None
         # The scheduler is not passed to accelerator.prepare: Accelerate would step it once per process.
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps)
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
@@ -165,11 +172,12 @@ class Trainer:
         return True
 
     def evaluate(self, dataset: datasets.Dataset, *, model: nn.Module | None = None, data: PreparedData | None = None,
-                 keep_outputs: bool = False) -> Any:
-        """The task's metrics on `dataset` (and the per-row outputs with `keep_outputs`); `model` and
-        `data` default to the trained model and the run's data (retention sets pass their own)."""
+                 scorer: Scorer | None = None, keep_outputs: bool = False) -> Any:
+        """The objective's metrics on `dataset` (and the per-row outputs with `keep_outputs`); `model`,
+        `data` and `scorer` default to the trained model, the run's data and the objective (retention
+        sets pass their own, scored by the task whatever the objective)."""
         batch_size = self.config.eval.batch_size or 2 * self.config.train.batch_size
-        return evaluate(self.model if model is None else model, self.task, dataset,
+        return evaluate(self.model if model is None else model, scorer or self.objective, dataset,
                         self.data if data is None else data, self.accelerator, batch_size, keep_outputs=keep_outputs)
 
     # ---- one step -------------------------------------------------------------------------
@@ -182,7 +190,7 @@ class Trainer:
     def _train_step(self, step_batches: list[np.ndarray]) -> dict[str, Any]:
         started = time.perf_counter()
         micro = [self._micro_batch(b) for b in step_batches]
-        local_items = sum(self.task.count_items(b) * weight for b, weight in micro)
+        local_items = sum(self.objective.count_items(b) * weight for b, weight in micro)
         global_items = self._sum_across(float(local_items))
         loss_total = torch.zeros((), device=self.accelerator.device)
         tokens = 0
@@ -190,7 +198,7 @@ class Trainer:
             for i, (batch, weight) in enumerate(micro):
                 sync = i == len(micro) - 1
                 with nullcontext() if sync else self.accelerator.no_sync(self.model):
-                    loss_sum = self.task.loss_sum(self.model, batch, self.config) * weight
+                    loss_sum = self.objective.loss_sum(self.model, batch) * weight
                     self.accelerator.backward(loss_sum * self.world / global_items)
                 loss_total += loss_sum.detach().float()
                 tokens += int(batch["attention_mask"].sum()) * weight if "attention_mask" in batch else 0
@@ -227,7 +235,7 @@ class Trainer:
         weight = 1
         if len(rows) == 0:
             rows, weight = global_batch[:1], 0
-        return self._to_device(self.task.collate(self.data.train[rows.tolist()])), weight
+        return self._to_device(self.objective.collate(self.data.train[rows.tolist()])), weight
 
     def _after_step(self, record: dict[str, Any], end_of_epoch: bool) -> None:
         cfg, state = self.config, self.state
@@ -252,7 +260,7 @@ class Trainer:
         metrics = self.evaluate(self.data.validation)
         state.eval_seconds += time.perf_counter() - started
         value = float(metrics[cfg.metric])
-        better = self.task.greater_is_better(cfg.metric)
+        better = self.objective.greater_is_better(cfg.metric)
         improved = state.best_value is None or (value > state.best_value if better else value < state.best_value)
         if improved:
             state.best_value, state.best_step, state.evals_without_improvement = value, state.step, 0

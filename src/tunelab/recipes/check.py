@@ -84,7 +84,7 @@ def _check_dataset(ref: str, out_dir: Path | None, label_column: str | None, ws:
         rows = []
     if label_column is None and rows and "label" in rows[0]:
         label_column = "label"
-    report = check_splits({"train": split}, task="dataset", label_column=label_column, tokenizer=None,
+    report = check_splits({"train": split}, label_column=label_column, tokenizer=None,
                           max_length=None, governance=GovernanceConfig())
     folder = out_dir or _default_folder(ws, name)
     write_report(report, folder, title=f"Data check: {name}")

@@ -16,12 +16,13 @@ from typing import Any
 from tunelab.config import Config
 from tunelab.data.fingerprint import canonical_json
 from tunelab.data.formats import format_for_extension
-from tunelab.data.loading import Table, load_table, quiet_loading
+from tunelab.data.loading import load_table, quiet_loading
 from tunelab.datacheck.checks import SplitData, check_splits
 from tunelab.datacheck.html import write_html
 from tunelab.datacheck.pii import redact_row
 from tunelab.errors import DataError
 from tunelab.runs.folder import atomic_write_text
+from tunelab.tasks import TASKS, Task
 
 logger = logging.getLogger(__name__)
 
@@ -32,30 +33,14 @@ BLOCK_FIX = "remove or redact them, or set governance.pii: redact"
 MAX_BLOCK_ROWS = 10
 
 
+def _task(config: Config) -> type[Task]:
+    return TASKS.get(config.task)
+
+
 def label_column(config: Config) -> str | None:
     """The column that holds class labels (not scanned for PII, not part of the row text), if the task has one."""
-    if config.task in ("text-classification", "image-classification"):
-        return config.data.label_column
-    return None
-
-
-def _ignored_columns(config: Config) -> set[str]:
-    """Columns that are annotations rather than text (left out of duplicates and lengths)."""
-    if config.task == "token-classification":
-        return {config.data.tags_column, config.data.entities_column}
-    return set()
-
-
-def _rows(table: Table, config: Config) -> list[dict]:
-    """Rows as plain dicts; images keep only their label and path (never their bytes)."""
-    dataset = table.dataset
-    if config.task != "image-classification":
-        return dataset.to_list()
-    keep = [c for c in (config.data.label_column, config.data.image_column) if c in dataset.column_names]
-    feature = dataset.features.get(config.data.image_column)
-    if getattr(feature, "dtype", None) not in ("string", "large_string"):
-        keep = [c for c in keep if c != config.data.image_column]
-    return dataset.select_columns(keep).to_list()
+    columns = _task(config).label_columns(config)
+    return columns[0] if columns else None
 
 
 def load_splits(config: Config) -> dict[str, SplitData]:
@@ -69,13 +54,13 @@ def load_splits(config: Config) -> dict[str, SplitData]:
         except DataError as err:
             splits[split] = SplitData(rows=[], where=None, load_error=str(err))
             continue
-        splits[split] = SplitData(rows=_rows(table, config), where=table.where)
+        splits[split] = SplitData(rows=_task(config).check_rows(table.dataset, config), where=table.where)
     return splits
 
 
 def load_check_tokenizer(config: Config) -> Any:
-    """The model's tokenizer for token lengths; None for image tasks."""
-    if config.task == "image-classification":
+    """The model's tokenizer for token lengths; None for tasks without one (images)."""
+    if not _task(config).uses_tokenizer:
         return None
     from tunelab.models import load_tokenizer, resolve_model
 
@@ -90,12 +75,12 @@ def run_data_check(config: Config, *, out_dir: Path, tokenizer: Any = None) -> d
     """
     report = check_splits(
         load_splits(config),
-        task=config.task,
         label_column=label_column(config),
+        text_rows=_task(config).uses_tokenizer,
         tokenizer=tokenizer,
         max_length=config.train.max_length,
         governance=config.governance,
-        ignore_columns=_ignored_columns(config),
+        ignore_columns=set(_task(config).annotation_columns(config)),
         drop_empty=config.data.empty_text == "drop",
     )
     out_dir = Path(out_dir)

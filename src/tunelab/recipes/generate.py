@@ -13,14 +13,17 @@ from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunelab.config.schema import Config, GenerationConfig
 from tunelab.errors import ConfigError, DataError, RunError
-from tunelab.eval.generation import generate, hf_generation_kwargs
+from tunelab.engine.generation import generate, hf_generation_kwargs
 from tunelab.runs import RunFolder
 from tunelab.runs.folder import atomic_write_text
-from tunelab.tasks.causal_lm import CausalLM
+from tunelab.tasks import TASKS
+
+if TYPE_CHECKING:
+    from tunelab.tasks.causal_lm import CausalLM
 
 
 @dataclass
@@ -39,10 +42,12 @@ class LoadedLM:
 def load_lm(run_path: str | Path) -> LoadedLM:
     run = RunFolder.open_finished(run_path)
     config = run.config()
-    if config.task != "causal-lm":
-        raise RunError(f"{run.path} is a {config.task} run; generate and chat need a causal-lm run",
+    task_class = TASKS.get(config.task)
+    if task_class.servable_as != "chat":
+        chat = [name for name, cls in TASKS.items() if cls.servable_as == "chat"]
+        raise RunError(f"{run.path} is a {config.task} run; generate and chat need a {' or '.join(chat)} run",
                        fix="use `tunelab predict` for classifiers")
-    task = CausalLM()
+    task: CausalLM = task_class()  # type: ignore[assignment]
     model, tokenizer = task.load_trained(run.path, config)
     return LoadedLM(run, config, task, model, tokenizer)
 

@@ -15,9 +15,9 @@ import math
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
-from tunelab.eval import base_cache
-from tunelab.eval.generation import generation_eval
-from tunelab.eval.retention import gate_checks, retention_report, score_sets
+from tunelab.retention import base_cache
+from tunelab.engine.generation import generation_eval
+from tunelab.retention.sets import gate_checks, retention_report, score_sets
 from tunelab.runs.timings import Timings
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def before_training(
     retention: list[HeldOutSet], clock: Timings | None = None, cache_key: str | None = None,
 ) -> dict[str, Any]:
     """Score the starting model exactly as the tuned one will be (saved once, reused on resume; with
-    `cache_key`, taken from or stored in the base-score cache, eval/base_cache.py)."""
+    `cache_key`, taken from or stored in the base-score cache, retention/base_cache.py)."""
     clock = clock or Timings()
     saved = run.path / "eval_base.json"
     if saved.is_file():
@@ -201,7 +201,7 @@ def left_out_warnings(info: dict[str, Any]) -> list[str]:
 
 def _warnings(run: RunFolder) -> list[str]:
     """Warnings about the training curves (train and validation diverging)."""
-    from tunelab.eval.overfitting import divergence_warning
+    from tunelab.metrics.overfitting import divergence_warning
 
     path = run.path / "metrics.jsonl"
     if not path.is_file():

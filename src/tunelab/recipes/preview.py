@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunelab.config import Config
 from tunelab.errors import ConfigError
 from tunelab.models import load_tokenizer, resolve_model
+from tunelab.objectives.base import IGNORE
 from tunelab.tasks import TASKS
-from tunelab.tasks.lm.render import IGNORE
+
+if TYPE_CHECKING:
+    from tunelab.tasks.causal_lm import CausalLM
 
 
 @dataclass
@@ -25,10 +28,12 @@ def preview(config: Config, n: int = 3) -> tuple[list[PreviewSample], dict[str, 
     from tunelab.recipes.governance import resolve_data
 
     config, _inputs, _workspace = resolve_data(config)  # NAME@version data refs → the version's files
-    task = TASKS.get(config.task)()
-    if not hasattr(task, "encode_splits"):
-        raise ConfigError(f"data preview shows causal-lm samples; task {config.task!r} has no loss mask",
-                          fix="use it with task: causal-lm")
+    task_class = TASKS.get(config.task)
+    if not task_class.masks_tokens:
+        masked = [name for name, cls in TASKS.items() if cls.masks_tokens]
+        raise ConfigError(f"data preview shows {' / '.join(masked)} samples; task {config.task!r} has no loss mask",
+                          fix=f"use it with task: {masked[0]}")
+    task: CausalLM = task_class()  # type: ignore[assignment]
     task.validate_config(config)
     resolved = resolve_model(config.model)
     tokenizer = load_tokenizer(resolved, config.model)

@@ -23,10 +23,11 @@ from tunelab.engine.accel import make_accelerator
 from tunelab.engine.checkpoint import latest_checkpoint
 from tunelab.engine.reporting import RunPruned
 from tunelab.errors import RunError
-from tunelab.eval.retention import prepare_sets
+from tunelab.retention.sets import prepare_sets
 from tunelab.logs import add_file_log
 from tunelab.methods import METHODS, count_parameters
 from tunelab.models import load_tokenizer, resolve_model
+from tunelab.objectives import build_objective
 from tunelab.recipes import governance, preflight
 from tunelab.recipes.heldout import after_training, before_training
 from tunelab.runs import RunFolder, collect_environment, now_iso
@@ -103,7 +104,8 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
         with clock.phase("model_build"):
             set_seed(config.train.seed)
             model = _build(config, task, resolved, data)
-            trainer = Trainer(config, task, model, data, accelerator, run, reporter)
+            trainer = Trainer(config, build_objective(config, task), model, data, accelerator, run, reporter,
+                              new_parameters=task.new_parameters)
             if checkpoint is not None:
                 trainer.resume(checkpoint)
         before = before_training(trainer, run, config, task, data, tokenizer, retention, clock,
@@ -160,8 +162,8 @@ def _settle_speed(governed: governance.Governed, resolved: Any, uses_tokenizer: 
 
 def _base_cache_key(config: Config, task: Any, resolved: Any, data: Any, retention: Any, speed: dict[str, Any],
                     accelerator: Any, tokenizer: Any) -> str | None:
-    """The base-score cache key (eval/base_cache.py), for single-process runs of tasks that score their base."""
-    from tunelab.eval import base_cache
+    """The base-score cache key (retention/base_cache.py), for single-process runs of tasks that score their base."""
+    from tunelab.retention import base_cache
 
     if accelerator.num_processes > 1 or not task.evaluates_base:
         return None

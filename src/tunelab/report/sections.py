@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tunelab.eval.overfitting import divergence_warning
+from tunelab.metrics.overfitting import divergence_warning
 from tunelab.report import display as fmt
 from tunelab.report import plots
 from tunelab.report.load import RunData

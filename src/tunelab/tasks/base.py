@@ -1,22 +1,33 @@
-"""The task interface: what a task must provide so the engine can train and evaluate it.
+"""The task interface, in three parts.
 
-A task owns everything that depends on the kind of problem: how raw rows become model inputs,
-which head to load, the loss, and the metrics. The engine only sees padded tensor batches, a
-summed loss with its item count, and per-batch numpy outputs it concatenates for `compute_metrics`.
+- **Data**: how raw rows become model inputs (`prepare`, `prepare_heldout`, `prepare_retention`,
+  `where`), which model and head to load (`build_model`), what a run folder keeps (`save_artifacts`).
+- **Scoring**: the model outputs objectives are computed from (`outputs`, `loss_logits`), batch
+  padding (`collate`) and the task's own metrics (`eval_step`, `compute_metrics`, baselines). What
+  training *optimises* is not here: it is the objective (`tunelab.objectives`), chosen in the
+  config with a default per task, and the only thing the engine calls.
+- **Serving**: loading a finished run and answering with it (`load_trained`, `predict`,
+  `encode_prompt`, `onnx_example`, `finalize_saved`).
+
+A task also declares what it can do (capabilities), so code outside `tasks/` asks these instead of
+comparing task names: `uses_tokenizer`, `generates`, `servable_as`, `outputs`, `sections`, and its
+label and annotation columns.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from tunelab.errors import ConfigError
+from tunelab.objectives import check_fits
 from tunelab.registry import Registry, closest
 
 if TYPE_CHECKING:
@@ -56,6 +67,11 @@ class HeldOutSet:
     info: dict[str, Any] = field(default_factory=dict)  #: source, rows, overlap removed
 
 
+#: config sections that belong to one kind of task; a task reads only those in its `sections`
+TASK_SECTIONS = ("lm", "generation", "token_classification", "image")
+log = logging.getLogger(__name__)
+
+
 class Task:
     """Base class for tasks. Subclasses set the class attributes and implement the methods."""
 
@@ -75,6 +91,16 @@ class Task:
     head_modules: list[str] = []
     #: the retention set `eval.retention: auto` measures (None: no default)
     default_retention: str | None = None
+    #: model outputs an objective can be computed from (`Objective.consumes`), via `loss_logits`
+    outputs: tuple[str, ...] = ()
+    #: the objective a config without `objective:` trains with
+    default_objective: str = ""
+    #: how `tunelab serve` answers with a trained model: predict (labels, entities) or chat (generation)
+    servable_as: Literal["predict", "chat"] | None = None
+    #: whether samples are rendered from records with a per-token loss mask (`encode_splits`; `data preview`)
+    masks_tokens: bool = False
+    #: the task-specific config sections (of TASK_SECTIONS) this task reads; the others must stay default
+    sections: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         #: extra `from_pretrained` kwargs a method needs (4-bit quantization for qlora)
@@ -86,12 +112,59 @@ class Task:
         """Reject settings this task cannot honour, before any data or model is loaded.
 
         Fills in task defaults the config left open (eval.metric), so the saved config is resolved."""
+        self._resolve_objective(config)
+        self._refuse_foreign_sections(config)
         if config.eval.metric is None:
             config.eval.metric = self.default_metric
         if config.eval.metric not in self.metrics:
             hint = closest(config.eval.metric, list(self.metrics))
             fix = f"did you mean {hint!r}?" if hint else f"choose one of {', '.join(self.metrics)}"
             raise ConfigError(f"eval.metric {config.eval.metric!r} is not a {self.name} metric", fix=fix)
+
+    def _resolve_objective(self, config: Config) -> None:
+        """Fill in the task's default objective, move the deprecated train.label_smoothing into it,
+        and refuse an objective this task's model cannot feed."""
+        from tunelab.config.schema import CrossEntropyObjective
+
+        smoothing = config.train.label_smoothing
+        if config.objective is None:
+            config.objective = _default_settings(self.default_objective)
+        if smoothing is not None:
+            config.train.label_smoothing = None
+            if smoothing and not isinstance(config.objective, CrossEntropyObjective):
+                raise ConfigError("train.label_smoothing is for classification tasks",
+                                  fix=f"remove it from a {self.name} config")
+            if smoothing:  # 0.0 is the old default every earlier config.yaml wrote out: moved silently
+                log.warning("train.label_smoothing is now objective.label_smoothing; the old key will stop "
+                            "working in the next release")
+                config.objective.label_smoothing = smoothing  # type: ignore[union-attr]
+        check_fits(config.objective.name, self)
+
+    def _refuse_foreign_sections(self, config: Config) -> None:
+        """A setting of another task's section (lm.packing on a classifier) would be silently ignored."""
+        for section in TASK_SECTIONS:
+            if section in self.sections:
+                continue
+            key = _first_changed(getattr(config, section), section)
+            if key is not None:
+                owners = [n for n, cls in TASKS.items() if section in cls.sections]
+                raise ConfigError(f"{key} is a {' / '.join(owners)} setting; a {self.name} run does not read it",
+                                  fix=f"remove {section}: from this config")
+
+    @classmethod
+    def label_columns(cls, config: Config) -> list[str]:
+        """Columns that hold the targets (not scanned for PII, not part of the row text)."""
+        return []
+
+    @classmethod
+    def annotation_columns(cls, config: Config) -> list[str]:
+        """Columns that annotate the text rather than being text (left out of duplicates and lengths)."""
+        return []
+
+    @classmethod
+    def check_rows(cls, dataset: datasets.Dataset, config: Config) -> list[dict[str, Any]]:
+        """The rows the data check reads, as plain dicts."""
+        return dataset.to_list()
 
     def greater_is_better(self, metric: str) -> bool:
         return self.metrics[metric]
@@ -106,12 +179,9 @@ class Task:
         """Pad one batch of dataset rows (a dict of columns) into tensors."""
         raise NotImplementedError
 
-    def count_items(self, batch: dict[str, torch.Tensor]) -> int:
-        """How many loss terms the batch contributes (rows, or trained tokens for LMs)."""
-        raise NotImplementedError
-
-    def loss_sum(self, model: nn.Module, batch: dict[str, torch.Tensor], config: Config) -> torch.Tensor:
-        """The loss summed (not averaged) over the batch's items, so the engine can normalise globally."""
+    def loss_logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass objectives compute their loss from: (logits [..., classes], targets [...]),
+        targets IGNORE where no loss is taken. Which output it is, `outputs` names."""
         raise NotImplementedError
 
     def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -176,6 +246,24 @@ class Task:
 
 
 TASKS: Registry[type[Task]] = Registry("task")
+
+
+def _default_settings(name: str) -> Any:
+    """The settings of objective `name` with every default (its class in ObjectiveConfig)."""
+    from pydantic import TypeAdapter
+
+    from tunelab.config.schema import ObjectiveConfig
+
+    return TypeAdapter(ObjectiveConfig).validate_python({"name": name})
+
+
+def _first_changed(section: Any, prefix: str) -> str | None:
+    """The dotted key of the first value of `section` that differs from its default, or None."""
+    default = type(section)().model_dump()
+    for key, value in section.model_dump().items():
+        if value != default[key]:
+            return f"{prefix}.{key}"
+    return None
 
 
 def dropout_overrides(model_path: Path, value: float | None, trust_remote_code: bool) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """Causal language modelling: instruction tuning on conversations and domain adaptation on raw text.
 
-Rows are normalized by their record format (messages, sharegpt, alpaca, prompt-completion, text),
-rendered with the run's chat template, and tokenized with a per-token loss mask (tasks/lm/render.py).
+Rows are normalized by their record format (messages, sharegpt, alpaca, prompt-completion, text) into
+one of three kinds (chat, prompt-completion, text); the kind's renderer (tasks/lm/) turns them into
+tokens with a per-token loss mask, chat rows through the run's chat template.
 Samples are optionally packed into full rows (tasks/lm/packing.py). The loss is summed over trained
 tokens only, and the engine normalises it by the global count of trained tokens, so every trained
 token weighs the same whatever the batch, accumulation or process count.
@@ -25,18 +26,9 @@ from tunelab.data.split import hold_out_missing, random_split
 from tunelab.errors import ConfigError, DataError, RunError, TrainingError
 from tunelab.models.templates import ChatTemplate, resolve_template
 from tunelab.tasks.base import TASKS, HeldOutSet, PreparedData, Task, dropout_overrides, pad_sequences
+from tunelab.objectives.base import IGNORE
+from tunelab.tasks.lm import RENDERERS, Renderer, renderer_for, to_labels
 from tunelab.tasks.lm.packing import pack_rows
-from tunelab.tasks.lm.render import (
-    IGNORE,
-    Encoded,
-    chunks,
-    prompt_ids,
-    render_chat,
-    render_prompt_completion,
-    render_text,
-    to_labels,
-    with_system,
-)
 
 if TYPE_CHECKING:
     import datasets
@@ -59,24 +51,23 @@ class CausalLM(Task):
     evaluates_base = True
     generates = True
     default_retention = "general-text"
+    outputs = ("next-token-logits",)
+    default_objective = "sft"
+    servable_as = "chat"
+    masks_tokens = True
+    sections = ("lm", "generation")
 
     def __init__(self) -> None:
         super().__init__()
         self.pad_id = 0
         self.template: ChatTemplate | None = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
-        self.kind = "chat"
+        self.renderer: Renderer | None = None  # of the records being prepared, or of the trained run
         self._tables: dict[str, Any] = {}
         self._added: list[str] = []  # lm.add_tokens of runs without a chat template
         self._select: torch.Tensor | None = None  # trained positions, read by the decoder hook
         self._train_records: datasets.Dataset | None = None
         self._train_keys: set[str] | None = None
-
-    def validate_config(self, config: Config) -> None:
-        super().validate_config(config)
-        if config.train.label_smoothing:
-            raise ConfigError("train.label_smoothing is for classification tasks",
-                              fix="remove it from a causal-lm config")
 
     # ---- data -----------------------------------------------------------------------------
     def prepare(self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel) -> PreparedData:
@@ -85,9 +76,9 @@ class CausalLM(Task):
         for split, ds in encoded.items():
             splits[split] = self._pack(ds, config, split, info) if config.lm.packing else ds
         info["rows"] = {s: len(d) for s, d in splits.items()}
-        prompts = self._heldout_prompts(records.get("test"), config)
+        prompts = self._heldout_prompts(records.get("test"), config, self.renderer)
         log.info("data: %s rows (%s); %.1f%% of train tokens trained", _fmt_rows(info["samples"]),
-                 self.kind, 100 * info["stats"]["train"]["trained_fraction"])
+                 self.renderer.kind, 100 * info["stats"]["train"]["trained_fraction"])
         return PreparedData(splits["train"], splits["validation"], splits["test"], info, extra={"prompts": prompts})
 
     def encode_splits(
@@ -103,24 +94,25 @@ class CausalLM(Task):
         records, info = {}, {"files": [fingerprint_table(t) for t in tables.values()], "records": {}}
         for split, table in tables.items():
             records[split], info["records"][split] = normalize_records(table, config.data)
-        self.kind = self._one_kind(info["records"], tables)
-        if self.kind == "chat":
+        kind = self._one_kind(info["records"], tables)
+        if RENDERERS.get(kind).uses_template:
             self.template = resolve_template(tokenizer, config.lm, model.source)
             info["template"] = {"name": self.template.name, "end_of_turn": self.template.end_of_turn,
                                 "added_tokens": self.template.added_tokens}
         elif config.lm.add_tokens:
             tokenizer.add_tokens(config.lm.add_tokens, special_tokens=True)
             self._added = list(config.lm.add_tokens)
+        self.renderer = renderer_for(kind, tokenizer, self.template, config.lm)
         seed = config.train.seed
         records, info["split_from_train"] = hold_out_missing(
             records, config.data.validation_size, config.data.test_size,
             lambda ds, size, what: random_split(ds, size, seed, what))
         encoded, stats, hits = {}, {}, {}
         for split, ds in records.items():
-            encoded[split], hits[split] = self._tokenize(ds, split, config, model, info["files"])
+            encoded[split], hits[split] = self._tokenize(ds, split, config, model, info["files"], self.renderer)
             encoded[split], stats[split] = self._drop_untrainable(encoded[split], split, config)
         info.update(stats=stats, cache_hits=hits, samples={s: len(d) for s, d in encoded.items()})
-        self._preflight(encoded["train"], stats["train"], config)
+        self._preflight(encoded["train"], stats["train"], config, self.renderer)
         self._train_records = records["train"]
         if config.data.replay is not None:
             encoded["train"], info["replay"] = self._with_replay(encoded["train"], config, model)
@@ -135,13 +127,12 @@ class CausalLM(Task):
         table = load_table(path, config.data, "test")
         self._tables = {"test": table}
         records, record_info = normalize_records(table, config.data)
-        trained_kind = "chat" if self.template is not None else None
-        if trained_kind and record_info["kind"] != trained_kind or not trained_kind and record_info["kind"] == "chat":
+        renderer = renderer_for(record_info["kind"], tokenizer, self.template, config.lm)
+        if renderer.uses_template != (self.template is not None):
             raise DataError(f"{table.name} holds {record_info['records']} records, unlike the run's training data",
                             fix="evaluate on data laid out like the training data")
-        self.kind = record_info["kind"]
         files = [fingerprint_table(table)]
-        ds, hit = self._tokenize(records, "test", config, model, files)
+        ds, hit = self._tokenize(records, "test", config, model, files, renderer)
         ds, stats = self._drop_untrainable(ds, "test", config)
         info: dict[str, Any] = {"files": files, "records": {"test": record_info}, "stats": {"test": stats},
                                 "cache_hits": {"test": hit}}
@@ -164,10 +155,10 @@ class CausalLM(Task):
         return kinds["train"]
 
     def _tokenize(
-        self, records: datasets.Dataset, split: str, config: Config, model: ResolvedModel, files: list[Any]
+        self, records: datasets.Dataset, split: str, config: Config, model: ResolvedModel, files: list[Any],
+        renderer: Renderer,
     ) -> tuple[datasets.Dataset, bool]:
-        tokenizer, lm, max_length = self.tokenizer, config.lm, config.train.max_length
-        assert tokenizer is not None
+        lm, max_length = config.lm, config.train.max_length
         key = {
             "task": self.name, "version": TOKENIZE_VERSION, "split": split, "files": files,
             "rows": len(records), "tokenizer": model.fingerprint,
@@ -184,12 +175,7 @@ class CausalLM(Task):
             }
             for i in range(len(batch["row"])):
                 record = {k: v[i] for k, v in batch.items()}
-                encoded = self.render(record, config)
-                if self.kind == "text":
-                    pieces, cut = chunks(encoded, max_length), False
-                else:
-                    cut = len(encoded.input_ids) > max_length
-                    pieces = [Encoded(encoded.input_ids[:max_length], encoded.trained[:max_length])]
+                pieces, cut = renderer.pieces(renderer.render(record), max_length)
                 for piece in pieces:
                     out["input_ids"].append(piece.input_ids)
                     labels = to_labels(piece)
@@ -204,16 +190,6 @@ class CausalLM(Task):
             return records.map(encode, batched=True, remove_columns=records.column_names, desc=f"tokenize {split}")
 
         return cached_dataset(key, build)
-
-    def render(self, record: dict[str, Any], config: Config) -> Encoded:
-        """One normalized record as token ids with its loss mask (what training sees)."""
-        tokenizer = self.tokenizer
-        assert tokenizer is not None
-        if self.kind == "chat":
-            return render_chat(with_system(record["messages"], config.lm.system_prompt), tokenizer, config.lm.train_on)
-        if self.kind == "prompt-completion":
-            return render_prompt_completion(record["prompt"], record["completion"], tokenizer, config.lm.train_on)
-        return render_text(record["text"], tokenizer)
 
     def _drop_untrainable(
         self, ds: datasets.Dataset, split: str, config: Config
@@ -243,7 +219,9 @@ class CausalLM(Task):
             ds = ds.select(np.flatnonzero(trained > 0))
         return ds, stats
 
-    def _preflight(self, train: datasets.Dataset, stats: dict[str, Any], config: Config) -> None:
+    def _preflight(
+        self, train: datasets.Dataset, stats: dict[str, Any], config: Config, renderer: Renderer
+    ) -> None:
         """Refuse to train when training could not teach anything useful."""
         if stats["trained_tokens"] == 0 or stats["dropped_untrainable"] == stats["samples"]:
             raise DataError(
@@ -251,12 +229,10 @@ class CausalLM(Task):
                 f"cut off by train.max_length {config.train.max_length} or missing)",
                 fix="raise train.max_length, shorten prompts, or check the assistant turns",
             )
-        if self.kind == "text":
+        stop = renderer.stop_token()
+        if stop is None:
             return
-        end = self.template.end_of_turn if self.template else self.tokenizer.eos_token  # type: ignore[union-attr]
-        end_id = self.tokenizer.convert_tokens_to_ids(end)  # type: ignore[union-attr]
-        if self.kind == "prompt-completion":
-            end_id = self.tokenizer.eos_token_id  # type: ignore[union-attr]
+        end, end_id = stop
         if not any(end_id in row for row in train["labels"]):
             raise DataError(
                 f"{config.data.train}: the end-of-turn token {end!r} is never trained, so the model would not "
@@ -273,23 +249,16 @@ class CausalLM(Task):
         info.setdefault("packing", {})[split] = {"samples": len(ds), "rows": len(packed), "fill": round(fill, 4)}
         return packed
 
-    def _heldout_prompts(self, records: datasets.Dataset | None, config: Config) -> list[dict[str, Any]]:
-        """Prompts and reference answers for generation metrics: the first eval.generate_samples test
-        records, asked for their last assistant turn (chat) or their completion."""
+    def _heldout_prompts(
+        self, records: datasets.Dataset | None, config: Config, renderer: Renderer
+    ) -> list[dict[str, Any]]:
+        """Prompts and reference answers for generation metrics from the first eval.generate_samples
+        test records (none for records that ask no question)."""
         n = config.eval.generate_samples
-        if records is None or n == 0 or self.kind == "text":
+        if records is None or n == 0:
             return []
-        prompts = []
-        for record in records.select(range(min(n, len(records)))):
-            if self.kind == "chat":
-                messages = with_system(record["messages"], config.lm.system_prompt)
-                last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-                ids = prompt_ids(self.tokenizer, messages[:last])
-                prompts.append({"messages": messages[:last], "prompt_ids": ids, "reference": messages[last]["content"]})
-            else:
-                ids = self.tokenizer(record["prompt"], add_special_tokens=True)["input_ids"]  # type: ignore[misc]
-                prompts.append({"prompt": record["prompt"], "prompt_ids": ids, "reference": record["completion"]})
-        return prompts
+        prompts = [renderer.heldout_prompt(r) for r in records.select(range(min(n, len(records))))]
+        return [p for p in prompts if p is not None]
 
     # ---- general text: retention sets and replay -----------------------------------------------
     def prepare_retention(
@@ -327,7 +296,7 @@ class CausalLM(Task):
         if self._train_keys is None:
             self._train_keys = set()
             for record in self._train_records or []:
-                self._train_keys |= paragraph_keys(_record_text(record))
+                self._train_keys |= paragraph_keys(self.renderer.text(record))
         return self._train_keys
 
     def encode_extra(
@@ -342,17 +311,13 @@ class CausalLM(Task):
         extra_config = config.model_copy(update={"data": data_cfg})
         table = load_table(path, data_cfg, split)
         records, record_info = normalize_records(table, data_cfg)
-        kind, self.kind = self.kind, record_info["kind"]
-        try:
-            if self.kind == "chat" and self.template is None:
-                raise ConfigError(f"{path} holds chat records but this run trains without a chat template",
-                                  fix="use text or prompt-completion rows for it, or set lm.template")
-            ds, _ = self._tokenize(records, split, extra_config, model, [fingerprint_table(table)])
-            ds, _ = self._drop_untrainable(ds, split, extra_config)
-            prompts = self._heldout_prompts(records, config)
-        finally:
-            self.kind = kind
-        return ds, prompts
+        renderer = renderer_for(record_info["kind"], self.tokenizer, self.template, config.lm)
+        if renderer.uses_template and self.template is None:
+            raise ConfigError(f"{path} holds chat records but this run trains without a chat template",
+                              fix="use text or prompt-completion rows for it, or set lm.template")
+        ds, _ = self._tokenize(records, split, extra_config, model, [fingerprint_table(table)], renderer)
+        ds, _ = self._drop_untrainable(ds, split, extra_config)
+        return ds, self._heldout_prompts(records, config, renderer)
 
     def _with_replay(
         self, train: datasets.Dataset, config: Config, model: ResolvedModel
@@ -471,10 +436,7 @@ class CausalLM(Task):
             "attention_mask": (torch.arange(length) < lengths[:, None]).long(),  # counts tokens; not fed
         }
 
-    def count_items(self, batch: dict[str, torch.Tensor]) -> int:
-        return int((batch["targets"] != IGNORE).sum())
-
-    def _trained_logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, targets) for the trained positions only, flattened across the batch.
 
         No attention mask is passed: padding sits at the end of each row, so under a causal mask no
@@ -485,12 +447,8 @@ class CausalLM(Task):
             out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
         return out.logits[0].float(), batch["targets"][mask]
 
-    def loss_sum(self, model: nn.Module, batch: dict[str, torch.Tensor], config: Config) -> torch.Tensor:
-        logits, targets = self._trained_logits(model, batch)
-        return F.cross_entropy(logits, targets, reduction="sum")
-
     def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        logits, targets = self._trained_logits(model, batch)
+        logits, targets = self.loss_logits(model, batch)
         losses = F.cross_entropy(logits, targets, reduction="none")
         correct = (logits.argmax(-1) == targets).float()
         rows = torch.nonzero(batch["targets"] != IGNORE)[:, 0]  # which row each trained token is in
@@ -566,6 +524,9 @@ class CausalLM(Task):
         self.tokenizer = tokenizer
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.template = _saved_template(run_dir, tokenizer)
+        # Prompts are asked as training asked them: through the template of a chat-trained run, raw otherwise.
+        self.renderer = renderer_for("chat" if self.template else "prompt-completion", tokenizer, self.template,
+                                     config.lm)
         self._install_selector(net)  # eval_step (tunelab eval) scores trained positions only
         return net.eval(), tokenizer
 
@@ -574,16 +535,8 @@ class CausalLM(Task):
 
         `item` holds `messages` (a conversation ending before the wanted answer) or `prompt` (a
         string: a single user turn for chat-trained runs, raw text for prompt-completion runs)."""
-        assert self.tokenizer is not None
-        if "messages" in item:
-            if self.template is None:
-                raise DataError("this run was not trained on conversations, so it takes 'prompt', not 'messages'",
-                                fix="give each input a 'prompt' string")
-            return prompt_ids(self.tokenizer, with_system(item["messages"], config.lm.system_prompt))
-        if self.template is not None:
-            messages = [{"role": "user", "content": item["prompt"]}]
-            return prompt_ids(self.tokenizer, with_system(messages, config.lm.system_prompt))
-        return self.tokenizer(item["prompt"], add_special_tokens=True)["input_ids"]
+        assert self.renderer is not None, "load_trained first"
+        return self.renderer.encode_prompt(item)
 
 
 def _saved_template(run_dir: Path, tokenizer: PreTrainedTokenizerBase) -> ChatTemplate | None:
@@ -620,15 +573,6 @@ def check_packing_isolation(net: nn.Module) -> None:
         arch = type(net).__name__
         raise TrainingError(f"lm.packing: {arch} lets packed samples attend to each other in this transformers "
                             "version", fix="set lm.packing: false for this model")
-
-
-def _record_text(record: dict[str, Any]) -> str:
-    """A normalized record's text, paragraphs kept (for overlap checks)."""
-    if record.get("messages"):
-        return "\n\n".join(m["content"] for m in record["messages"])
-    if record.get("prompt") is not None:
-        return f"{record['prompt']}\n\n{record['completion']}"
-    return record.get("text") or ""
 
 
 def _fmt_rows(rows: dict[str, int]) -> str:

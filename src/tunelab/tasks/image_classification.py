@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tunelab.data import fingerprint_table, load_table, require_columns, stratified_split, value_counts
@@ -26,7 +25,8 @@ from tunelab.data.split import hold_out_missing
 from tunelab.data.transforms import Preprocess
 from tunelab.errors import DataError, RunError
 from tunelab.models.vision import create_vision_backbone, is_timm_folder, vision_data_config
-from tunelab.tasks.base import TASKS, PreparedData, Task, load_tracking_new
+from tunelab.tasks.base import TASKS, PreparedData, load_tracking_new
+from tunelab.tasks.classifier import ClassifierTask
 
 if TYPE_CHECKING:
     import datasets
@@ -69,13 +69,24 @@ class _Labels:
 
 
 @TASKS.register("image-classification")
-class ImageClassification(Task):
+class ImageClassification(ClassifierTask):
     name = "image-classification"
     peft_task_type = None
     head_modules = ["classifier"]  # trained in full (and saved) beside a LoRA adapter
     uses_tokenizer = False
     metrics = {"accuracy": True, "top5_accuracy": True, "macro_f1": True, "weighted_f1": True, "loss": False}
     default_metric = "macro_f1"
+    sections = ("image",)
+    servable_as = None  # inputs are image files: `tunelab predict` reads them, the server takes only text
+
+    @classmethod
+    def check_rows(cls, dataset: datasets.Dataset, config: Config) -> list[dict[str, Any]]:
+        """Label and path of each row, never the image bytes (the image check decodes them itself)."""
+        keep = [c for c in (config.data.label_column, config.data.image_column) if c in dataset.column_names]
+        feature = dataset.features.get(config.data.image_column)
+        if getattr(feature, "dtype", None) not in ("string", "large_string"):
+            keep = [c for c in keep if c != config.data.image_column]
+        return dataset.select_columns(keep).to_list()
 
     def __init__(self) -> None:
         super().__init__()
@@ -162,44 +173,25 @@ class ImageClassification(Task):
         pixel_values = torch.stack(pixels).contiguous(memory_format=torch.channels_last)
         return {"pixel_values": pixel_values, "labels": torch.as_tensor(rows["labels"], dtype=torch.long)}
 
-    def count_items(self, batch: dict[str, torch.Tensor]) -> int:
-        return int(batch["labels"].shape[0])
-
     def _logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(pixel_values=batch["pixel_values"])
         return (out if isinstance(out, torch.Tensor) else out.logits).float()
 
-    def loss_sum(self, model: nn.Module, batch: dict[str, torch.Tensor], config: Config) -> torch.Tensor:
-        return F.cross_entropy(self._logits(model, batch), batch["labels"], reduction="sum",
-                               label_smoothing=config.train.label_smoothing)
-
-    def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        logits = self._logits(model, batch)
-        losses = F.cross_entropy(logits, batch["labels"], reduction="none")
-        return {"logits": logits.cpu().numpy(), "labels": batch["labels"].cpu().numpy(), "loss": losses.cpu().numpy()}
-
     def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
-        from tunelab.eval.classification import classification_metrics
-
-        names = data.info["labels"]
+        """The classifier metrics plus top-5 accuracy (no loss line for an empty set)."""
+        metrics = super().compute_metrics(outputs, data)
+        loss = metrics.pop("loss")
         logits, labels = outputs["logits"], outputs["labels"]
-        metrics = classification_metrics(labels, logits.argmax(-1), names)
         if len(labels):
-            k = min(5, len(names))
-            top = np.argsort(-logits, axis=-1)[:, :k]
+            top = np.argsort(-logits, axis=-1)[:, : min(5, len(data.info["labels"]))]
             metrics["top5_accuracy"] = float((top == labels[:, None]).any(-1).mean())
-            metrics["loss"] = float(outputs["loss"].mean())
+            metrics["loss"] = loss
         return metrics
-
-    def baseline_outputs(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, np.ndarray]:
-        from tunelab.eval.classification import majority_outputs
-
-        return majority_outputs(outputs, data.info["labels"], data.info["label_counts"]["train"])
 
     def worst_samples(
         self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int
     ) -> list[dict[str, Any]]:
-        from tunelab.eval.classification import worst_rows
+        from tunelab.metrics.classification import worst_rows
 
         def describe(i: int) -> str:
             value = dataset[i]["image"]

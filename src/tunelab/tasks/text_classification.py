@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tunelab.data import (
@@ -28,13 +27,13 @@ from tunelab.tasks.base import (
     TASKS,
     HeldOutSet,
     PreparedData,
-    Task,
     classifier_retention,
     dropout_overrides,
     load_saved_classifier,
     load_tracking_new,
     pad_sequences,
 )
+from tunelab.tasks.classifier import ClassifierTask
 
 if TYPE_CHECKING:
     import datasets
@@ -50,7 +49,7 @@ TOKENIZE_VERSION = 2  # bump when the tokenized layout changes, to invalidate ca
 
 
 @TASKS.register("text-classification")
-class TextClassification(Task):
+class TextClassification(ClassifierTask):
     name = "text-classification"
     peft_task_type = "SEQ_CLS"
     metrics = {"accuracy": True, "macro_f1": True, "weighted_f1": True, "loss": False}
@@ -239,40 +238,14 @@ class TextClassification(Task):
             batch["token_type_ids"] = pad_sequences(rows["token_type_ids"], 0)
         return batch
 
-    def count_items(self, batch: dict[str, torch.Tensor]) -> int:
-        return int(batch["labels"].shape[0])
-
     def _logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         return model(**inputs).logits.float()
 
-    def loss_sum(self, model: nn.Module, batch: dict[str, torch.Tensor], config: Config) -> torch.Tensor:
-        logits = self._logits(model, batch)
-        return F.cross_entropy(
-            logits, batch["labels"], reduction="sum", label_smoothing=config.train.label_smoothing
-        )
-
-    def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        logits = self._logits(model, batch)
-        losses = F.cross_entropy(logits, batch["labels"], reduction="none")
-        return {"logits": logits.cpu().numpy(), "labels": batch["labels"].cpu().numpy(), "loss": losses.cpu().numpy()}
-
-    def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
-        from tunelab.eval.classification import classification_metrics
-
-        metrics = classification_metrics(outputs["labels"], outputs["logits"].argmax(-1), data.info["labels"])
-        metrics["loss"] = float(outputs["loss"].mean()) if len(outputs["loss"]) else float("nan")
-        return metrics
-
-    def baseline_outputs(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, np.ndarray]:
-        from tunelab.eval.classification import majority_outputs
-
-        return majority_outputs(outputs, data.info["labels"], data.info["label_counts"]["train"])
-
     def worst_samples(
         self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int
     ) -> list[dict[str, Any]]:
-        from tunelab.eval.classification import worst_rows
+        from tunelab.metrics.classification import worst_rows
 
         assert self.tokenizer is not None
         decode = self.tokenizer.decode

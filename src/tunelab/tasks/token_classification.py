@@ -23,6 +23,7 @@ from tunelab.data import cached_dataset, fingerprint_table, load_table
 from tunelab.data.split import hold_out_missing, random_split
 from tunelab.data.tags import labels_from_tags, normalize_token_rows, split_words
 from tunelab.errors import ConfigError, DataError
+from tunelab.objectives.base import IGNORE
 from tunelab.tasks.base import (
     TASKS,
     HeldOutSet,
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
     from tunelab.models import ResolvedModel
 
 log = logging.getLogger(__name__)
-IGNORE = -100
 TOKENIZE_VERSION = 1
 
 
@@ -56,6 +56,14 @@ class TokenClassification(Task):
     metrics = {"f1": True, "precision": True, "recall": True, "macro_f1": True, "token_accuracy": True,
                "loss": False}
     default_metric = "f1"
+    outputs = ("class-logits",)  # one row of tag logits per token
+    default_objective = "cross-entropy"
+    servable_as = "predict"
+    sections = ("token_classification",)
+
+    @classmethod
+    def annotation_columns(cls, config: Config) -> list[str]:
+        return [config.data.tags_column, config.data.entities_column]
 
     def __init__(self) -> None:
         super().__init__()
@@ -105,9 +113,10 @@ class TokenClassification(Task):
         self, rows: datasets.Dataset, split: str, config: Config, model: ResolvedModel, labels: list[str],
         files: list[Any],
     ) -> tuple[datasets.Dataset, bool]:
+        all_subtokens = config.token_classification.label_all_subtokens
         key = {"task": self.name, "version": TOKENIZE_VERSION, "split": split, "files": files, "rows": len(rows),
                "tokenizer": model.fingerprint, "max_length": config.train.max_length, "labels": labels,
-               "stride": window_stride(config, self.tokenizer), "all_subtokens": config.tokens.label_all_subtokens,
+               "stride": window_stride(config, self.tokenizer), "all_subtokens": all_subtokens,
                "data": config.data.model_dump(include={"tag_scheme", "invalid_tags", "bad_rows",
                                                         "conll_tag_column", "tokens_column", "tags_column"}),
                "split_seed": config.train.seed, "sizes": [config.data.validation_size, config.data.test_size]}
@@ -127,7 +136,7 @@ class TokenClassification(Task):
                     elif first[pos]:
                         label_row.append(ids[tags[word]])
                     else:
-                        label_row.append(inside[ids[tags[word]]] if config.tokens.label_all_subtokens else IGNORE)
+                        label_row.append(inside[ids[tags[word]]] if all_subtokens else IGNORE)
                 for name in windows.columns:
                     out[name].append(windows.encoding[name][w])
                 out["labels"].append(label_row)
@@ -183,17 +192,13 @@ class TokenClassification(Task):
             batch["token_type_ids"] = pad_sequences(rows["token_type_ids"], 0)
         return batch
 
-    def count_items(self, batch: dict[str, torch.Tensor]) -> int:
-        return int((batch["labels"] != IGNORE).sum())
-
     def _logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         return model(**inputs).logits.float()
 
-    def loss_sum(self, model: nn.Module, batch: dict[str, torch.Tensor], config: Config) -> torch.Tensor:
-        logits = self._logits(model, batch)
-        return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE,
-                               reduction="sum", label_smoothing=config.train.label_smoothing)
+    def loss_logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token class logits [batch, tokens, tags] and tag ids (IGNORE on unlabelled sub-tokens)."""
+        return self._logits(model, batch), batch["labels"]
 
     def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         logits = self._logits(model, batch)
@@ -215,7 +220,7 @@ class TokenClassification(Task):
         }
 
     def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
-        from tunelab.eval.token_classification import entity_metrics
+        from tunelab.metrics.token_classification import entity_metrics
 
         names = data.info["labels"]
         words: dict[int, dict[int, tuple[int, int]]] = defaultdict(dict)
@@ -301,7 +306,7 @@ def window_stride(config: Config, tokenizer: PreTrainedTokenizerBase) -> int:
     if window < 2:
         raise ConfigError(f"train.max_length {config.train.max_length} leaves {max(window, 0)} token(s) per window "
                           "after the tokenizer's special tokens", fix="raise train.max_length (e.g. 128)")
-    stride = config.tokens.stride
+    stride = config.token_classification.stride
     if stride is None:
         return DEFAULT_STRIDE if DEFAULT_STRIDE < window else window // 2
     if stride >= window:

@@ -17,7 +17,7 @@ SPLITS = ("validation", "test", "generation")
 NOT_METRICS = {"step", "epoch", "split", "support", "samples", "tokens", "words"}
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets")
 TRAIN_KEYS = ("epochs", "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate", "scheduler",
-              "warmup_ratio", "weight_decay", "max_length", "precision", "label_smoothing", "l2_sp")
+              "warmup_ratio", "weight_decay", "max_length", "precision", "l2_sp")
 MAX_LABELS = 50
 MAX_ARTIFACTS = 20
 DEFAULT_LIMITATION = (
@@ -95,6 +95,10 @@ def _method(config: Config) -> str:
     train = config.train.model_dump()
     rows += [(f"train.{key}", _value(train[key])) for key in TRAIN_KEYS if train.get(key) not in (None, 0, 0.0)]
     rows.append(("train.seed", _value(config.train.seed)))
+    if config.objective is not None:
+        objective = config.objective.model_dump()
+        rows.append(("objective", objective.pop("name")))
+        rows += [(f"objective.{key}", _value(value)) for key, value in objective.items() if value not in (None, 0, 0.0)]
     if config.data.replay is not None:
         rows.append(("data.replay", f"{config.data.replay.source}, fraction {config.data.replay.fraction:g}"))
     return f"## Method\n\n**{method['name']}**\n\n" + _table(("setting", "value"), rows)

@@ -30,13 +30,12 @@ from starlette.concurrency import run_in_threadpool
 from tunelab.config.schema import Config, GenerationConfig
 from tunelab.recipes.generate import Generation
 from tunelab.server.auth import Viewer
+from tunelab.tasks import TASKS
 from tunelab.workspace import Workspace
 from tunelab.workspace.registry import resolve_model_ref, run_dir
 
 router = APIRouter(prefix="/v1", tags=["inference"])
 
-PREDICT_TASKS = ("text-classification", "token-classification")
-CHAT_TASK = "causal-lm"
 CACHE_SIZE = 2
 MAX_INPUTS = 256
 MAX_TEXT_CHARS = 100_000
@@ -53,6 +52,11 @@ class Served:
     ref: str  # name@vN
     task: str
     run_path: Path
+
+    @property
+    def servable_as(self) -> str | None:
+        """How the task answers (`Task.servable_as`): predict, chat, or None (not over this API)."""
+        return TASKS.get(self.task).servable_as if self.task in TASKS else None
 
 
 def served_version(ws: Workspace, ref: str) -> Served:
@@ -115,11 +119,12 @@ def predict(name: str, body: PredictRequest, request: Request, _who: Viewer) -> 
     """Text classifiers: the top_k labels with probabilities per text. Token classifiers: entity spans
     with character offsets and scores. Chat models are served by /v1/chat/completions instead."""
     served = served_version(request.app.state.workspace, f"{name}@{body.version}")
-    if served.task == CHAT_TASK:
-        raise HTTPException(422, f"{served.ref} is a causal-lm (chat) model: use POST /v1/chat/completions "
+    if served.servable_as == "chat":
+        raise HTTPException(422, f"{served.ref} is a {served.task} (chat) model: use POST /v1/chat/completions "
                                  f"with \"model\": \"{served.ref}\"")
-    if served.task not in PREDICT_TASKS:
-        raise HTTPException(422, f"{served.ref} is a {served.task} model; the API serves {', '.join(PREDICT_TASKS)} "
+    if served.servable_as != "predict":
+        kinds = [name for name, cls in TASKS.items() if cls.servable_as == "predict"]
+        raise HTTPException(422, f"{served.ref} is a {served.task} model; the API serves {', '.join(kinds)} "
                                  f"here (use `tunelab predict` on the server for others)")
     loaded = request.app.state.model_cache.get(f"predict:{served.run_path}", lambda: load_classifier(served.run_path))
     with loaded.lock:
@@ -173,7 +178,7 @@ def chat_completions(body: ChatRequest, request: Request, _who: Viewer) -> Respo
         raise HTTPException(422, "'stop' is not supported: answers end at the model's end-of-turn token")
     ref = body.model if "@" in body.model else f"{body.model}@production"
     served = served_version(request.app.state.workspace, ref)
-    if served.task != CHAT_TASK:
+    if served.servable_as != "chat":
         name = served.ref.partition("@")[0]
         raise HTTPException(422, f"{served.ref} is a {served.task} model, not a chat model: use POST "
                                  f"/v1/models/{name}/predict")

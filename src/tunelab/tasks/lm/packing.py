@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
-from tunelab.tasks.lm.render import IGNORE
+from tunelab.objectives.base import IGNORE
 
 
 def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:

@@ -1,23 +1,27 @@
 """Turning normalized records into token ids with a per-token "trained" flag (the loss mask).
 
-Chat samples are rendered with the run's chat template, then tokenized once with character offsets.
-The characters of each assistant answer are found by rendering the conversation up to that turn
-twice — with a generation prompt (the prefix the model sees at inference) and with the answer
-(the prefix plus answer plus end-of-turn) — so the trained span is exactly what the model must
-produce after the prompt `tunelab chat` renders: the answer and the end-of-turn token.
+Each kind of causal-lm record (data/records: chat, prompt-completion, text) has one `Renderer`
+here, in its own module (tasks/lm/chat.py, prompt_completion.py, text.py), registered in
+`RENDERERS`. A renderer answers everything that differs between the kinds — how a record becomes
+trained tokens, whether a long one is truncated or cut into blocks, which token must be trained so
+the model learns to stop, what prompt asks for a held-out answer, and how an inference prompt is
+encoded — so `CausalLM` never asks which kind it holds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tunelab.errors import DataError
+from tunelab.objectives.base import IGNORE
+from tunelab.registry import Registry
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-IGNORE = -100  # label of tokens that carry no loss (the value torch's cross_entropy ignores)
+    from tunelab.config.schema import LanguageModelConfig
+    from tunelab.models.templates import ChatTemplate
 
 
 @dataclass
@@ -26,70 +30,61 @@ class Encoded:
     trained: list[bool]  # token j is a target: the loss includes predicting it from tokens < j
 
 
-class TemplateMismatch(DataError):
-    """The chat template renders earlier turns differently once later turns follow."""
+class Renderer:
+    """One kind of normalized record, as training and inference see it."""
+
+    kind: ClassVar[str] = ""
+    uses_template: ClassVar[bool] = False  # rendered with the run's chat template
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate | None, lm: LanguageModelConfig
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.template = template
+        self.lm = lm
+
+    def render(self, record: dict[str, Any]) -> Encoded:
+        """One normalized record as token ids with its loss mask (what training sees)."""
+        raise NotImplementedError
+
+    def pieces(self, encoded: Encoded, max_length: int) -> tuple[list[Encoded], bool]:
+        """The samples of one rendered record and whether it was cut: one sample, truncated to
+        `max_length` (a prompt and its answer only make sense together)."""
+        cut = len(encoded.input_ids) > max_length
+        return [Encoded(encoded.input_ids[:max_length], encoded.trained[:max_length])], cut
+
+    def stop_token(self) -> tuple[str, int] | None:
+        """The token that ends an answer, which training must teach so the model learns to stop;
+        None when records have no answer to end."""
+        return self.tokenizer.eos_token, eos_id(self.tokenizer)
+
+    def heldout_prompt(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The prompt and reference answer a held-out record gives for generation metrics; None
+        when the record asks no question."""
+        return None
+
+    def text(self, record: dict[str, Any]) -> str:
+        """The record's text, paragraphs kept (for overlap checks against general text)."""
+        raise NotImplementedError
+
+    def encode_prompt(self, item: dict[str, Any]) -> list[int]:
+        """Token ids of one inference prompt (`item["prompt"]`, a string), rendered as training did."""
+        if "messages" in item:
+            raise DataError("this run was not trained on conversations, so it takes 'prompt', not 'messages'",
+                            fix="give each input a 'prompt' string")
+        return self.tokenizer(item["prompt"], add_special_tokens=True)["input_ids"]
 
 
-def apply_template(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], *, prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+RENDERERS: Registry[type[Renderer]] = Registry("causal-lm record kind")
 
 
-def with_system(messages: list[dict[str, str]], system_prompt: str | None) -> list[dict[str, str]]:
-    """Prepend `system_prompt` to a conversation that has no system message."""
-    if system_prompt is None or (messages and messages[0]["role"] == "system"):
-        return messages
-    return [{"role": "system", "content": system_prompt}, *messages]
+def renderer_for(
+    kind: str, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate | None, lm: LanguageModelConfig
+) -> Renderer:
+    return RENDERERS.get(kind)(tokenizer, template, lm)
 
 
-def render_chat(messages: list[dict[str, str]], tokenizer: PreTrainedTokenizerBase, train_on: str) -> Encoded:
-    text = apply_template(tokenizer, messages, prompt=False)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    if train_on == "all":
-        return Encoded(enc["input_ids"], [True] * len(enc["input_ids"]))
-    answers = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    if train_on == "last-assistant":
-        answers = answers[-1:]
-    spans = [_answer_span(tokenizer, messages, i, text) for i in answers]
-    trained = [any(start <= s < end for start, end in spans) for s, _ in enc["offset_mapping"]]
-    return Encoded(enc["input_ids"], trained)
-
-
-def _answer_span(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], i: int, text: str) -> tuple[int, int]:
-    prefix = apply_template(tokenizer, messages[:i], prompt=True)
-    upto = apply_template(tokenizer, messages[: i + 1], prompt=False)
-    if not upto.startswith(prefix) or not text.startswith(upto):
-        raise TemplateMismatch(
-            f"the chat template renders turn {i + 1} differently once later turns follow, so its answer "
-            "cannot be located",
-            fix="set lm.train_on: last-assistant, or use a template that renders turns incrementally",
-        )
-    return len(prefix), len(upto)
-
-
-def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> list[int]:
-    """Token ids of the prompt that asks the model for the next assistant turn (what chat renders)."""
-    text = apply_template(tokenizer, messages, prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def render_prompt_completion(
-    prompt: str, completion: str, tokenizer: PreTrainedTokenizerBase, train_on: str
-) -> Encoded:
-    """Plain prompt + completion + EOS, no template. The two parts are tokenized apart, as at inference
-    (where the prompt is tokenized alone and the completion generated)."""
-    head = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    tail = [*tokenizer(completion, add_special_tokens=False)["input_ids"], _eos_id(tokenizer)]
-    train_prompt = train_on == "all"
-    return Encoded(head + tail, [train_prompt] * len(head) + [True] * len(tail))
-
-
-def render_text(text: str, tokenizer: PreTrainedTokenizerBase) -> Encoded:
-    """A raw document followed by EOS; every token is trained (continued pretraining)."""
-    ids = [*tokenizer(text, add_special_tokens=True)["input_ids"], _eos_id(tokenizer)]
-    return Encoded(ids, [True] * len(ids))
-
-
-def _eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
+def eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
     if tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no EOS token, so samples cannot be ended",
                         fix="use a model whose tokenizer defines eos_token")
@@ -103,22 +98,3 @@ def to_labels(encoded: Encoded) -> list[int]:
     if labels:
         labels[0] = IGNORE
     return labels
-
-
-def chunks(encoded: Encoded, size: int) -> list[Encoded]:
-    """Split a long document into blocks of at most `size` tokens (raw-text domain adaptation)."""
-    return [
-        Encoded(encoded.input_ids[i : i + size], encoded.trained[i : i + size])
-        for i in range(0, len(encoded.input_ids), size)
-    ]
-
-
-def record_summary(record: dict[str, Any]) -> str:
-    """A short description of a record for messages (first characters of its first text)."""
-    for key in ("messages", "prompt", "text"):
-        value = record.get(key)
-        if isinstance(value, list) and value:
-            value = value[0].get("content", "")
-        if isinstance(value, str):
-            return value[:60].replace("\n", " ")
-    return "?"

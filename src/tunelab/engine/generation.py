@@ -1,4 +1,5 @@
-"""Generation on held-out prompts, scored by exact match and ROUGE-L against reference answers."""
+"""Generation: batched, KV-cached decoding until a stop token, and held-out prompts answered and scored
+(metrics/generation.py) against their reference answers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from tunelab.metrics.generation import score
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +77,6 @@ def _until_stop(ids: list[int], stop_ids: list[int]) -> list[int]:
         if token in stop_ids:
             return ids[:at]
     return ids
-
-
-def score(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Exact match (after stripping whitespace) and ROUGE-L F1 (rouge-score, stemmed), averaged."""
-    from rouge_score import rouge_scorer
-
-    if not predictions:
-        return {"exact_match": float("nan"), "rouge_l": float("nan")}
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    exact = [p.strip() == r.strip() for p, r in zip(predictions, references, strict=True)]
-    rouge = [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(predictions, references, strict=True)]
-    return {"exact_match": sum(exact) / len(exact), "rouge_l": sum(rouge) / len(rouge)}
 
 
 EVAL_BATCH = 32  # held-out prompts answered together (a KV-cached batch is nearly free on a CPU)

@@ -13,7 +13,7 @@ from typing import Any
 RISE = 0.05  # validation loss this far (relative) above its minimum counts as "clearly risen"
 TRAIN_DROP = 0.01  # training loss must have fallen at least this much (relative) since the best evaluation
 FIXES = ("set eval.early_stopping_patience, train fewer epochs, or regularize more "
-         "(model.dropout, train.weight_decay, train.label_smoothing)")
+         "(model.dropout, train.weight_decay, objective.label_smoothing)")
 
 
 def divergence_warning(records: list[dict[str, Any]]) -> str | None:

@@ -54,12 +54,12 @@ def prepare_sets(
 
 def score_sets(trainer: Trainer, sets: list[HeldOutSet], config: Config, task: Task, tokenizer: Any) -> dict[str, Any]:
     """Every set's metrics with the model as it is now (generation too, for sets with prompts)."""
-    from tunelab.eval.generation import generation_eval
+    from tunelab.engine.generation import generation_eval
 
     scores: dict[str, Any] = {}
     for held in sets:
         model = held.score_with(trainer.unwrapped)
-        metrics = trainer.evaluate(held.data.test, model=model, data=held.data)
+        metrics = trainer.evaluate(held.data.test, model=model, data=held.data, scorer=task)
         scores[held.name] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         if held.prompts and trainer.accelerator.is_main_process:
             prompts = held.prompts[: config.eval.generate_samples]

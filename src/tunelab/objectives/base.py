@@ -1,0 +1,90 @@
+"""The objective interface: what the engine calls to train and validate a model.
+
+A task says what the data is and how a trained model is served; an objective says what training
+optimises. The engine sees only an objective: it pads a batch (`collate`), counts its loss terms
+(`count_items`), sums their loss (`loss_sum`) and scores validation batches (`eval_step`, then
+`compute_metrics`). The loss is a *sum* so the engine can divide by the global item count of the
+optimizer step: the gradient is then the same for any accumulation and any number of processes.
+
+An objective computes its loss from one kind of model output that the task produces (`consumes`
+must be among the task's `Task.outputs`): next-token logits of the trained positions for causal
+LMs, class logits of a classification head for classifiers and taggers. Evaluation defaults to the
+task's own metrics, so base vs tuned, retention and gates read the same numbers whatever the
+objective; an objective with metrics of its own (preference accuracy, rewards) adds them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from tunelab.errors import ConfigError
+from tunelab.registry import Registry
+
+if TYPE_CHECKING:
+    from tunelab.config import Config
+    from tunelab.tasks.base import PreparedData, Task
+
+IGNORE = -100  #: target of positions that carry no loss (what torch's cross_entropy ignores by default)
+S = TypeVar("S")  # the objective's settings: its class in config/schema.py (ObjectiveConfig)
+
+
+class Objective(Generic[S]):
+    """Base class; subclasses set `name` and `consumes` and implement `count_items` and `loss_sum`."""
+
+    name: str = ""
+    #: the task output the loss is computed from (a `Task.outputs` entry)
+    consumes: str = ""
+
+    def __init__(self, task: Task, settings: S) -> None:
+        self.task, self.settings = task, settings
+
+    # ---- training ---------------------------------------------------------------------------
+    def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
+        """Pad one batch of dataset rows into tensors (the task's layout unless the objective needs its own)."""
+        return self.task.collate(rows)
+
+    def count_items(self, batch: dict[str, torch.Tensor]) -> int:
+        """How many loss terms the batch contributes (rows, labelled tokens, trained tokens, pairs)."""
+        raise NotImplementedError
+
+    def loss_sum(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss summed (not averaged) over the batch's items."""
+        raise NotImplementedError
+
+    # ---- validation -------------------------------------------------------------------------
+    def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Per-row outputs of one batch; the engine concatenates them across batches and processes."""
+        return self.task.eval_step(model, batch)
+
+    def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
+        return self.task.compute_metrics(outputs, data)
+
+    @property
+    def metrics(self) -> dict[str, bool]:
+        """Metric name -> greater is better; `eval.metric` must be one of them."""
+        return self.task.metrics
+
+    def greater_is_better(self, metric: str) -> bool:
+        return self.metrics[metric]
+
+
+OBJECTIVES: Registry[type[Objective[Any]]] = Registry("objective")
+
+
+def check_fits(objective_name: str, task: Task) -> None:
+    """Refuse an objective the task cannot feed (its loss needs an output the task does not produce)."""
+    consumes = OBJECTIVES.get(objective_name).consumes
+    if consumes not in task.outputs:
+        usable = [name for name, cls in OBJECTIVES.items() if cls.consumes in task.outputs]
+        raise ConfigError(f"objective {objective_name!r} needs {consumes}, which a {task.name} model does not "
+                          f"produce", fix=f"use objective.name: {' | '.join(usable)}")
+
+
+def build_objective(config: Config, task: Task) -> Objective[Any]:
+    """The config's objective (resolved by `Task.validate_config`) bound to `task`."""
+    assert config.objective is not None, "Task.validate_config resolves the objective"
+    return OBJECTIVES.get(config.objective.name)(task, config.objective)
