@@ -70,7 +70,8 @@ def test_replay_lowers_forgetting(tmp_path):
 
 
 def test_gate_failure_exits_with_status_3_after_saving_the_run(tmp_path, monkeypatch, capsys):
-    from tunelab.cli.main import GATE_FAILED, main
+    from tunelab.cli.main import main
+    from tunelab.errors import GATE_FAILED
 
     monkeypatch.setattr("sys.argv", ["tunelab", "train", str(lm_config(tmp_path, "cli"))])
     with pytest.raises(SystemExit) as exit_info:

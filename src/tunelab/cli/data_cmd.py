@@ -1,4 +1,5 @@
-"""`tunelab data add/list/show/diff/delete/check`: dataset versions and data checks."""
+"""`tunelab data add/list/show/diff/delete/check/example/preview`: dataset versions, data checks,
+packaged example corpora and loss-mask previews."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from tunelab.cli.main import GATE_FAILED, console, data_app, out
+from tunelab.cli.app import console, data_app, out
+from tunelab.errors import GATE_FAILED
 
 
 @data_app.command("add")
@@ -167,3 +170,60 @@ def data_check(
     console.print(f"data check {verdict}: {result.folder / 'data_check.html'}")
     if result.refused:
         raise typer.Exit(GATE_FAILED)
+
+
+@data_app.command("example")
+def data_example(
+    name: Annotated[str, typer.Argument(help="bbc-news, bbc-news-text, chatterbot-en, clinical-ner or mnist-digits")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write train/validation/test jsonl into.")],
+) -> None:
+    """Materialize a packaged example corpus as jsonl files."""
+    from tunelab.data.corpora import CORPORA
+
+    summary = CORPORA.get(name)(out_dir)
+    out.print(json.dumps(summary, indent=2))
+
+
+@data_app.command("preview")
+def data_preview(
+    config: Annotated[Path, typer.Argument(help="YAML config of a causal-lm job.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="Dotted overrides.")] = None,
+    n: Annotated[int, typer.Option("-n", help="How many training samples to show.")] = 3,
+) -> None:
+    """Show training samples with the trained tokens highlighted, and the masking statistics."""
+    from tunelab.config import load_config
+    from tunelab.recipes.preview import preview
+
+    samples, info = preview(load_config(config, overrides or []), n)
+    for sample in samples:
+        out.rule(f"[bold]{sample.where}[/]")
+        text = Text()
+        for piece, trained in sample.pieces:
+            shown = piece.replace("\n", "↵\n")
+            text.append(shown, style="bold black on green" if trained else "dim")
+        out.print(text)
+    out.rule()
+    out.print("[bold black on green] trained [/] tokens carry loss; [dim]dim[/] ones are context only. "
+              "truncated: samples longer than train.max_length; dropped: left with no trained token")
+    _print_lm_stats(info)
+
+
+def _print_lm_stats(info: dict) -> None:
+    table = Table(show_edge=False, title="data")
+    for column in ("split", "samples", "tokens", "trained", "truncated", "dropped", "p50/p95 length"):
+        table.add_column(column, justify="right" if column != "split" else "left", no_wrap=True)
+    for split, st in info["stats"].items():
+        table.add_row(split, str(st["samples"]), f"{st['tokens']:,}", f"{100 * st['trained_fraction']:.1f}%",
+                      f"{st['longer_than_max_length']} ({100 * st['truncation_rate']:.1f}%)",
+                      str(st["dropped_untrainable"]), f"{st['length_p50']}/{st['length_p95']}")
+    out.print(table)
+    records = info["records"]["train"]
+    template = info.get("template")
+    line = f"records: {records['records']}"
+    if records.get("skipped"):
+        line += f" ({records['skipped']} malformed rows skipped)"
+    if template:
+        line += f"; template: {template['name']}, turns end with {template['end_of_turn']!r}"
+        if template["added_tokens"]:
+            line += f"; added tokens: {', '.join(template['added_tokens'])}"
+    out.print(f"[dim]{line}[/]")

@@ -1,6 +1,6 @@
 """`tunelab registry`: register runs as model versions, promote them through gated stages, print cards.
 
-Mounts itself on the main app when main.py imports it. Errors are TunelabErrors,
+Mounts itself on the app when cli/main.py imports it. Errors are TunelabErrors,
 printed as one line by `main()`; a refused promotion exits with GATE_FAILED (3), like a run that
 failed its evaluation gates.
 """
@@ -15,11 +15,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tunelab.cli.main import GATE_FAILED, app, console, out
+from tunelab.cli.app import console, out, registry_app
+from tunelab.errors import GATE_FAILED
 
-registry_app = typer.Typer(no_args_is_help=True,
-                           help="Registered models: versions of runs, gated stages, model cards.")
-app.add_typer(registry_app, name="registry")
 
 DASH = "\u2013"
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tunelab.cli.main import app, console, out
+from tunelab.cli.app import app, console, out
 
 DASH = "\u2013"  # en dash: no value
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tunelab.cli.main import app, console
+from tunelab.cli.app import app, console
 from tunelab.errors import ConfigError
 
 

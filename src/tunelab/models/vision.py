@@ -107,7 +107,7 @@ def _build(architecture: str, num_classes: int, config: dict[str, Any]) -> nn.Mo
         except (RuntimeError, ValueError, TypeError) as err:
             raise ModelError(f"timm cannot build architecture {architecture!r} ({err})",
                              fix="upgrade timm, or use a model folder of an architecture it knows") from None
-    from tunelab.models import efficientnet_lite
+    from tunelab.models import efficientnet_lite  # imports torch: only when an EfficientNet is built
 
     if architecture in efficientnet_lite.VARIANTS:
         return efficientnet_lite.build_model(architecture, num_classes)
@@ -203,7 +203,7 @@ def _normalized(out: dict[str, Any]) -> dict[str, Any]:
 def _build_tiny_vit(folder: Path) -> None:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    from tunelab.models.tiny import _save_seeded
+    from tunelab.models.tiny import save_seeded
 
     config = ViTConfig(
         image_size=TINY_VIT_SIZE,
@@ -217,8 +217,8 @@ def _build_tiny_vit(folder: Path) -> None:
     processor = ViTImageProcessor(
         size={"height": TINY_VIT_SIZE, "width": TINY_VIT_SIZE}, image_mean=[0.5] * 3, image_std=[0.5] * 3
     )
-    # _save_seeded saves its "tokenizer" with save_pretrained: the image processor writes preprocessor_config.json.
-    _save_seeded(ViTForImageClassification, config, processor, folder)
+    # save_seeded saves its "tokenizer" with save_pretrained: the image processor writes preprocessor_config.json.
+    save_seeded(ViTForImageClassification, config, processor, folder)
 
 
 def tiny_vit_folder() -> Path:

@@ -15,6 +15,7 @@ from typing import Any
 
 from tunelab.config import Config, load_config
 from tunelab.errors import ConfigError, TunelabError
+from tunelab.recipes.train import train
 from tunelab.sweep.presets import PRESETS
 from tunelab.sweep.space import SearchSpace, check_space, load_space
 from tunelab.sweep.trial import SweepSetup, TrialRecord
@@ -58,7 +59,7 @@ def sweep(
     check_space(search, config_path, overrides)
     n_trials = _trial_count(search, trials)
     setup = SweepSetup(config_path=config_path, overrides=overrides, space=search, sweep_dir=_sweep_dir(out, base),
-                       metric=metric, greater_is_better=greater, cwd=os.getcwd())
+                       metric=metric, greater_is_better=greater, cwd=os.getcwd(), train=train)
     if search.grid:  # every grid point is enqueued in order, so each one runs exactly once
         enqueue = [*(enqueue or []), *search.grid_points()]
     from tunelab.sweep.results import write_outputs

@@ -27,6 +27,9 @@ COMPLETE, PRUNED, FAIL = "COMPLETE", "PRUNED", "FAIL"
 
 # Called after every validation evaluation with (step, metric value); raise RunPruned to stop the trial.
 OnEvaluation = Callable[[int, float], None]
+# The train recipe, handed in by the sweep recipe (sweep/ sits below recipes/ and never imports it):
+# train(config, reporter=...) -> an outcome with .run, .fit and .results.
+TrainFn = Callable[..., Any]
 
 
 @dataclass
@@ -41,6 +44,7 @@ class SweepSetup:
     metric: str
     greater_is_better: bool
     cwd: str  # where the config's relative paths (data, model folders) resolve
+    train: TrainFn  # a module-level function, so it pickles by name for Ray workers
     trial_overrides: list[str] = field(default_factory=list)  # e.g. train.num_threads=1 for Ray trials
 
     @property
@@ -114,13 +118,11 @@ class EvaluationReporter:
 
 def run_trial(setup: SweepSetup, number: int, sampled: dict[str, Any], on_evaluation: OnEvaluation) -> TrialRecord:
     """Train one trial; never raises for a trial's own failure (the sweep goes on), only for interrupts."""
-    from tunelab.recipes.train import train
-
     record = TrialRecord(number=number, state=FAIL, params=dict(sampled))
     reporter = EvaluationReporter(setup.metric, on_evaluation)
     started = time.perf_counter()
     try:
-        outcome = train(setup.trial_config(number, sampled), reporter=reporter)
+        outcome = setup.train(setup.trial_config(number, sampled), reporter=reporter)
     except RunPruned:
         record.state = PRUNED
         record.run = find_run(setup.trials_dir, number)

@@ -40,6 +40,7 @@ from tunelab.runs.folder import atomic_write_text, now_iso
 from tunelab.workspace.audit import current_actor
 from tunelab.workspace.card import render_card
 from tunelab.workspace.orm import AuditEntry, ModelVersion, RegisteredModel, Run, StageChange
+from tunelab.workspace.verify import integrity_check, run_findings
 from tunelab.workspace.workspace import Txn, Workspace
 
 STAGES = ("candidate", "staging", "production", "archived")
@@ -185,8 +186,6 @@ def _recorded_run(session: Session, run_id_or_path: str | Path) -> Run:
 
 def _refuse_tampered(ws: Workspace, run: Run) -> None:
     """A run whose artifacts or inputs no longer match its lineage cannot become a model version."""
-    from tunelab.workspace.verify import run_findings
-
     found = run_findings(ws, run)
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
@@ -238,8 +237,6 @@ def promote(ws: Workspace, ref: str, to_stage: str, *, reason: str | None = None
         source = None if not gated else "override" if policy_override is not None else "run config"
         checks = evaluate_policy(version.run, _policy_for(version, policy_override)) if gated else []
         if gated:  # whatever the policy says: the bytes promoted are the bytes evaluated
-            from tunelab.workspace.verify import integrity_check
-
             checks.append(integrity_check(ws, version.run))
         result = PromotionResult(ref=version.ref, from_stage=version.stage, to_stage=to_stage,
                                  passed=all(c["passed"] for c in checks), checks=checks, policy_source=source)

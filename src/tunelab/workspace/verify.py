@@ -5,7 +5,8 @@ version holds the sha256 of its bytes. Verification reads the bytes again (throu
 which trusts only files whose size, mtime, ctime, inode and device are all unchanged) and lists every
 difference: an edited or missing artifact, an input whose version was deleted or whose bytes changed.
 `registry add` refuses a run with any finding, promotion to staging or production fails its
-`integrity` check (recorded in the audit trail like every refusal), and `tunelab verify` reports.
+`integrity` check (recorded in the audit trail like every refusal), and `tunelab verify`
+(recipes/verify.py) reports.
 """
 
 from __future__ import annotations
@@ -13,12 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from tunelab.errors import DataError
 from tunelab.hashing import file_sha256
-from tunelab.workspace.orm import DatasetVersion, ModelVersion, Run
+from tunelab.workspace.orm import DatasetVersion, Run
 from tunelab.workspace.workspace import Workspace
 
 
@@ -64,37 +62,6 @@ def integrity_check(ws: Workspace, run: Run) -> dict[str, Any]:
     message = ("artifacts and inputs match lineage" if not found else
                f"integrity: {found[0]}" + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""))
     return {"name": "integrity", "passed": not found, "value": found, "limit": [], "message": message}
-
-
-def verify_all(ws: Workspace, session: Session) -> dict[str, list[str]]:
-    """Findings for every live dataset version and every succeeded run (subjects with none included)."""
-    report: dict[str, list[str]] = {}
-    for version in session.execute(select(DatasetVersion).where(DatasetVersion.deleted_at.is_(None))).scalars():
-        problem = version_problem(ws, version)
-        report[version.ref] = [problem] if problem else []
-    for run in session.execute(select(Run).where(Run.status == "succeeded").order_by(Run.id)).scalars():
-        report[f"run {run.id}"] = run_findings(ws, run)
-    return report
-
-
-def verify_target(ws: Workspace, session: Session, target: str) -> dict[str, list[str]]:
-    """Findings for one RUN (id or folder), NAME@vN dataset version or MODEL@vN registered version."""
-    from tunelab.workspace.datasets import get_version, parse_ref
-    from tunelab.workspace.lineage import get_run
-    from tunelab.workspace.registry import RegistryError, resolve_model_ref
-
-    if "@" in target:
-        try:
-            model: ModelVersion = resolve_model_ref(session, target)
-            return {f"{model.ref} (run {model.run_id})": run_findings(ws, model.run)}
-        except RegistryError:
-            if parse_ref(target) is None:
-                raise
-        version = get_version(session, target)
-        problem = version_problem(ws, version)
-        return {version.ref: [problem] if problem else []}
-    run = get_run(session, target)
-    return {f"run {run.id}": run_findings(ws, run)}
 
 
 def _input_path(ws: Workspace, text: str) -> Path:
