@@ -12,10 +12,10 @@ from conftest import write_jsonl
 
 from tunelab.config.schema import Config, GovernanceConfig, ModelConfig
 from tunelab.datacheck import duplicates as dup
-from tunelab.datacheck.checks import SplitData, check_splits, mojibake, row_text
+from tunelab.datacheck.suite import SplitData, check_splits, mojibake, row_text
 from tunelab.errors import DataError
 from tunelab.models import load_tokenizer, resolve_model
-from tunelab.recipes.data_check import load_splits, pii_block_message, redact_file, run_data_check
+from tunelab.recipes.config_data import load_splits, pii_block_message, redact_file, run_data_check
 
 EMAIL = "jane.doe@example.com"
 PHONE = "+44 20 7946 0958"

@@ -150,7 +150,7 @@ def data_check(
     """Schema, empty rows, duplicates, leakage, labels, lengths, encoding and PII; JSON plus an HTML page.
 
     Exit status 3 when the check fails (errors), or when PII is found and governance.pii is block."""
-    from tunelab.recipes.check import check_target
+    from tunelab.recipes.data_check import check_target
 
     result = check_target(target, overrides or [], out_dir=out_dir, label_column=label_column,
                           use_tokenizer=tokenizer)

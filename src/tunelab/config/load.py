@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from tunelab.config.schema import Config
 from tunelab.errors import ConfigError
-from tunelab.registry import closest
+from tunelab.choices import closest
 
 log = logging.getLogger(__name__)
 

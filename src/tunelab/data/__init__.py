@@ -3,7 +3,7 @@ fingerprint, cache derived (tokenized) datasets by content, and normalize causal
 token-classification rows (CoNLL, tokens/tags, text with spans) to BIO."""
 
 from tunelab.data.cache import cached_dataset
-from tunelab.data.checks import (
+from tunelab.data.columns import (
     arrow_column,
     blank_rows,
     non_string_rows,

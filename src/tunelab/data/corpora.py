@@ -14,11 +14,11 @@ from typing import Any
 
 from tunelab.errors import DataError
 from tunelab.installed import package_dir
-from tunelab.registry import Registry
+from tunelab.choices import Choices
 
 logger = logging.getLogger(__name__)
 
-CORPORA: Registry[Callable[[Path], dict[str, Any]]] = Registry("example corpus")
+CORPORA: Choices[Callable[[Path], dict[str, Any]]] = Choices("example corpus")
 SPLIT_SEED = 0
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tunelab.config.schema import DataConfig
-from tunelab.data.checks import require_columns
+from tunelab.data.columns import require_columns
 from tunelab.data.loading import Table
 from tunelab.errors import DataError
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tunelab.data.checks import arrow_column
+from tunelab.data.columns import arrow_column
 from tunelab.errors import DataError
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from tunelab.registry import Registry
+from tunelab.choices import Choices
 
 if TYPE_CHECKING:
     from tunelab.config import Config
@@ -36,7 +36,7 @@ class Method:
         return {"model": str(run_model_dir)}
 
 
-METHODS: Registry[type[Method]] = Registry("method")
+METHODS: Choices[type[Method]] = Choices("method")
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

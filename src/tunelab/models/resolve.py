@@ -13,7 +13,7 @@ from tunelab.config.schema import ModelConfig
 from tunelab.errors import ModelError
 from tunelab.models.catalog import CATALOG
 from tunelab.models.fingerprint import fingerprint_folder, safetensors_param_count
-from tunelab.registry import closest
+from tunelab.choices import closest
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunelab.errors import ConfigError
-from tunelab.registry import closest
+from tunelab.choices import closest
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from tunelab.errors import ConfigError
-from tunelab.registry import Registry
+from tunelab.choices import Choices
 
 if TYPE_CHECKING:
     from tunelab.config import Config
@@ -72,7 +72,7 @@ class Objective(Generic[S]):
         return self.metrics[metric]
 
 
-OBJECTIVES: Registry[type[Objective[Any]]] = Registry("objective")
+OBJECTIVES: Choices[type[Objective[Any]]] = Choices("objective")
 
 
 def check_fits(objective_name: str, task: Task) -> None:

@@ -119,7 +119,7 @@ def prepare(config: Config) -> Governed:
 
 
 def _check(governed: Governed) -> None:
-    from tunelab.recipes.data_check import load_check_tokenizer, pii_block_error, run_data_check, write_report
+    from tunelab.recipes.config_data import load_check_tokenizer, pii_block_error, run_data_check, write_report
 
     policy = governed.config.governance.pii
     # The run's own tokenizer: data_check.json then has token lengths and truncation, as `data check` does.
@@ -156,7 +156,7 @@ def refuse_check_errors(governed: Governed) -> None:
 
 def _redact(governed: Governed) -> list[dict[str, Any]]:
     """Write a redacted copy of every split that holds PII as a new dataset version, and train on it."""
-    from tunelab.recipes.data_check import redact_file
+    from tunelab.recipes.config_data import redact_file
     from tunelab.workspace.datasets import add_version, parse_ref
     from tunelab.workspace.lineage import InputRecord
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from tunelab.config import Config
 from tunelab.errors import ConfigError
-from tunelab.registry import Registry
+from tunelab.choices import Choices
 from tunelab.sweep.space import Param, SearchSpace
 from tunelab.sweep.trial import COMPLETE, TrialRecord
 
-PRESETS: Registry[Callable[[Config], SearchSpace]] = Registry("sweep preset")
+PRESETS: Choices[Callable[[Config], SearchSpace]] = Choices("sweep preset")
 LORA_RANKS = (4, 8, 16)
 # LoRA trains far fewer weights from a zero start and wants a higher rate than full fine-tuning
 # (the usual ranges: 1e-5..5e-5 full, 1e-4..1e-3 LoRA); at the same rate it would look much worse.

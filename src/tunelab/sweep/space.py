@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from tunelab.errors import ConfigError
-from tunelab.registry import closest
+from tunelab.choices import closest
 
 Kind = Literal["float", "int", "categorical"]
 FIELDS: dict[str, tuple[str, ...]] = {

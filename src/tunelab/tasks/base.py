@@ -28,7 +28,7 @@ from torch import nn
 
 from tunelab.errors import ConfigError
 from tunelab.objectives import check_fits
-from tunelab.registry import Registry, closest
+from tunelab.choices import Choices, closest
 
 if TYPE_CHECKING:
     import datasets
@@ -245,7 +245,7 @@ class Task:
                           fix="use --format merged (or gguf for Llama-family causal LMs)")
 
 
-TASKS: Registry[type[Task]] = Registry("task")
+TASKS: Choices[type[Task]] = Choices("task")
 
 
 def _default_settings(name: str) -> Any:

@@ -70,7 +70,7 @@ def record_start(ws: Workspace, run: RunFolder, config: Config, inputs: list[Inp
 
 
 def record_data_check(ws: Workspace, run_id: str, report: dict[str, Any], report_path: Path | None) -> None:
-    from tunelab.workspace.checks import add_check
+    from tunelab.workspace.data_checks import add_check
 
     add_check(ws, target=f"run {run_id}", report=report, report_path=report_path, run_id=run_id)
 

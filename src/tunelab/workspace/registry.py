@@ -35,7 +35,7 @@ from tunelab.config import Config, validate
 from tunelab.config.load import load_yaml_file
 from tunelab.config.schema import PromotionPolicy
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.registry import closest
+from tunelab.choices import closest
 from tunelab.runs.folder import atomic_write_text, now_iso
 from tunelab.workspace.audit import current_actor
 from tunelab.workspace.card import render_card

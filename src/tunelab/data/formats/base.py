@@ -21,7 +21,7 @@ from typing import Any
 import datasets
 
 from tunelab.errors import DataError
-from tunelab.registry import Registry
+from tunelab.choices import Choices
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class DataFormat:
         return f"row {row + 1}"
 
 
-FORMATS: Registry[DataFormat] = Registry("data format")
+FORMATS: Choices[DataFormat] = Choices("data format")
 
 
 def format_for_extension(path: Path) -> DataFormat | None:

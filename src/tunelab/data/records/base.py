@@ -17,7 +17,7 @@ from typing import Any, Literal
 import datasets
 
 from tunelab.config.schema import DataConfig
-from tunelab.registry import Registry
+from tunelab.choices import Choices
 
 Kind = Literal["chat", "prompt-completion", "text"]
 ROLES = ("system", "user", "assistant")
@@ -56,7 +56,7 @@ class RecordFormat:
         raise NotImplementedError
 
 
-RECORDS: Registry[RecordFormat] = Registry("record format")
+RECORDS: Choices[RecordFormat] = Choices("record format")
 
 
 # --------------------------------------------------------------------------- shared checks

@@ -13,7 +13,7 @@ from tunelab.data.formats import quiet_datasets
 from tunelab.data.loading import Table
 from tunelab.data.records.base import FEATURES, RECORDS, RecordFormat, RowError
 from tunelab.errors import DataError
-from tunelab.registry import closest
+from tunelab.choices import closest
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Any
 from tunelab.config.schema import DataConfig
 from tunelab.data.records.base import describe
 from tunelab.data.tags.schemes import InvalidTags, TagRowError, to_bio
-from tunelab.registry import Registry
+from tunelab.choices import Choices
 
 WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -59,7 +59,7 @@ class TokenLayout:
         raise NotImplementedError
 
 
-LAYOUTS: Registry[TokenLayout] = Registry("token layout")
+LAYOUTS: Choices[TokenLayout] = Choices("token layout")
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:

@@ -15,7 +15,7 @@ from tunelab.data.loading import Table
 from tunelab.data.tags.layouts import LAYOUTS, TokenLayout
 from tunelab.data.tags.schemes import InvalidTags, TagRowError, detect_scheme
 from tunelab.errors import DataError
-from tunelab.registry import closest
+from tunelab.choices import closest
 
 logger = logging.getLogger(__name__)
 

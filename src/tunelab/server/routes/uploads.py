@@ -25,7 +25,7 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from tunelab.recipes.check import check_target
+from tunelab.recipes.data_check import check_target
 from tunelab.server.auth import Engineer, Viewer
 from tunelab.workspace import Workspace
 from tunelab.workspace.datasets import Added, add_version, check_name, count_rows, get_version, version_dict

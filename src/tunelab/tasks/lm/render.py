@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from tunelab.errors import DataError
 from tunelab.objectives.base import IGNORE
-from tunelab.registry import Registry
+from tunelab.choices import Choices
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -75,7 +75,7 @@ class Renderer:
         return self.tokenizer(item["prompt"], add_special_tokens=True)["input_ids"]
 
 
-RENDERERS: Registry[type[Renderer]] = Registry("causal-lm record kind")
+RENDERERS: Choices[type[Renderer]] = Choices("causal-lm record kind")
 
 
 def renderer_for(

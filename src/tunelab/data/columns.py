@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from tunelab.data.loading import Table
 from tunelab.errors import DataError
-from tunelab.registry import closest
+from tunelab.choices import closest
 
 logger = logging.getLogger(__name__)
 

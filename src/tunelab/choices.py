@@ -1,7 +1,10 @@
-"""One small registry type for everything that is "registered in one place".
+"""The names a config or command can choose from, each mapped to the object it names.
 
-Tasks, methods, data formats and catalog models each own one `Registry`; a module adds itself with a
-decorator, and lookups of an unknown name fail naming the closest registered one.
+Tasks, objectives, methods, data formats, record kinds, catalog models, sweep presets and example
+corpora each own one `Choices` table; a module adds itself with a decorator (`@TASKS.register("x")`),
+and looking up an unknown name fails naming the closest one. (The model registry, where trained runs
+become versions promoted through gated stages, is `workspace/registry.py`; nothing else says
+"registry".)
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ def closest(name: str, choices: list[str] | tuple[str, ...]) -> str | None:
     return matches[0] if matches else None
 
 
-class Registry(Generic[T]):
+class Choices(Generic[T]):
     """A name -> object mapping with helpful errors."""
 
     def __init__(self, kind: str) -> None:
