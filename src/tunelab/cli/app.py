@@ -2,6 +2,8 @@
 
 Each `cli/*_cmd.py` imports from here and adds its commands; `cli/main.py` imports all of them, so
 the complete command tree is `tunelab.cli.main.app` (this module's `app` alone has no commands).
+Command modules import recipes inside each command, not at their top: that keeps `tunelab --help`
+and every command's start-up free of torch, transformers and datasets until a command needs them.
 """
 
 from __future__ import annotations
