@@ -22,8 +22,8 @@ from tunelab.models.tiny import tiny_llama_folder
 from tunelab.objectives.base import IGNORE
 from tunelab.objectives.sft import SFT
 from tunelab.tasks.causal_lm import CausalLM
-from tunelab.tasks.lm.packing import best_fit_decreasing, pack_rows
 from tunelab.tasks.lm.chat import prompt_ids, render_chat
+from tunelab.tasks.lm.packing import best_fit_decreasing, pack_rows
 from tunelab.tasks.lm.render import to_labels
 
 COLORS = ["red", "blue", "green", "cyan", "pink", "gray", "gold", "teal"]

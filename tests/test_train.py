@@ -153,8 +153,8 @@ def test_early_stopping_with_patience(make_config):
 
 
 def test_freeze_keeps_frozen_weights(make_config):
-    from tunelab.models import resolve_model
     from tunelab.config.schema import ModelConfig
+    from tunelab.models import resolve_model
 
     outcome = train(load_config(make_config(method={"name": "freeze", "layers": 1, "embeddings": True})))
     base = AutoModelForSequenceClassification.from_pretrained(resolve_model(ModelConfig(source="tiny-random-bert")).path,

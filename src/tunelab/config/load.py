@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from tunelab.choices import closest
 from tunelab.config.schema import Config
 from tunelab.errors import ConfigError
-from tunelab.choices import closest
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tunelab.choices import closest
 from tunelab.data.loading import Table
 from tunelab.errors import DataError
-from tunelab.choices import closest
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tunelab.choices import Choices
 from tunelab.errors import DataError
 from tunelab.installed import package_dir
-from tunelab.choices import Choices
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ look fine. These checks make such problems visible (a JSON report and a self-con
 before any compute is spent, and give governance (block/redact/warn) something precise to act on.
 """
 
-from tunelab.datacheck.suite import SplitData, check_splits
 from tunelab.datacheck.pii import ENTITIES, Finding, redact_row, redact_value, scan_rows
+from tunelab.datacheck.suite import SplitData, check_splits
 
 __all__ = ["ENTITIES", "Finding", "SplitData", "check_splits", "redact_row", "redact_value", "scan_rows"]

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunelab.choices import Choices
 from tunelab.errors import ModelError
 from tunelab.installed import dist_file, package_dir
-from tunelab.choices import Choices
 
 
 @dataclass(frozen=True)

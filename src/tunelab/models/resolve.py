@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunelab.choices import closest
 from tunelab.config.schema import ModelConfig
 from tunelab.errors import ModelError
 from tunelab.models.catalog import CATALOG
 from tunelab.models.fingerprint import fingerprint_folder, safetensors_param_count
-from tunelab.choices import closest
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

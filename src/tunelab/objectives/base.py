@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tunelab.errors import ConfigError
 from tunelab.choices import Choices
+from tunelab.errors import ConfigError
 
 if TYPE_CHECKING:
     from tunelab.config import Config

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from tunelab.config.schema import CrossEntropyObjective
 
 
-
 @OBJECTIVES.register("cross-entropy")
 class CrossEntropy(Objective["CrossEntropyObjective"]):
     name = "cross-entropy"

@@ -1,4 +1,5 @@
-"""`tunelab data check`: check a config's data files before training, and redact PII from them.
+"""A config's data files, checked before training and redacted of PII: what `tunelab data check`
+(recipes/data_check.py) and training (recipes/governance.py) run on a config.
 
 Why a recipe apart from training: the checks (duplicates, leakage, PII, labels, lengths, encoding)
 read every row and should run before any model is built, in CI or by hand, and their report is kept
@@ -17,9 +18,9 @@ from tunelab.config import Config
 from tunelab.data.fingerprint import canonical_json
 from tunelab.data.formats import format_for_extension
 from tunelab.data.loading import load_table, quiet_loading
-from tunelab.datacheck.suite import SplitData, check_splits
 from tunelab.datacheck.html import write_html
 from tunelab.datacheck.pii import redact_row
+from tunelab.datacheck.suite import SplitData, check_splits
 from tunelab.errors import DataError
 from tunelab.runs.folder import atomic_write_text
 from tunelab.tasks import TASKS, Task

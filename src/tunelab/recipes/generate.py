@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab.config.schema import Config, GenerationConfig
-from tunelab.errors import ConfigError, DataError, RunError
 from tunelab.engine.generation import generate, hf_generation_kwargs
+from tunelab.errors import ConfigError, DataError, RunError
 from tunelab.runs import RunFolder
 from tunelab.runs.folder import atomic_write_text
 from tunelab.tasks import TASKS

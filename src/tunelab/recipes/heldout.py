@@ -15,8 +15,8 @@ import math
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
-from tunelab.retention import base_cache
 from tunelab.engine.generation import generation_eval
+from tunelab.retention import base_cache
 from tunelab.retention.sets import gate_checks, retention_report, score_sets
 from tunelab.runs.timings import Timings
 

@@ -23,13 +23,13 @@ from tunelab.engine.accel import make_accelerator
 from tunelab.engine.checkpoint import latest_checkpoint
 from tunelab.engine.reporting import RunPruned
 from tunelab.errors import RunError
-from tunelab.retention.sets import prepare_sets
 from tunelab.logs import add_file_log
 from tunelab.methods import METHODS, count_parameters
 from tunelab.models import load_tokenizer, resolve_model
 from tunelab.objectives import build_objective
 from tunelab.recipes import governance, preflight
 from tunelab.recipes.heldout import after_training, before_training
+from tunelab.retention.sets import prepare_sets
 from tunelab.runs import RunFolder, collect_environment, now_iso
 from tunelab.runs.timings import Timings
 from tunelab.tasks import TASKS

@@ -11,9 +11,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from tunelab.choices import Choices
 from tunelab.config import Config
 from tunelab.errors import ConfigError
-from tunelab.choices import Choices
 from tunelab.sweep.space import Param, SearchSpace
 from tunelab.sweep.trial import COMPLETE, TrialRecord
 

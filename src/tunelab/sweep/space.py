@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 import yaml
 
-from tunelab.errors import ConfigError
 from tunelab.choices import closest
+from tunelab.errors import ConfigError
 
 Kind = Literal["float", "int", "categorical"]
 FIELDS: dict[str, tuple[str, ...]] = {

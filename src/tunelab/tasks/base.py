@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import TypeAdapter
 from torch import nn
 
+from tunelab.choices import Choices, closest
+from tunelab.config.schema import CrossEntropyObjective, ObjectiveConfig
 from tunelab.errors import ConfigError
 from tunelab.objectives import check_fits
-from tunelab.choices import Choices, closest
 
 if TYPE_CHECKING:
     import datasets
@@ -124,8 +126,6 @@ class Task:
     def _resolve_objective(self, config: Config) -> None:
         """Fill in the task's default objective, move the deprecated train.label_smoothing into it,
         and refuse an objective this task's model cannot feed."""
-        from tunelab.config.schema import CrossEntropyObjective
-
         smoothing = config.train.label_smoothing
         if config.objective is None:
             config.objective = _default_settings(self.default_objective)
@@ -250,10 +250,6 @@ TASKS: Choices[type[Task]] = Choices("task")
 
 def _default_settings(name: str) -> Any:
     """The settings of objective `name` with every default (its class in ObjectiveConfig)."""
-    from pydantic import TypeAdapter
-
-    from tunelab.config.schema import ObjectiveConfig
-
     return TypeAdapter(ObjectiveConfig).validate_python({"name": name})
 
 

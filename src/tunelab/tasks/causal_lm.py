@@ -25,8 +25,8 @@ from tunelab.data import cached_dataset, fingerprint_table, load_table, normaliz
 from tunelab.data.split import hold_out_missing, random_split
 from tunelab.errors import ConfigError, DataError, RunError, TrainingError
 from tunelab.models.templates import ChatTemplate, resolve_template
-from tunelab.tasks.base import TASKS, HeldOutSet, PreparedData, Task, dropout_overrides, pad_sequences
 from tunelab.objectives.base import IGNORE
+from tunelab.tasks.base import TASKS, HeldOutSet, PreparedData, Task, dropout_overrides, pad_sequences
 from tunelab.tasks.lm import RENDERERS, Renderer, renderer_for, to_labels
 from tunelab.tasks.lm.packing import pack_rows
 

@@ -31,11 +31,11 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tunelab.choices import closest
 from tunelab.config import Config, validate
 from tunelab.config.load import load_yaml_file
 from tunelab.config.schema import PromotionPolicy
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.choices import closest
 from tunelab.runs.folder import atomic_write_text, now_iso
 from tunelab.workspace.audit import current_actor
 from tunelab.workspace.card import render_card

@@ -20,8 +20,8 @@ from typing import Any
 
 import datasets
 
-from tunelab.errors import DataError
 from tunelab.choices import Choices
+from tunelab.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import datasets
 
-from tunelab.config.schema import DataConfig
 from tunelab.choices import Choices
+from tunelab.config.schema import DataConfig
 
 Kind = Literal["chat", "prompt-completion", "text"]
 ROLES = ("system", "user", "assistant")

@@ -7,13 +7,13 @@ from typing import Any
 
 import datasets
 
+from tunelab.choices import closest
 from tunelab.config.schema import DataConfig
 from tunelab.data.fingerprint import digest
 from tunelab.data.formats import quiet_datasets
 from tunelab.data.loading import Table
 from tunelab.data.records.base import FEATURES, RECORDS, RecordFormat, RowError
 from tunelab.errors import DataError
-from tunelab.choices import closest
 
 logger = logging.getLogger(__name__)
 

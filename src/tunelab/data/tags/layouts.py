@@ -24,10 +24,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunelab.choices import Choices
 from tunelab.config.schema import DataConfig
 from tunelab.data.records.base import describe
 from tunelab.data.tags.schemes import InvalidTags, TagRowError, to_bio
-from tunelab.choices import Choices
 
 WORD = re.compile(r"\w+|[^\w\s]")
 

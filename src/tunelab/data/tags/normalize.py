@@ -8,6 +8,7 @@ from typing import Any
 
 import datasets
 
+from tunelab.choices import closest
 from tunelab.config.schema import DataConfig
 from tunelab.data.fingerprint import digest
 from tunelab.data.formats import quiet_datasets
@@ -15,7 +16,6 @@ from tunelab.data.loading import Table
 from tunelab.data.tags.layouts import LAYOUTS, TokenLayout
 from tunelab.data.tags.schemes import InvalidTags, TagRowError, detect_scheme
 from tunelab.errors import DataError
-from tunelab.choices import closest
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tunelab.choices import Choices
 from tunelab.errors import DataError
 from tunelab.objectives.base import IGNORE
-from tunelab.choices import Choices
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
