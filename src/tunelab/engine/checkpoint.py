@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tunelab import faults
+from tunelab.hashing import file_sha256
 
 WEIGHTS = "trainable.safetensors"
 OPTIMIZER = "optimizer.pt"
@@ -100,8 +101,6 @@ def load_checkpoint(
 
 def checkpoint_problem(path: Path) -> str | None:
     """What is wrong with a checkpoint's files (named), or None when its manifest matches them."""
-    from tunelab.hashing import file_sha256
-
     manifest = path / MANIFEST
     if not manifest.is_file():
         return None if (path / STATE).is_file() and (path / WEIGHTS).is_file() else f"{manifest} is missing"
@@ -149,8 +148,6 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _write_manifest(folder: Path) -> None:
-    from tunelab.hashing import file_sha256
-
     files = {f.name: file_sha256(f) for f in sorted(folder.iterdir()) if f.is_file() and f.name != MANIFEST}
     (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=2))
 

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from tunelab.paths import cache_dir
+
 if TYPE_CHECKING:
     from tunelab.config import Config
 
@@ -180,8 +182,6 @@ def _sync(device: torch.device) -> None:
 
 
 def _cache_file() -> Path:
-    from tunelab.paths import cache_dir
-
     return cache_dir() / "hardware.json"
 
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from tunelab.methods.freeze import find_blocks
+
 if TYPE_CHECKING:
     from tunelab.config.schema import TrainConfig
 
@@ -41,8 +43,6 @@ def layer_scales(model: nn.Module, decay: float) -> dict[int, float]:
     registered before the first block (embeddings) at decay ** n_blocks. Parameters after the last
     block (final norm, task head) keep the full rate: they are new or task-specific. Registration
     order is what tells embeddings from heads, as in the freeze method, so no per-architecture table."""
-    from tunelab.methods.freeze import find_blocks
-
     blocks = find_blocks(model)
     depth = {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
     n = len(blocks)

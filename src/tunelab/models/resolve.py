@@ -59,6 +59,7 @@ def _locate(source: str, cfg: ModelConfig) -> tuple[str, Path]:
     if source.lower().endswith(".gguf"):
         if not local.is_file():
             raise ModelError(f"model.source GGUF file {source!r} does not exist", fix="check the path")
+        # converting imports torch and gguf; resolving a hub id or folder (config validation, the server) does not
         from tunelab.models.gguf_convert import convert_gguf
 
         return "gguf", convert_gguf(local)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tunelab.errors import ModelError
 from tunelab.models.cache import build_atomically, models_dir
+from tunelab.models.tiny import save_seeded
 
 if TYPE_CHECKING:
     from torch import nn
@@ -202,8 +203,6 @@ def _normalized(out: dict[str, Any]) -> dict[str, Any]:
 
 def _build_tiny_vit(folder: Path) -> None:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
-    from tunelab.models.tiny import save_seeded
 
     config = ViTConfig(
         image_size=TINY_VIT_SIZE,

@@ -22,6 +22,7 @@ from tunelab.datacheck.html import write_html
 from tunelab.datacheck.pii import redact_row
 from tunelab.datacheck.suite import SplitData, check_splits
 from tunelab.errors import DataError
+from tunelab.models import load_tokenizer, resolve_model
 from tunelab.runs.folder import atomic_write_text
 from tunelab.tasks import TASKS, Task
 
@@ -63,7 +64,6 @@ def load_check_tokenizer(config: Config) -> Any:
     """The model's tokenizer for token lengths; None for tasks without one (images)."""
     if not _task(config).uses_tokenizer:
         return None
-    from tunelab.models import load_tokenizer, resolve_model
 
     return load_tokenizer(resolve_model(config.model), config.model)
 

@@ -8,7 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunelab.config import load_config
+from tunelab.config.schema import DataConfig, GovernanceConfig
+from tunelab.data.loading import load_table
+from tunelab.datacheck.suite import SplitData, check_splits
+from tunelab.errors import TunelabError
+from tunelab.models import load_tokenizer, resolve_model
+from tunelab.recipes.config_data import run_data_check, write_report
+from tunelab.recipes.governance import resolve_data
+from tunelab.tasks import TASKS
 from tunelab.workspace import Workspace
+from tunelab.workspace.data_checks import add_check
+from tunelab.workspace.datasets import get_version, version_path
 
 
 @dataclass
@@ -34,11 +45,6 @@ def _default_folder(ws: Workspace | None, name: str) -> Path:
 
 
 def _check_config(path: Path, overrides: list[str], out_dir: Path | None, use_tokenizer: bool) -> CheckOutcome:
-    from tunelab.config import load_config
-    from tunelab.recipes.config_data import run_data_check
-    from tunelab.recipes.governance import resolve_data
-    from tunelab.workspace.data_checks import add_check
-
     config = load_config(path, overrides)
     resolved, inputs, ws = resolve_data(config)
     tokenizer = _tokenizer(resolved) if use_tokenizer else None
@@ -53,23 +59,12 @@ def _check_config(path: Path, overrides: list[str], out_dir: Path | None, use_to
 
 
 def _tokenizer(config: Any) -> Any:
-    from tunelab.models import load_tokenizer, resolve_model
-    from tunelab.tasks import TASKS
-
     if not TASKS.get(config.task)().uses_tokenizer:
         return None
     return load_tokenizer(resolve_model(config.model), config.model)
 
 
 def _check_dataset(ref: str, out_dir: Path | None, label_column: str | None, ws: Workspace) -> CheckOutcome:
-    from tunelab.config.schema import DataConfig, GovernanceConfig
-    from tunelab.data.loading import load_table
-    from tunelab.datacheck.suite import SplitData, check_splits
-    from tunelab.errors import TunelabError
-    from tunelab.recipes.config_data import write_report
-    from tunelab.workspace.data_checks import add_check
-    from tunelab.workspace.datasets import get_version, version_path
-
     with ws.read() as session:
         version = get_version(session, ref)
         name = version.ref

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tunelab.errors import ExportError
+from tunelab.export import write_gguf
 from tunelab.runs import RunFolder
 from tunelab.tasks import TASKS
 
@@ -38,7 +39,6 @@ def export_run(run_path: str | Path, fmt: Format, out: Path | None = None, dtype
         if fmt == "merged":
             _copy_folder(merged, target)
             return {"format": "merged", "path": str(target)}
-        from tunelab.export import write_gguf
 
         summary = write_gguf(merged, target, dtype, name=run.path.name)  # type: ignore[arg-type]
         return {"format": "gguf", "path": str(target), **summary}
@@ -50,6 +50,7 @@ def _default_name(fmt: Format, dtype: str) -> str:
 
 def _export_onnx(run: RunFolder, target: Path) -> dict[str, Any]:
     """The trained model (adapters merged) as ONNX; the task provides example inputs."""
+    # onnx is an optional extra: only an ONNX export needs it installed
     from tunelab.export.onnx import write_onnx
 
     config = run.config()

@@ -18,6 +18,9 @@ from tunelab.config import Config
 from tunelab.errors import DataError
 from tunelab.runs.folder import RunFolder
 from tunelab.workspace import Workspace, WorkspaceError
+from tunelab.workspace.confine import JobPolicy, check_job_config
+from tunelab.workspace.datasets import add_version, content_files, content_sha256, parse_ref, resolve, version_path
+from tunelab.workspace.lineage import InputRecord, hash_artifacts, record_data_check, record_end, record_start
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -44,8 +47,6 @@ class Governed:
 def resolve_data(config: Config, workspace: Workspace | None = None) -> tuple[Config, list[Any], Workspace | None]:
     """Replace `NAME@version` references (data splits, replay and retention sources) with the paths of
     their bytes, and hash every input the run reads."""
-    from tunelab.workspace.datasets import parse_ref
-
     workspace = workspace or Workspace.find()
     if workspace is not None:
         workspace.check_schema()
@@ -72,9 +73,6 @@ def resolve_data(config: Config, workspace: Workspace | None = None) -> tuple[Co
 
 def _resolve_one(workspace: Workspace | None, key: str, role: str, value: str, inputs: list[Any]) -> str:
     """The path to read for one configured input; appends its lineage record (bytes' sha256, version)."""
-    from tunelab.workspace.datasets import content_files, content_sha256, parse_ref, resolve
-    from tunelab.workspace.lineage import InputRecord
-
     if parse_ref(value) is None:
         path = Path(value)
         if path.exists():
@@ -92,8 +90,6 @@ def _resolve_one(workspace: Workspace | None, key: str, role: str, value: str, i
 
 
 def version_root(workspace: Workspace, version: Any) -> Path:
-    from tunelab.workspace.datasets import version_path
-
     return version_path(workspace, version, verify=False)
 
 
@@ -102,8 +98,6 @@ def prepare(config: Config) -> Governed:
 
     A server job is first held to the policy its runner handed it (workspace/confine.py), before
     anything is read: the submission was checked too, but links and roots can change while it waits."""
-    from tunelab.workspace.confine import JobPolicy, check_job_config
-
     policy = JobPolicy.from_environment()
     if policy is not None:
         check_job_config(config, policy)
@@ -119,6 +113,7 @@ def prepare(config: Config) -> Governed:
 
 
 def _check(governed: Governed) -> None:
+    # the data check loads tokenizers and datasets; server job submission imports this module without them
     from tunelab.recipes.config_data import load_check_tokenizer, pii_block_error, run_data_check, write_report
 
     policy = governed.config.governance.pii
@@ -156,9 +151,8 @@ def refuse_check_errors(governed: Governed) -> None:
 
 def _redact(governed: Governed) -> list[dict[str, Any]]:
     """Write a redacted copy of every split that holds PII as a new dataset version, and train on it."""
+    # as in _check: the data check's imports are heavy, job submission needs none of them
     from tunelab.recipes.config_data import redact_file
-    from tunelab.workspace.datasets import add_version, parse_ref
-    from tunelab.workspace.lineage import InputRecord
 
     workspace = governed.workspace
     if workspace is None:
@@ -187,7 +181,6 @@ def _redact(governed: Governed) -> list[dict[str, Any]]:
             added = add_version(workspace, name, target, note=note, parent=parent).version
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        from tunelab.workspace.datasets import version_path
 
         updates[split] = str(version_path(workspace, added))
         inputs[split] = InputRecord(split, added.ref, added.sha256, added)
@@ -226,7 +219,6 @@ def start(governed: Governed, run: RunFolder, environment: dict[str, Any], *, re
                      run.path / "data_check.html")
     if governed.workspace is None:
         return
-    from tunelab.workspace.lineage import record_data_check, record_start
 
     record_start(governed.workspace, run, governed.original, governed.inputs, environment, resumed=resumed,
                  reproduces=reproduces)
@@ -239,7 +231,6 @@ def hash_run(governed: Governed, run: RunFolder) -> list[dict[str, Any]] | None:
     outside a workspace, where nothing records them."""
     if governed.workspace is None:
         return None
-    from tunelab.workspace.lineage import hash_artifacts
 
     return hash_artifacts(run.path, skip=("run.json",))
 
@@ -250,7 +241,6 @@ def end(governed: Governed, run: RunFolder, status: str, *, error: str | None = 
     governed.cleanup()
     if governed.workspace is None:
         return
-    from tunelab.workspace.lineage import record_end
 
     try:
         record_end(governed.workspace, run, status, error=error, artifacts=artifacts)

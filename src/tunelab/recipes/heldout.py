@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from tunelab.engine.generation import generation_eval
+from tunelab.metrics.overfitting import divergence_warning
 from tunelab.retention import base_cache
 from tunelab.retention.sets import gate_checks, retention_report, score_sets
 from tunelab.runs.timings import Timings
@@ -201,8 +202,6 @@ def left_out_warnings(info: dict[str, Any]) -> list[str]:
 
 def _warnings(run: RunFolder) -> list[str]:
     """Warnings about the training curves (train and validation diverging)."""
-    from tunelab.metrics.overfitting import divergence_warning
-
     path = run.path / "metrics.jsonl"
     if not path.is_file():
         return []

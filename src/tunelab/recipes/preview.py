@@ -9,6 +9,7 @@ from tunelab.config import Config
 from tunelab.errors import ConfigError
 from tunelab.models import load_tokenizer, resolve_model
 from tunelab.objectives.base import IGNORE
+from tunelab.recipes.governance import resolve_data
 from tunelab.tasks import TASKS
 
 if TYPE_CHECKING:
@@ -25,8 +26,6 @@ def preview(config: Config, n: int = 3) -> tuple[list[PreviewSample], dict[str, 
     """The first `n` training samples as rendered and masked for training, and the data statistics.
 
     Runs the same pre-flight checks as `tunelab train`, so a config it accepts will start training."""
-    from tunelab.recipes.governance import resolve_data
-
     config, _inputs, _workspace = resolve_data(config)  # NAME@version data refs → the version's files
     task_class = TASKS.get(config.task)
     if not task_class.masks_tokens:

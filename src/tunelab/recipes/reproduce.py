@@ -19,8 +19,11 @@ import yaml
 
 from tunelab.config import Config, validate
 from tunelab.errors import DataError, RunError
+from tunelab.recipes.train import train
 from tunelab.runs import collect_environment
 from tunelab.workspace import Workspace
+from tunelab.workspace.datasets import content_files, content_sha256, parse_ref, resolve
+from tunelab.workspace.lineage import get_run, hash_artifacts
 
 log = logging.getLogger(__name__)
 KEY_PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "tokenizers", "safetensors", "numpy")
@@ -40,9 +43,6 @@ class Reproduction:
 
 
 def reproduce(ident: str, *, output_dir: str | None = None) -> Reproduction:
-    from tunelab.recipes.train import train
-    from tunelab.workspace.lineage import get_run
-
     ws = Workspace.require()
     ws.check_schema()
     with ws.read() as session:
@@ -65,7 +65,6 @@ def reproduce(ident: str, *, output_dir: str | None = None) -> Reproduction:
     config = config.model_copy(update={"output": config.output.model_copy(update={"name": name})})
     outcome = train(config, reproduces=run_id)
     metrics = compare_metrics(original_metrics, outcome.run.read_json("eval.json"))
-    from tunelab.workspace.lineage import hash_artifacts
 
     artifacts = compare_artifacts(original_artifacts, {a["path"]: a["sha256"] for a in hash_artifacts(outcome.run.path)})
     result = Reproduction(run_id, outcome.run.path, metrics, artifacts, env_diff)
@@ -79,8 +78,6 @@ def reproduce(ident: str, *, output_dir: str | None = None) -> Reproduction:
 
 def _check_inputs(ws: Workspace, config: Config, inputs: list[tuple[str, str, str]]) -> None:
     """Every recorded input must still have the recorded bytes (references are re-resolved by train)."""
-    from tunelab.workspace.datasets import content_files, content_sha256, parse_ref, resolve
-
     for split, path_text, sha in inputs:
         if parse_ref(path_text) is not None:
             path, _version = resolve(ws, path_text)

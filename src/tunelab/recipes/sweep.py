@@ -17,8 +17,10 @@ from tunelab.config import Config, load_config
 from tunelab.errors import ConfigError, TunelabError
 from tunelab.recipes.train import train
 from tunelab.sweep.presets import PRESETS
+from tunelab.sweep.results import write_outputs
 from tunelab.sweep.space import SearchSpace, check_space, load_space
 from tunelab.sweep.trial import SweepSetup, TrialRecord
+from tunelab.tasks import TASKS
 
 BACKENDS = ("optuna", "ray")
 
@@ -62,7 +64,6 @@ def sweep(
                        metric=metric, greater_is_better=greater, cwd=os.getcwd(), train=train)
     if search.grid:  # every grid point is enqueued in order, so each one runs exactly once
         enqueue = [*(enqueue or []), *search.grid_points()]
-    from tunelab.sweep.results import write_outputs
 
     finished: list[TrialRecord] = []
 
@@ -83,8 +84,6 @@ def sweep(
 
 def _objective(base: Config) -> tuple[str, bool]:
     """The metric trials are compared on (eval.metric, else the task's default) and which way is better."""
-    from tunelab.tasks import TASKS
-
     task = TASKS.get(base.task)()
     task.validate_config(base)
     return base.eval.metric, task.greater_is_better(base.eval.metric)  # type: ignore[arg-type]
@@ -122,6 +121,7 @@ def _sweep_dir(out: str | Path | None, base: Config) -> Path:
 
 def _run(setup: SweepSetup, backend: str, n_trials: int, **options: Any) -> list[TrialRecord]:
     if backend == "ray":
+        # each backend imports its optional dependency (ray, optuna) only when chosen
         from tunelab.sweep.ray_backend import run_ray
 
         return run_ray(setup, n_trials, **options)

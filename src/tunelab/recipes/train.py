@@ -18,9 +18,11 @@ from accelerate.utils import broadcast_object_list, set_seed
 
 from tunelab import faults
 from tunelab.config import Config
+from tunelab.data.stats import length_histogram
 from tunelab.engine import FitResult, Reporter, Trainer
 from tunelab.engine.accel import make_accelerator
-from tunelab.engine.checkpoint import latest_checkpoint
+from tunelab.engine.checkpoint import intact_checkpoint, latest_checkpoint
+from tunelab.engine.hardware import checkpoint_parameters, resolve_attention, resolve_precision
 from tunelab.engine.reporting import RunPruned
 from tunelab.errors import RunError
 from tunelab.logs import add_file_log
@@ -29,6 +31,7 @@ from tunelab.models import load_tokenizer, resolve_model
 from tunelab.objectives import build_objective
 from tunelab.recipes import governance, preflight
 from tunelab.recipes.heldout import after_training, before_training
+from tunelab.retention import base_cache
 from tunelab.retention.sets import prepare_sets
 from tunelab.runs import RunFolder, collect_environment, now_iso
 from tunelab.runs.timings import Timings
@@ -144,8 +147,6 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
 def _settle_speed(governed: governance.Governed, resolved: Any, uses_tokenizer: bool) -> dict[str, Any]:
     """Turn `train.precision: auto` into fp32 or bf16 for this machine and model (written into the run's
     config, so a reproduction uses the same), and pick the attention kernel; returns run.json fields."""
-    from tunelab.engine.hardware import checkpoint_parameters, resolve_attention, resolve_precision
-
     config = governed.config
     params = checkpoint_parameters(resolved.path)
     if params is None:  # no safetensors (a vision checkpoint): size on disk / 4 bytes is close enough
@@ -163,8 +164,6 @@ def _settle_speed(governed: governance.Governed, resolved: Any, uses_tokenizer: 
 def _base_cache_key(config: Config, task: Any, resolved: Any, data: Any, retention: Any, speed: dict[str, Any],
                     accelerator: Any, tokenizer: Any) -> str | None:
     """The base-score cache key (retention/base_cache.py), for single-process runs of tasks that score their base."""
-    from tunelab.retention import base_cache
-
     if accelerator.num_processes > 1 or not task.evaluates_base:
         return None
     return base_cache.cache_key(config, resolved.fingerprint, data, retention, speed["attention"],
@@ -209,8 +208,6 @@ def _enable_checkpointing(model: torch.nn.Module) -> None:
 
 def _last_checkpoint(run: RunFolder) -> Path:
     """The newest intact checkpoint (its files match its manifest); damaged newer ones are named."""
-    from tunelab.engine.checkpoint import intact_checkpoint
-
     found, damaged = intact_checkpoint(run.checkpoints)
     for problem in damaged:
         log.warning("skipping a damaged checkpoint: %s", problem)
@@ -286,7 +283,6 @@ def _length_info(task: Any, data: Any, config: Config) -> dict[str, Any]:
     """Token-length histograms per split (reports mark the max_length cut on them)."""
     if not task.uses_tokenizer:
         return {}
-    from tunelab.data.stats import length_histogram
 
     splits = {"train": data.train, "validation": data.validation, "test": data.test}
     return {"lengths": {name: length_histogram(ds, config.train.max_length)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tunelab.report import display as fmt
-from tunelab.report import sections
+from tunelab.config import validate
+from tunelab.errors import TunelabError
+from tunelab.report import display as fmt, sections
 from tunelab.report.load import RunData
 
 NOISE = ("output.",)  # keys that differ between any two runs and say nothing about them
@@ -95,9 +96,6 @@ def config_diff(runs: list[RunData]) -> list[tuple[str, list[str]]]:
 def _resolved(config: dict[str, Any]) -> dict[str, Any]:
     """The config with today's defaults filled in, so a key added to the schema after an older run was
     made does not show up as a difference; the config as written when it no longer validates."""
-    from tunelab.config import validate
-    from tunelab.errors import TunelabError
-
     try:
         return validate(config).model_dump(mode="json")
     except TunelabError:

@@ -20,6 +20,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunelab import __version__
+from tunelab.paths import cache_dir
+
 if TYPE_CHECKING:
     import datasets
 
@@ -34,8 +37,6 @@ def cache_key(config: Config, fingerprint: str, data: PreparedData, retention: l
               attention: str, device: str, world: int, tokenizer_size: int) -> str:
     import torch
     import transformers
-
-    from tunelab import __version__
 
     method = {"name": "peft"} if config.method.name in PEFT_AT_INIT else config.method.model_dump(mode="json")
     parts = {
@@ -87,6 +88,4 @@ def _rows(ds: datasets.Dataset | None) -> str | None:
 
 
 def _path(key: str) -> Path:
-    from tunelab.paths import cache_dir
-
     return cache_dir() / "base-scores" / f"{key}.json"

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from tunelab.config.schema import RetentionSet
+from tunelab.engine.generation import generation_eval
 from tunelab.errors import ConfigError
 
 if TYPE_CHECKING:
     from tunelab.config import Config
-    from tunelab.config.schema import RetentionSet
     from tunelab.engine import Trainer
     from tunelab.models import ResolvedModel
     from tunelab.tasks import HeldOutSet, PreparedData, Task
@@ -24,8 +25,6 @@ log = logging.getLogger(__name__)
 
 def retention_specs(config: Config, task: Task) -> list[RetentionSet]:
     """The configured retention sets; 'auto' is the task's default (general-text for causal LMs)."""
-    from tunelab.config.schema import RetentionSet
-
     chosen = config.eval.retention
     if chosen == "none":
         return []
@@ -54,8 +53,6 @@ def prepare_sets(
 
 def score_sets(trainer: Trainer, sets: list[HeldOutSet], config: Config, task: Task, tokenizer: Any) -> dict[str, Any]:
     """Every set's metrics with the model as it is now (generation too, for sets with prompts)."""
-    from tunelab.engine.generation import generation_eval
-
     scores: dict[str, Any] = {}
     for held in sets:
         model = held.score_with(trainer.unwrapped)

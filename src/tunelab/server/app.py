@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 import tunelab
 from tunelab.config.load import short_repr
 from tunelab.errors import TunelabError
+from tunelab.server.routes import inference, jobs, runs, server, ui, uploads, workspace
 from tunelab.server.routes.inference import ModelCache
 from tunelab.server.runner import JobRunner
 from tunelab.workspace import Workspace
@@ -61,8 +62,6 @@ def create_app(root: Path, *, allow_anonymous: bool = False, job_slots: int = 1,
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type"),
                    **({"input": short_repr(e["input"])} if "input" in e else {})} for e in err.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
-
-    from tunelab.server.routes import inference, jobs, runs, server, ui, uploads, workspace
 
     for module in (jobs, runs, workspace, uploads, inference, server, ui):
         app.include_router(module.router)

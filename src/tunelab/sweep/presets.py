@@ -14,6 +14,8 @@ from typing import Any
 from tunelab.choices import Choices
 from tunelab.config import Config
 from tunelab.errors import ConfigError
+from tunelab.methods.freeze import find_blocks
+from tunelab.models import resolve_model
 from tunelab.sweep.space import Param, SearchSpace
 from tunelab.sweep.trial import COMPLETE, TrialRecord
 
@@ -43,16 +45,12 @@ def layers_space(config: Config) -> SearchSpace:
 def count_blocks(config: Config) -> int:
     """The model's transformer blocks: config.json's layer count when it has one, else build the model
     once and count what `method: freeze` would count."""
-    from tunelab.models import resolve_model
-
     resolved = resolve_model(config.model)
     found = _layers_from_config_json(resolved.path / "config.json")
     if found:
         return found
     try:
         from transformers import AutoModel
-
-        from tunelab.methods.freeze import find_blocks
 
         return len(find_blocks(AutoModel.from_pretrained(resolved.path)))
     except Exception:  # noqa: BLE001 - any failure to build it means: cannot count, say so in one line

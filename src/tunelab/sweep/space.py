@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from tunelab.choices import closest
+from tunelab.config.load import apply_override, load_yaml_file, read_yaml, validate
 from tunelab.errors import ConfigError
 
 Kind = Literal["float", "int", "categorical"]
@@ -129,8 +130,6 @@ class SearchSpace:
 
 def load_space(path: Path) -> SearchSpace:
     """Read and validate a space file; every problem is one ConfigError naming the file and the key."""
-    from tunelab.config.load import load_yaml_file
-
     raw = load_yaml_file(path, "space file")
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{path}: a search space is a mapping of dotted config keys to specs",
@@ -202,8 +201,6 @@ def _numeric(key: str, kind: Kind, spec: dict[str, Any], fail: Any) -> Param:
 def check_space(space: SearchSpace, config_path: Path, overrides: list[str] | tuple[str, ...]) -> None:
     """Apply every bound and choice of every parameter to the config and validate it, so an unknown key
     (with the closest valid one) or an out-of-range value fails now, before any trial runs."""
-    from tunelab.config.load import apply_override, read_yaml, validate
-
     base = read_yaml(config_path)
     for item in overrides:
         apply_override(base, item)

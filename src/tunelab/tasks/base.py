@@ -28,8 +28,10 @@ from pydantic import TypeAdapter
 from torch import nn
 
 from tunelab.choices import Choices, closest
-from tunelab.config.schema import CrossEntropyObjective, ObjectiveConfig
-from tunelab.errors import ConfigError
+from tunelab.config.schema import CrossEntropyObjective, ModelConfig, ObjectiveConfig
+from tunelab.data import general_text
+from tunelab.errors import ConfigError, ExportError, RunError
+from tunelab.models import resolve_model
 from tunelab.objectives import check_fits
 
 if TYPE_CHECKING:
@@ -239,8 +241,6 @@ class Task:
         self, model: nn.Module, tokenizer: Any, config: Config
     ) -> tuple[dict[str, torch.Tensor], dict[str, dict[int, str]]]:
         """Example inputs for ONNX export and their dynamic axes; tasks without an ONNX export refuse."""
-        from tunelab.errors import ExportError
-
         raise ExportError(f"ONNX export is not available for {self.name} runs",
                           fix="use --format merged (or gguf for Llama-family causal LMs)")
 
@@ -301,8 +301,6 @@ def load_saved_classifier(run_dir: Path, config: Config, auto_class: Any) -> tup
 
     from transformers import AutoTokenizer
 
-    from tunelab.errors import RunError
-
     remote = config.model.trust_remote_code
     model_dir, adapter_dir = run_dir / "model", run_dir / "adapter"
     if (model_dir / "config.json").is_file():
@@ -310,8 +308,6 @@ def load_saved_classifier(run_dir: Path, config: Config, auto_class: Any) -> tup
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=remote)
     elif (adapter_dir / "adapter_config.json").is_file():
         from peft import PeftModel
-
-        from tunelab.models import resolve_model
 
         labels = json.loads((run_dir / "labels.json").read_text())
         base = auto_class.from_pretrained(
@@ -333,10 +329,6 @@ def classifier_retention(
     backbone being trained: before training this is the previous model itself (when it is
     `model.source`); after, it shows how much of the previous task the shared backbone lost."""
     from transformers import AutoConfig
-
-    from tunelab.config.schema import ModelConfig
-    from tunelab.data import general_text
-    from tunelab.models import resolve_model
 
     name = spec.name or Path(spec.source).stem
     where = f"eval.retention {name!r}"

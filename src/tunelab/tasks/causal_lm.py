@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunelab.data import cached_dataset, fingerprint_table, load_table, normalize_records
+from tunelab.data import cached_dataset, fingerprint_table, general_text, load_table, normalize_records
+from tunelab.data.general_text import paragraph_keys
 from tunelab.data.split import hold_out_missing, random_split
 from tunelab.errors import ConfigError, DataError, RunError, TrainingError
+from tunelab.models import resolve_model
 from tunelab.models.templates import ChatTemplate, resolve_template
 from tunelab.objectives.base import IGNORE
 from tunelab.tasks.base import TASKS, HeldOutSet, PreparedData, Task, dropout_overrides, pad_sequences
@@ -266,8 +268,6 @@ class CausalLM(Task):
         data: PreparedData,
     ) -> HeldOutSet:
         """A retention set scored by perplexity (and generation when its rows have answers)."""
-        from tunelab.data import general_text
-
         metric = spec.metric or "perplexity"
         if metric not in self.metrics:
             raise ConfigError(f"eval.retention {spec.name or spec.source!r}: metric {metric!r} is not a causal-lm "
@@ -291,8 +291,6 @@ class CausalLM(Task):
 
     def train_paragraphs(self) -> set[str]:
         """Paragraph hashes of the training records (general text that overlaps them is never used)."""
-        from tunelab.data.general_text import paragraph_keys
-
         if self._train_keys is None:
             self._train_keys = set()
             for record in self._train_records or []:
@@ -324,8 +322,6 @@ class CausalLM(Task):
     ) -> tuple[datasets.Dataset, dict[str, Any]]:
         """Append replayed general samples so they make up `data.replay.fraction` of the training set."""
         import datasets as hf_datasets
-
-        from tunelab.data import general_text
 
         replay = config.data.replay
         assert replay is not None
@@ -510,8 +506,6 @@ class CausalLM(Task):
             tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=remote)
         elif (adapter_dir / "adapter_config.json").is_file():
             from peft import PeftModel
-
-            from tunelab.models import resolve_model
 
             tokenizer = AutoTokenizer.from_pretrained(adapter_dir, trust_remote_code=remote)
             base = AutoModelForCausalLM.from_pretrained(resolve_model(config.model).path, trust_remote_code=remote)

@@ -39,6 +39,7 @@ class ClassifierTask(Task):
         return {"logits": logits.cpu().numpy(), "labels": batch["labels"].cpu().numpy(), "loss": losses.cpu().numpy()}
 
     def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
+        # scikit-learn adds ~1 s of import; predict, preview and data check build a task and need none of it
         from tunelab.metrics.classification import classification_metrics
 
         metrics = classification_metrics(outputs["labels"], outputs["logits"].argmax(-1), data.info["labels"])
@@ -46,6 +47,7 @@ class ClassifierTask(Task):
         return metrics
 
     def baseline_outputs(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, np.ndarray]:
+        # scikit-learn: see compute_metrics
         from tunelab.metrics.classification import majority_outputs
 
         return majority_outputs(outputs, data.info["labels"], data.info["label_counts"]["train"])

@@ -24,6 +24,7 @@ from tunelab.data.images import check_images, open_image
 from tunelab.data.split import hold_out_missing
 from tunelab.data.transforms import Preprocess
 from tunelab.errors import DataError, RunError
+from tunelab.models import resolve_model
 from tunelab.models.vision import create_vision_backbone, is_timm_folder, vision_data_config
 from tunelab.tasks.base import TASKS, PreparedData, load_tracking_new
 from tunelab.tasks.classifier import ClassifierTask
@@ -191,6 +192,7 @@ class ImageClassification(ClassifierTask):
     def worst_samples(
         self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int
     ) -> list[dict[str, Any]]:
+        # scikit-learn: imported when metrics are computed, not when the task is built
         from tunelab.metrics.classification import worst_rows
 
         def describe(i: int) -> str:
@@ -212,8 +214,6 @@ class ImageClassification(ClassifierTask):
 
     # ---- inference ------------------------------------------------------------------------
     def load_trained(self, run_dir: Path, config: Config) -> tuple[nn.Module, Any]:
-        from tunelab.models import resolve_model
-
         labels = json.loads((run_dir / "labels.json").read_text())
         model_dir, adapter_dir = run_dir / "model", run_dir / "adapter"
         base = resolve_model(config.model).path

@@ -245,6 +245,7 @@ class TextClassification(ClassifierTask):
     def worst_samples(
         self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int
     ) -> list[dict[str, Any]]:
+        # scikit-learn: imported when metrics are computed, not when the task is built
         from tunelab.metrics.classification import worst_rows
 
         assert self.tokenizer is not None

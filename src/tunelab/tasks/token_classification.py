@@ -220,6 +220,7 @@ class TokenClassification(Task):
         }
 
     def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
+        # seqeval imports scikit-learn (~1 s): only when metrics are computed
         from tunelab.metrics.token_classification import entity_metrics
 
         names = data.info["labels"]

@@ -33,6 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab.errors import ConfigError
+from tunelab.models.catalog import CATALOG
+from tunelab.models.resolve import looks_like_hub_id
+from tunelab.runs.folder import now_iso
+from tunelab.workspace.audit import current_actor
+from tunelab.workspace.datasets import parse_ref
+from tunelab.workspace.orm import ServerSetting
 
 if TYPE_CHECKING:
     from tunelab.config import Config
@@ -120,8 +126,6 @@ class _Checker:
 
     def data(self, key: str, value: str | None, *, general: bool = False) -> None:
         """A data input: a dataset version, `general-text` where allowed, or a confined path."""
-        from tunelab.workspace.datasets import parse_ref
-
         if value is None or parse_ref(value) is not None or (general and value == GENERAL_TEXT):
             return
         self.path(key, value)
@@ -130,8 +134,6 @@ class _Checker:
         """A model source: a catalog name, a hub id through the cache, or a confined folder/.gguf file."""
         if value is None:
             return
-        from tunelab.models.catalog import CATALOG
-        from tunelab.models.resolve import looks_like_hub_id
 
         text = value.strip()
         if text in CATALOG:
@@ -241,8 +243,6 @@ def job_policy(ws: Workspace, *, server_allows_code: bool, admin: bool) -> JobPo
 
 
 def stored_read_roots(ws: Workspace) -> tuple[Path, ...]:
-    from tunelab.workspace.orm import ServerSetting
-
     with ws.read() as session:
         row = session.get(ServerSetting, READ_ROOTS)
         return tuple(Path(p) for p in (row.value if row else []))
@@ -250,10 +250,6 @@ def stored_read_roots(ws: Workspace) -> tuple[Path, ...]:
 
 def set_read_roots(ws: Workspace, paths: list[str]) -> tuple[Path, ...]:
     """Replace the extra read-only roots of server jobs (audited with the old and new lists)."""
-    from tunelab.runs.folder import now_iso
-    from tunelab.workspace.audit import current_actor
-    from tunelab.workspace.orm import ServerSetting
-
     roots = check_read_roots(paths)
     value = [str(p) for p in roots]
     with ws.write() as txn:

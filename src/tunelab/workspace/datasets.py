@@ -34,7 +34,7 @@ from tunelab.errors import DataError
 from tunelab.hashing import CHUNK, digest, file_sha256
 from tunelab.runs.folder import now_iso
 from tunelab.workspace.audit import current_actor
-from tunelab.workspace.orm import Dataset, DatasetVersion, ModelVersion, RunInput
+from tunelab.workspace.orm import Dataset, DatasetVersion, ModelVersion, Run, RunInput
 from tunelab.workspace.workspace import Workspace
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
@@ -313,8 +313,6 @@ def list_versions(ws: Workspace, name: str | None = None) -> list[dict[str, Any]
 def delete_version(ws: Workspace, text: str) -> dict[str, Any]:
     """Delete a version's bytes and keep it as a tombstone. Refused while a registered model was trained
     on it or a running run reads it (the error names them). Runs that used it keep it in their lineage."""
-    from tunelab.workspace.orm import Run
-
     with ws.write() as txn:
         version = get_version(txn.session, text)
         models = txn.session.execute(

@@ -13,8 +13,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tunelab.config.schema import DataConfig
 from tunelab.errors import DataError
 from tunelab.hashing import canonical_json
+from tunelab.workspace.datasets import get_version, version_path
 
 EXAMPLES = 5
 
@@ -26,7 +28,7 @@ def file_changes(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, 
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    from tunelab.config.schema import DataConfig
+    # data loading imports datasets and pandas; the other workspace commands do not need them
     from tunelab.data.loading import load_table
 
     table = load_table(path, DataConfig(train=str(path)), "train")
@@ -83,8 +85,6 @@ def _decoder(a: list[dict[str, Any]], b: list[dict[str, Any]], old: list[str], n
 
 def diff_versions(ws: Any, first: str, second: str, *, key: str | None = None) -> dict[str, Any]:
     """Files added/removed/changed, and row changes per data file (a file version is its one file)."""
-    from tunelab.workspace.datasets import get_version, version_path
-
     with ws.read() as session:
         a, b = get_version(session, first), get_version(session, second)
         refs = (a.ref, b.ref)

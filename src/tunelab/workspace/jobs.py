@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from tunelab.config import load_config_text
 from tunelab.errors import TunelabError
-from tunelab.runs.folder import now_iso
+from tunelab.runs.folder import RunFolder, now_iso
 from tunelab.workspace.audit import current_actor
 from tunelab.workspace.confine import JobPolicy, check_job_config, describe
-from tunelab.workspace.orm import Job
+from tunelab.workspace.orm import Job, Run
 from tunelab.workspace.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ class JobError(TunelabError):
 def validate_submission(config_yaml: str, overrides: list[str], policy: JobPolicy | None = None) -> Config:
     """The config must load and validate exactly as `tunelab train` would load it, and (with a policy)
     read only what the server lets jobs read. Errors name "submitted config", never a server path."""
-    from tunelab.config import load_config_text
-
     config = load_config_text(config_yaml, overrides)
     if policy is not None:
         check_job_config(config, policy)
@@ -172,9 +171,6 @@ def job_run(folder: Path) -> Path | None:
 
 def _fail_orphan_run(txn: Any, folder: Path, reason: str) -> str | None:
     """The orphan's run, if it got that far, is failed too: in its folder and in the lineage record."""
-    from tunelab.runs.folder import RunFolder
-    from tunelab.workspace.orm import Run
-
     found = job_run(folder)
     if found is None:
         return None

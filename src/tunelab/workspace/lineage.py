@@ -18,9 +18,11 @@ from sqlalchemy.orm import object_session
 
 import tunelab
 from tunelab.config import Config, dump_config
+from tunelab.errors import RunError
 from tunelab.hashing import digest, file_sha256
 from tunelab.runs.folder import RunFolder, now_iso
 from tunelab.workspace.audit import current_actor
+from tunelab.workspace.data_checks import add_check
 from tunelab.workspace.datasets import content_files_list
 from tunelab.workspace.orm import Artifact, DataCheck, DatasetVersion, Run, RunInput
 from tunelab.workspace.workspace import Workspace
@@ -70,8 +72,6 @@ def record_start(ws: Workspace, run: RunFolder, config: Config, inputs: list[Inp
 
 
 def record_data_check(ws: Workspace, run_id: str, report: dict[str, Any], report_path: Path | None) -> None:
-    from tunelab.workspace.data_checks import add_check
-
     add_check(ws, target=f"run {run_id}", report=report, report_path=report_path, run_id=run_id)
 
 
@@ -132,8 +132,6 @@ def _read_json(run: RunFolder, name: str) -> dict[str, Any] | None:
 
 def get_run(session: Any, ident: str) -> Run:
     """A run by id, by folder path, or by a unique id prefix."""
-    from tunelab.errors import RunError
-
     name = Path(ident).name if ("/" in ident or Path(ident).is_dir()) else ident
     row = session.get(Run, name)
     if row is not None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from tunelab.errors import DataError
 from tunelab.hashing import file_sha256
+from tunelab.workspace.datasets import content_files, content_sha256, version_path
 from tunelab.workspace.orm import DatasetVersion, Run
 from tunelab.workspace.workspace import Workspace
 
@@ -32,8 +33,6 @@ def run_findings(ws: Workspace, run: Run) -> list[str]:
             if problem is not None:
                 found.append(f"input data.{item.split} ({version.ref}): {problem}")
         elif (path := _input_path(ws, item.path)).exists():
-            from tunelab.workspace.datasets import content_files, content_sha256
-
             now = content_sha256(path, content_files(path))
             if now != item.sha256:
                 found.append(f"input data.{item.split} ({item.path}): bytes changed "
@@ -45,8 +44,6 @@ def run_findings(ws: Workspace, run: Run) -> list[str]:
 
 def version_problem(ws: Workspace, version: DatasetVersion) -> str | None:
     """Why a dataset version's bytes cannot be trusted now, or None when they are the registered ones."""
-    from tunelab.workspace.datasets import version_path
-
     if not version.live:
         return f"deleted ({version.deleted_at} by {version.deleted_by})"
     try:

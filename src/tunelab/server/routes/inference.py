@@ -102,6 +102,7 @@ class Classifier:
 
 
 def load_classifier(run_path: Path) -> Classifier:
+    # the recipes import torch; the server answers its other routes without it until a model is loaded
     from tunelab.recipes.predict import load_predictor
 
     return Classifier(load_predictor(run_path))
@@ -165,6 +166,7 @@ class ChatModel:
 
 
 def load_chat_model(run_path: Path) -> ChatModel:
+    # torch and transformers load with the first chat model, not with the server
     from tunelab.recipes.generate import load_lm
 
     return ChatModel(load_lm(run_path))
@@ -209,6 +211,7 @@ def _message(message: ChatMessage) -> dict[str, str]:
 def generation_settings(config: Config, body: ChatRequest) -> GenerationConfig:
     """The run's generation settings with the request's: temperature 0 is greedy decoding, a positive
     temperature samples, no temperature keeps the run's choice. ConfigError (422) when invalid."""
+    # as above: the generate recipe imports torch
     from tunelab.recipes.generate import settings
 
     overrides: dict[str, Any] = {"max_new_tokens": body.max_completion_tokens or body.max_tokens,

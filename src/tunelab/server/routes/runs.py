@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from tunelab.errors import RunError
+from tunelab.recipes.report import write_report
 from tunelab.server.auth import Viewer
 from tunelab.workspace.lineage import get_run, recent_runs, run_dict
 from tunelab.workspace.orm import Run
@@ -69,8 +70,6 @@ def _run_json(request: Request, run_id: str, name: str, fix: str) -> dict[str, A
 def report(run_id: str, request: Request, _who: Viewer) -> FileResponse:
     """The run's self-contained HTML report (curves, base vs tuned, retention, gates, worst samples),
     written on first request and when the run has changed since."""
-    from tunelab.recipes.report import write_report
-
     folder = _folder(request, run_id)
     page = folder / "report" / "report.html"
     if not page.is_file() or page.stat().st_mtime < (folder / "run.json").stat().st_mtime:
