@@ -91,7 +91,7 @@ def test_reproduce_notices_a_different_result(workspace: Workspace, make_config,
     def other_seed(config, **kwargs):
         return real_train(config.model_copy(update={"train": config.train.model_copy(update={"seed": 7})}), **kwargs)
 
-    monkeypatch.setattr("tunelab.recipes.train.train", other_seed)
+    monkeypatch.setattr(rep, "train", other_seed)
     result = rep.reproduce(outcome.run.id)
     assert not result.matches
     assert any(not m["match"] and m["name"].startswith("test.") for m in result.metrics)
