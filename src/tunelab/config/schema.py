@@ -62,11 +62,15 @@ class DataConfig(Section):
         "sub-folders holding images, imagefolder). 'txt' reads .txt/.md files as one document each; 'conll' "
         "reads one token per line with blank lines between sentences.",
     )
-    records: Literal["auto", "messages", "sharegpt", "alpaca", "prompt-completion", "text"] = Field(
+    records: Literal[
+        "auto", "messages", "sharegpt", "alpaca", "prompt-completion", "text", "preference", "chat-preference",
+        "openai-preference",
+    ] = Field(
         "auto",
         description="How causal-lm rows are laid out: messages (OpenAI-style chat), sharegpt (from/value), "
-        "alpaca (instruction/input/output), prompt-completion, or text (raw text for domain adaptation); "
-        "'auto' detects it from the columns.",
+        "alpaca (instruction/input/output), prompt-completion, text (raw text for domain adaptation), or "
+        "preference pairs for dpo/orpo/simpo: preference (prompt/chosen/rejected text), chat-preference (a "
+        "prompt message list) or openai-preference (OpenAI's DPO JSONL); 'auto' detects it from the columns.",
     )
     tokens_column: str = Field("tokens", description="Token classification: column with the list of words.")
     tags_column: str = Field("tags", description="Token classification: column with one tag per word.")
@@ -245,11 +249,46 @@ class CrossEntropyObjective(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing (0: none).")
 
 
+class DpoObjective(Section):
+    """Direct preference optimisation on (prompt, chosen, rejected) pairs: the policy's log-probability
+    margin of chosen over rejected, measured against the starting model's (the reference), pushed up.
+    The reference log-probabilities are computed once before training, so no second model is held."""
+
+    name: Literal["dpo"] = "dpo"
+    beta: float = Field(0.1, gt=0, description="Strength of the pull toward the reference (higher: stay closer).")
+    loss: Literal["sigmoid", "ipo"] = Field(
+        "sigmoid", description="sigmoid: DPO's logistic loss; ipo: IPO's squared loss on per-token log-ratios "
+        "(target margin 1/(2 beta)), which does not keep pushing pairs that are already separated.",
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="Assumed fraction of flipped preference labels (conservative DPO; "
+        "sigmoid loss only).",
+    )
+
+
+class OrpoObjective(Section):
+    """ORPO, reference-free: the chosen answer's next-token loss plus beta times an odds-ratio term that
+    favours chosen over rejected (both on per-token mean log-probabilities)."""
+
+    name: Literal["orpo"] = "orpo"
+    beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio term against the chosen answer's loss.")
+
+
+class SimpoObjective(Section):
+    """SimPO, reference-free: the reward of an answer is beta times its per-token mean log-probability;
+    chosen must beat rejected by the margin gamma."""
+
+    name: Literal["simpo"] = "simpo"
+    beta: float = Field(2.0, gt=0, description="Reward scale.")
+    gamma: float = Field(0.5, ge=0, description="Target reward margin of chosen over rejected.")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed fraction of flipped labels.")
+
+
 # Objectives are registered in tunelab.objectives (OBJECTIVES) and their settings listed here, so the
 # whole config validates and exports a JSON schema without importing torch (as methods do).
 ObjectiveConfig = Annotated[
-    SftObjective | CrossEntropyObjective,
-    Field(discriminator="name", description="What training optimises: sft | cross-entropy."),
+    SftObjective | CrossEntropyObjective | DpoObjective | OrpoObjective | SimpoObjective,
+    Field(discriminator="name", description="What training optimises: sft | cross-entropy | dpo | orpo | simpo."),
 ]
 
 

@@ -118,6 +118,7 @@ class Trainer:
         devices = self.world if accelerator.device.type == "cuda" else 1  # CPU processes share one peak
         self.flop_meter = FlopMeter(measured_peak(accelerator.device.type), cfg.precision, devices)
         self._last_longest = 0
+        objective.before_training(self)  # the model is still the starting model, even for a resumed run
 
     # ---- public ---------------------------------------------------------------------------
     @property
@@ -207,6 +208,8 @@ class Trainer:
         if not math.isfinite(loss):
             self._fail_non_finite("loss", loss)
         extra = {"l2_sp": self.l2_sp.add_gradients()} if self.l2_sp else {}
+        for name, (total, count) in self.objective.pop_step_stats().items():
+            extra[name] = self._sum_across(total) / max(self._sum_across(count), 1.0)
         max_norm = self.config.train.max_grad_norm or float("inf")
         grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
         if not math.isfinite(grad_norm):

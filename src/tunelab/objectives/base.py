@@ -15,7 +15,8 @@ objective; an objective with metrics of its own (preference accuracy, rewards) a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -25,7 +26,10 @@ from tunelab.choices import Choices
 from tunelab.errors import ConfigError
 
 if TYPE_CHECKING:
+    import datasets
+
     from tunelab.config import Config
+    from tunelab.engine import Trainer
     from tunelab.tasks.base import PreparedData, Task
 
 IGNORE = -100  #: target of positions that carry no loss (what torch's cross_entropy ignores by default)
@@ -38,9 +42,23 @@ class Objective(Generic[S]):
     name: str = ""
     #: the task output the loss is computed from (a `Task.outputs` entry)
     consumes: str = ""
+    #: what one training sample holds: "sequences", or "pairs" (a chosen and a rejected answer)
+    layout: str = "sequences"
+    #: metric name -> greater is better, for objectives that score validation their own way
+    #: (empty: the task's metrics)
+    own_metrics: ClassVar[dict[str, bool]] = {}
 
     def __init__(self, task: Task, settings: S) -> None:
         self.task, self.settings = task, settings
+
+    def before_training(self, trainer: Trainer) -> None:
+        """Called once the trainer holds the starting model, before any step (and before a resumed
+        run loads its checkpoint): objectives that compare against the starting model score it here."""
+
+    def pop_step_stats(self) -> dict[str, tuple[float, float]]:
+        """Statistics of the micro-batches since the last call, as name -> (sum, count); the engine
+        sums them over processes and logs sum / count with each step (rewards, margins)."""
+        return {}
 
     # ---- training ---------------------------------------------------------------------------
     def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
@@ -63,16 +81,27 @@ class Objective(Generic[S]):
     def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
         return self.task.compute_metrics(outputs, data)
 
+    def worst_samples(
+        self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int
+    ) -> list[dict[str, Any]]:
+        """The k worst-scored rows of an evaluation, readable (the task's reading of its own outputs)."""
+        return self.task.worst_samples(outputs, dataset, data, k)
+
     @property
     def metrics(self) -> dict[str, bool]:
         """Metric name -> greater is better; `eval.metric` must be one of them."""
-        return self.task.metrics
+        return self.own_metrics or self.task.metrics
 
     def greater_is_better(self, metric: str) -> bool:
         return self.metrics[metric]
 
 
 OBJECTIVES: Choices[type[Objective[Any]]] = Choices("objective")
+
+
+def metrics_of(objective_name: str, task: Task) -> dict[str, bool]:
+    """The validation metrics a run of `task` with this objective reports (name -> greater is better)."""
+    return OBJECTIVES.get(objective_name).own_metrics or task.metrics
 
 
 def check_fits(objective_name: str, task: Task) -> None:
@@ -82,6 +111,13 @@ def check_fits(objective_name: str, task: Task) -> None:
         usable = [name for name, cls in OBJECTIVES.items() if cls.consumes in task.outputs]
         raise ConfigError(f"objective {objective_name!r} needs {consumes}, which a {task.name} model does not "
                           f"produce", fix=f"use objective.name: {' | '.join(usable)}")
+
+
+def base_function(model: nn.Module) -> Any:
+    """A context in which `model` computes what the starting model did: a PEFT model with its adapters
+    disabled (a fresh LoRA/DoRA adapter is the identity only up to rounding), anything else as it is."""
+    disable = getattr(model, "disable_adapter", None)
+    return disable() if callable(disable) else nullcontext()
 
 
 def build_objective(config: Config, task: Task) -> Objective[Any]:

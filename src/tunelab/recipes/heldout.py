@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from tunelab.engine.generation import generation_eval
 from tunelab.metrics.overfitting import divergence_warning
+from tunelab.objectives.base import base_function
 from tunelab.retention import base_cache
 from tunelab.retention.sets import gate_checks, retention_report, score_sets
 from tunelab.runs.timings import Timings
@@ -47,7 +47,7 @@ def before_training(
         log.info("base model scores reused from the cache (same model, data and settings)")
         run.update(base_scores={"cached": True, "key": cache_key})
     else:
-        with _base_weights(trainer.unwrapped):
+        with base_function(trainer.unwrapped):
             base = _score_base(trainer, config, task, data, tokenizer, retention, clock)
         if cache_key and base:
             base_cache.store(cache_key, base)
@@ -80,13 +80,6 @@ def _score_base(trainer: Trainer, config: Config, task: Task, data: PreparedData
     return base
 
 
-def _base_weights(model: Any) -> Any:
-    """The base model's own function: a PEFT model with its adapters disabled (a fresh LoRA/DoRA adapter
-    is the identity only up to rounding), anything else as it is."""
-    disable = getattr(model, "disable_adapter", None)
-    return disable() if callable(disable) else nullcontext()
-
-
 def after_training(
     trainer: Trainer, run: RunFolder, config: Config, task: Task, data: PreparedData, tokenizer: Any,
     fit: FitResult, before: dict[str, Any], retention: list[HeldOutSet], clock: Timings | None = None,
@@ -113,7 +106,7 @@ def after_training(
                                                           check["message"])
     results["warnings"] = _warnings(run) + left_out_warnings(data.info)
     if main and "test" in outputs:
-        rows = task.worst_samples(outputs["test"], data.test, data, WORST_SAMPLES)
+        rows = trainer.objective.worst_samples(outputs["test"], data.test, data, WORST_SAMPLES)
         if rows:
             run.write_jsonl("samples_test.jsonl", rows)
     return results

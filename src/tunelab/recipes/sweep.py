@@ -86,7 +86,7 @@ def _objective(base: Config) -> tuple[str, bool]:
     """The metric trials are compared on (eval.metric, else the task's default) and which way is better."""
     task = TASKS.get(base.task)()
     task.validate_config(base)
-    return base.eval.metric, task.greater_is_better(base.eval.metric)  # type: ignore[arg-type]
+    return base.eval.metric, task.run_metrics(base)[base.eval.metric]  # type: ignore[index]
 
 
 def _check_options(backend: str, trials: int | None, tolerance: float, space: Any, preset: str | None) -> None:

@@ -32,7 +32,7 @@ from tunelab.config.schema import CrossEntropyObjective, ModelConfig, ObjectiveC
 from tunelab.data import general_text
 from tunelab.errors import ConfigError, ExportError, RunError
 from tunelab.models import resolve_model
-from tunelab.objectives import check_fits
+from tunelab.objectives import check_fits, metrics_of
 
 if TYPE_CHECKING:
     import datasets
@@ -120,10 +120,17 @@ class Task:
         self._refuse_foreign_sections(config)
         if config.eval.metric is None:
             config.eval.metric = self.default_metric
-        if config.eval.metric not in self.metrics:
-            hint = closest(config.eval.metric, list(self.metrics))
-            fix = f"did you mean {hint!r}?" if hint else f"choose one of {', '.join(self.metrics)}"
-            raise ConfigError(f"eval.metric {config.eval.metric!r} is not a {self.name} metric", fix=fix)
+        metrics = self.run_metrics(config)
+        if config.eval.metric not in metrics:
+            hint = closest(config.eval.metric, list(metrics))
+            fix = f"did you mean {hint!r}?" if hint else f"choose one of {', '.join(metrics)}"
+            what = f"{self.name} metric" if metrics is self.metrics else f"{config.objective.name} metric"
+            raise ConfigError(f"eval.metric {config.eval.metric!r} is not a {what}", fix=fix)
+
+    def run_metrics(self, config: Config) -> dict[str, bool]:
+        """The validation metrics of a run (its objective's own, else the task's): name -> greater is better."""
+        assert config.objective is not None, "validate_config resolves the objective"
+        return metrics_of(config.objective.name, self)
 
     def _resolve_objective(self, config: Config) -> None:
         """Fill in the task's default objective, move the deprecated train.label_smoothing into it,
@@ -167,9 +174,6 @@ class Task:
     def check_rows(cls, dataset: datasets.Dataset, config: Config) -> list[dict[str, Any]]:
         """The rows the data check reads, as plain dicts."""
         return dataset.to_list()
-
-    def greater_is_better(self, metric: str) -> bool:
-        return self.metrics[metric]
 
     def prepare(self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel) -> PreparedData:
         raise NotImplementedError

@@ -27,9 +27,9 @@ from tunelab.data.split import hold_out_missing, random_split
 from tunelab.errors import ConfigError, DataError, RunError, TrainingError
 from tunelab.models import resolve_model
 from tunelab.models.templates import ChatTemplate, resolve_template
-from tunelab.objectives.base import IGNORE
+from tunelab.objectives.base import IGNORE, OBJECTIVES
 from tunelab.tasks.base import TASKS, HeldOutSet, PreparedData, Task, dropout_overrides, pad_sequences
-from tunelab.tasks.lm import RENDERERS, Renderer, renderer_for, to_labels
+from tunelab.tasks.lm import RENDERERS, Renderer, renderer_for
 from tunelab.tasks.lm.packing import pack_rows
 
 if TYPE_CHECKING:
@@ -105,6 +105,7 @@ class CausalLM(Task):
             tokenizer.add_tokens(config.lm.add_tokens, special_tokens=True)
             self._added = list(config.lm.add_tokens)
         self.renderer = renderer_for(kind, tokenizer, self.template, config.lm)
+        self._check_layout(config, info["records"]["train"]["records"], tables["train"].name)
         seed = config.train.seed
         records, info["split_from_train"] = hold_out_missing(
             records, config.data.validation_size, config.data.test_size,
@@ -148,6 +149,24 @@ class CausalLM(Task):
         table = self._tables.get(split) or self._tables["train"]
         return table.where(row)
 
+    def _check_layout(self, config: Config, records: str, where: str) -> None:
+        """The objective trains on what the records hold: preference pairs for dpo/orpo/simpo, single
+        answers for sft; and pairs cannot be packed into rows or mixed with replayed text."""
+        assert self.renderer is not None
+        name = config.objective.name if config.objective is not None else self.default_objective
+        wanted = OBJECTIVES.get(name).layout
+        if self.renderer.layout != wanted:
+            if wanted == "pairs":
+                raise DataError(f"{where}: objective {name} trains on preference pairs, but the rows are {records} "
+                                "records", fix="give rows with prompt, chosen and rejected (or set data.records)")
+            raise DataError(f"{where}: the rows are preference pairs ({records}), which objective {name} does not "
+                            "train on", fix="set objective.name: dpo | orpo | simpo, or give single answers")
+        if wanted == "pairs":
+            for key, on in (("lm.packing", config.lm.packing), ("data.replay", config.data.replay is not None)):
+                if on:
+                    raise ConfigError(f"{key} cannot be used with objective {name}: a preference pair is two "
+                                      "whole sequences, scored against each other", fix=f"remove {key}")
+
     def _one_kind(self, infos: dict[str, dict[str, Any]], tables: dict[str, Any]) -> str:
         kinds = {split: info["kind"] for split, info in infos.items()}
         if len(set(kinds.values())) > 1:
@@ -172,20 +191,12 @@ class CausalLM(Task):
         }
 
         def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-            out: dict[str, list[Any]] = {
-                "input_ids": [], "labels": [], "length": [], "trained": [], "truncated": [], "row": []
-            }
+            out: dict[str, list[Any]] = {column: [] for column in (*renderer.columns, "row")}
             for i in range(len(batch["row"])):
                 record = {k: v[i] for k, v in batch.items()}
-                pieces, cut = renderer.pieces(renderer.render(record), max_length)
-                for piece in pieces:
-                    out["input_ids"].append(piece.input_ids)
-                    labels = to_labels(piece)
-                    out["labels"].append(labels)
-                    out["trained"].append(sum(1 for t in labels if t != IGNORE))
-                    out["length"].append(len(piece.input_ids))
-                    out["truncated"].append(cut)
-                    out["row"].append(record["row"])
+                for sample in renderer.samples(record, max_length):
+                    for column, value in {**sample, "row": record["row"]}.items():
+                        out[column].append(value)
             return out
 
         def build() -> datasets.Dataset:
@@ -235,7 +246,7 @@ class CausalLM(Task):
         if stop is None:
             return
         end, end_id = stop
-        if not any(end_id in row for row in train["labels"]):
+        if not any(end_id in row for row in train[renderer.label_columns[0]]):
             raise DataError(
                 f"{config.data.train}: the end-of-turn token {end!r} is never trained, so the model would not "
                 "learn to stop (answers are cut off by train.max_length, or the template does not end turns)",

@@ -1,11 +1,13 @@
 """The record-format interface: how one raw row of causal-lm data becomes one canonical row.
 
-Every record format turns a row (a dict, as `datasets` yields it) into one of three canonical layouts,
+Every record format turns a row (a dict, as `datasets` yields it) into one of these canonical layouts,
 its `kind`:
 
 - "chat": `{"messages": [{"role": "system" | "user" | "assistant", "content": str}, ...]}`
 - "prompt-completion": `{"prompt": str, "completion": str}`
 - "text": `{"text": str}`
+- "preference": `{"prompt": str, "chosen": str, "rejected": str}`
+- "chat-preference": `{"messages": [...the prompt conversation...], "chosen": str, "rejected": str}`
 
 A malformed row raises `RowError(reason)`; the caller adds the file and line (or skips the row).
 """
@@ -19,7 +21,7 @@ import datasets
 from tunelab.choices import Choices
 from tunelab.config.schema import DataConfig
 
-Kind = Literal["chat", "prompt-completion", "text"]
+Kind = Literal["chat", "prompt-completion", "text", "preference", "chat-preference"]
 ROLES = ("system", "user", "assistant")
 
 _TEXT = datasets.Value("string")
@@ -29,6 +31,9 @@ FEATURES: dict[str, dict[str, Any]] = {
     "chat": {"messages": [{"role": _TEXT, "content": _TEXT}]},
     "prompt-completion": {"prompt": _TEXT, "completion": _TEXT},
     "text": {"text": _TEXT},
+    # Preference pairs (DPO, ORPO, SimPO): a prompt and two answers to it, the preferred one first.
+    "preference": {"prompt": _TEXT, "chosen": _TEXT, "rejected": _TEXT},
+    "chat-preference": {"messages": [{"role": _TEXT, "content": _TEXT}], "chosen": _TEXT, "rejected": _TEXT},
 }
 
 
@@ -124,3 +129,19 @@ def message_text(turn: dict[str, Any], key: str, number: int) -> str:
     if not isinstance(value, str):
         raise RowError(f"message {number} {key!r} is {describe(value)}, not text")
     return value
+
+
+def parse_messages(turns: list[Any]) -> list[dict[str, str]]:
+    """A list of `{"role", "content"}` objects as messages; RowError naming the first bad one."""
+    messages = []
+    for number, turn in enumerate(turns, 1):
+        if not isinstance(turn, dict):
+            raise RowError(f"message {number} is {describe(turn)}, not an object with role and content")
+        role = turn.get("role")
+        if role not in ROLES:
+            # Only the three roles every chat template knows; "human", "bot"... would be guesses.
+            shown = "no role" if role is None else f"unknown role {role!r}"
+            raise RowError(f"message {number} has {shown} (use system, user or assistant)")
+        # Other keys ("name", "tool_calls", ...) are dropped: templates read role and content only.
+        messages.append({"role": role, "content": message_text(turn, "content", number)})
+    return messages

@@ -22,12 +22,18 @@ EXAMPLES = 5  # skipped rows reported by location
 BATCH = 1000
 
 
-def detect_records(columns: list[str], text_column: str, where: str) -> str:
-    """The record format a table with `columns` is in; DataError naming `where` when none fits.
+def detect_records(columns: list[str], text_column: str, where: str, features: Any = None) -> str:
+    """The record format a table with `columns` (and, when known, `features`) is in; DataError naming
+    `where` when none fits.
 
     The order matters when several fit: a row with both "messages" and "text" is a chat row.
     """
     present = set(columns)
+    if {"preferred_output", "non_preferred_output"} <= present:
+        return "openai-preference"
+    if {"prompt", "chosen", "rejected"} <= present:
+        prompt = features.get("prompt") if features is not None else None
+        return "chat-preference" if isinstance(prompt, (list, datasets.List)) else "preference"
     if "messages" in present:
         return "messages"
     if "conversations" in present:
@@ -41,7 +47,7 @@ def detect_records(columns: list[str], text_column: str, where: str) -> str:
     raise DataError(
         f"{where}: cannot tell how the rows are laid out (columns: {', '.join(columns)})",
         fix=f"name the columns like one of: messages | conversations | instruction/output | prompt/completion | "
-        f"{text_column}, or set data.records",
+        f"prompt/chosen/rejected | {text_column}, or set data.records",
     )
 
 
@@ -50,7 +56,7 @@ def record_format(table: Table, cfg: DataConfig) -> RecordFormat:
     present = table.dataset.column_names
     name = cfg.records
     if name == "auto":
-        name = detect_records(present, cfg.text_column, table.name)
+        name = detect_records(present, cfg.text_column, table.name, table.dataset.features)
         logger.info("%s: rows are %s records (from the columns)", table.name, name)
     fmt = RECORDS.get(name)
     for column in fmt.columns(cfg):

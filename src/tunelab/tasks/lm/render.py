@@ -35,6 +35,13 @@ class Renderer:
 
     kind: ClassVar[str] = ""
     uses_template: ClassVar[bool] = False  # rendered with the run's chat template
+    #: what one tokenized sample holds: "sequences" (one sequence and its labels) or "pairs" (a chosen
+    #: and a rejected sequence; `Objective.layout` must match)
+    layout: ClassVar[str] = "sequences"
+    #: the label columns of a tokenized sample (the pre-flight looks for the stop token in them)
+    label_columns: ClassVar[tuple[str, ...]] = ("labels",)
+    #: the dataset columns `samples` fills
+    columns: ClassVar[tuple[str, ...]] = ("input_ids", "labels", "trained", "length", "truncated")
 
     def __init__(
         self, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate | None, lm: LanguageModelConfig
@@ -52,6 +59,12 @@ class Renderer:
         `max_length` (a prompt and its answer only make sense together)."""
         cut = len(encoded.input_ids) > max_length
         return [Encoded(encoded.input_ids[:max_length], encoded.trained[:max_length])], cut
+
+    def samples(self, record: dict[str, Any], max_length: int) -> list[dict[str, Any]]:
+        """The tokenized samples of one record, as dataset columns: input ids, labels, how many tokens
+        are trained, the length batching sorts by, and whether the record was cut."""
+        pieces, cut = self.pieces(self.render(record), max_length)
+        return [sample_columns(piece, cut) for piece in pieces]
 
     def stop_token(self) -> tuple[str, int] | None:
         """The token that ends an answer, which training must teach so the model learns to stop;
@@ -89,6 +102,12 @@ def eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
         raise DataError("the tokenizer has no EOS token, so samples cannot be ended",
                         fix="use a model whose tokenizer defines eos_token")
     return int(tokenizer.eos_token_id)
+
+
+def sample_columns(piece: Encoded, cut: bool) -> dict[str, Any]:
+    labels = to_labels(piece)
+    return {"input_ids": piece.input_ids, "labels": labels, "trained": sum(1 for t in labels if t != IGNORE),
+            "length": len(piece.input_ids), "truncated": cut}
 
 
 def to_labels(encoded: Encoded) -> list[int]:

@@ -1,0 +1,215 @@
+"""What the preference objectives (DPO, ORPO, SimPO) share: pairs scored in one forward pass.
+
+A batch of n pairs is collated as 2n sequences, the n chosen then the n rejected, each with its own
+trained (answer) tokens; one forward pass gives every sequence's summed log-probability of its
+answer. Each objective module turns those into per-pair losses and implicit rewards
+(`PairObjective.pair_losses`); everything else lives here:
+
+- the reference: objectives that measure the policy against the starting model (DPO) score every
+  pair with it once, before the first step (`before_training`), with a PEFT model's adapters
+  disabled — so no second copy of the model is ever held, for LoRA and full fine-tuning alike. The
+  scores become two dataset columns that batches carry.
+- the count: one loss term per pair, so the engine's normalisation averages over pairs.
+- evaluation: per-pair outputs, and metrics every preference run reports whatever its loss —
+  `preference_accuracy` (the chosen answer has the higher mean log-probability per token; needs no
+  reference, so the base model has one too), `reward_accuracy` and `reward_margin` (of the
+  objective's implicit reward), and the mean per-token log-probabilities of both answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tunelab.objectives.base import IGNORE, Objective, S, base_function
+
+if TYPE_CHECKING:
+    import datasets
+
+    from tunelab.engine import Trainer
+    from tunelab.tasks.base import PreparedData
+
+log = logging.getLogger(__name__)
+REFERENCE = ("ref_chosen_logp", "ref_rejected_logp")  #: dataset columns of the reference's scores
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class PairScores:
+    """Summed answer log-probabilities of n pairs (and their trained-token counts), [n] each."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    chosen_tokens: torch.Tensor
+    rejected_tokens: torch.Tensor
+    ref_chosen: torch.Tensor | None = None  # the starting model's, when the objective uses a reference
+    ref_rejected: torch.Tensor | None = None
+
+    @property
+    def chosen_mean(self) -> torch.Tensor:
+        """Mean log-probability per answer token (what length-normalised objectives compare)."""
+        return self.chosen / self.chosen_tokens
+
+    @property
+    def rejected_mean(self) -> torch.Tensor:
+        return self.rejected / self.rejected_tokens
+
+
+class PairObjective(Objective[S]):
+    """Base of the objectives trained on preference pairs; subclasses implement `pair_losses`."""
+
+    consumes = "next-token-logits"
+    layout = "pairs"
+    #: True when the loss compares the policy with the starting model (its scores are precomputed)
+    uses_reference: ClassVar[bool] = False
+    own_metrics: ClassVar[dict[str, bool]] = {
+        "loss": False, "preference_accuracy": True, "reward_accuracy": True, "reward_margin": True,
+        "chosen_logp": True, "rejected_logp": False,
+    }
+
+    def __init__(self, task: Any, settings: S) -> None:
+        super().__init__(task, settings)
+        self._stats: dict[str, list[float]] = {}
+
+    def pair_losses(self, scores: PairScores) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, chosen reward, rejected reward) per pair, [n] each; rewards carry no gradient."""
+        raise NotImplementedError
+
+    # ---- batches ----------------------------------------------------------------------------
+    def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
+        batch = self.task.collate({"input_ids": rows["chosen_input_ids"] + rows["rejected_input_ids"],
+                                   "labels": rows["chosen_labels"] + rows["rejected_labels"]})
+        if self.uses_reference and REFERENCE[0] in rows:
+            batch["ref_logps"] = torch.tensor(rows[REFERENCE[0]] + rows[REFERENCE[1]], dtype=torch.float64)
+        return batch
+
+    def count_items(self, batch: dict[str, torch.Tensor]) -> int:
+        return batch["targets"].shape[0] // 2
+
+    def scores(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> PairScores:
+        """Every sequence's summed log-probability of its trained tokens, split into the two sides."""
+        logits, targets = self.task.loss_logits(model, batch)  # trained positions only, row-major
+        # Sums and everything after them in float64: a margin is a small difference of two large sums
+        # (-50.1 vs -50.3), which float32 holds to ~5 digits; it costs nothing at n values per batch.
+        token_logps = -F.cross_entropy(logits, targets, reduction="none").double()
+        rows = torch.nonzero(batch["targets"] != IGNORE)[:, 0]
+        size = batch["targets"].shape[0]
+        sums = torch.zeros(size, dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
+        counts = torch.bincount(rows, minlength=size).to(token_logps.dtype)
+        n = size // 2
+        ref = batch.get("ref_logps")
+        return PairScores(sums[:n], sums[n:], counts[:n], counts[n:],
+                          None if ref is None else ref[:n], None if ref is None else ref[n:])
+
+    # ---- training ---------------------------------------------------------------------------
+    def loss_sum(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        scores = self.scores(model, batch)
+        losses, chosen_reward, rejected_reward = self.pair_losses(scores)
+        self._record(scores, chosen_reward, rejected_reward)
+        return losses.sum()
+
+    def _record(self, scores: PairScores, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
+        # A stand-in row of an empty process shard (engine weight 0) is counted here too; it is
+        # rare (fewer rows than processes) and only touches these logged means, never the loss.
+        values = {"reward_margin": chosen - rejected, "reward_accuracy": (chosen > rejected).float(),
+                  "chosen_reward": chosen, "rejected_reward": rejected,
+                  "chosen_logp": scores.chosen_mean.detach(), "rejected_logp": scores.rejected_mean.detach()}
+        for name, value in values.items():
+            total = self._stats.setdefault(name, [0.0, 0.0])
+            total[0] += float(value.sum())
+            total[1] += value.numel()
+
+    def pop_step_stats(self) -> dict[str, tuple[float, float]]:
+        stats, self._stats = self._stats, {}
+        return {name: (s, n) for name, (s, n) in stats.items()}
+
+    # ---- the reference ----------------------------------------------------------------------
+    def before_training(self, trainer: Trainer) -> None:
+        """Score every split's pairs with the starting model once (see the module docstring)."""
+        if not self.uses_reference:
+            return
+        started, scorer, pairs = time.perf_counter(), _ReferenceScorer(self), 0
+        with base_function(trainer.unwrapped):
+            for split in SPLITS:
+                dataset = getattr(trainer.data, split)
+                if dataset is None or not len(dataset) or REFERENCE[0] in dataset.column_names:
+                    continue
+                _, out = trainer.evaluate(dataset, scorer=scorer, keep_outputs=True)
+                for column, values in zip(REFERENCE, (out["chosen"], out["rejected"]), strict=True):
+                    dataset = dataset.add_column(column, values.tolist())
+                setattr(trainer.data, split, dataset)
+                pairs += len(dataset)
+        log.info("reference: %d pairs scored by the starting model in %.1f s (no second model is kept)",
+                 pairs, time.perf_counter() - started)
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        scores = self.scores(model, batch)
+        if self.uses_reference and scores.ref_chosen is None:  # data the reference never scored
+            nan = torch.full_like(scores.chosen, float("nan"))
+            scores.ref_chosen, scores.ref_rejected = nan, nan
+        losses, chosen_reward, rejected_reward = self.pair_losses(scores)
+        out = {"loss": losses, "chosen_reward": chosen_reward, "rejected_reward": rejected_reward,
+               "chosen_logp": scores.chosen_mean, "rejected_logp": scores.rejected_mean}
+        return {k: v.detach().double().cpu().numpy() for k, v in out.items()}
+
+    def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
+        if not outputs or not len(outputs["loss"]):
+            return {name: float("nan") for name in self.own_metrics} | {"pairs": 0}
+        chosen, rejected = outputs["chosen_reward"], outputs["rejected_reward"]
+        return {
+            "loss": float(outputs["loss"].mean()),
+            "preference_accuracy": float((outputs["chosen_logp"] > outputs["rejected_logp"]).mean()),
+            "reward_accuracy": float((chosen > rejected).mean()),
+            "reward_margin": float((chosen - rejected).mean()),
+            "chosen_reward": float(chosen.mean()),
+            "rejected_reward": float(rejected.mean()),
+            "chosen_logp": float(outputs["chosen_logp"].mean()),
+            "rejected_logp": float(outputs["rejected_logp"].mean()),
+            "pairs": len(chosen),
+        }
+
+    def worst_samples(
+        self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int
+    ) -> list[dict[str, Any]]:
+        """The k pairs the model prefers most wrongly (lowest reward margin), both answers decoded."""
+        margin = outputs["chosen_reward"] - outputs["rejected_reward"]
+        decode = self.task.tokenizer.decode
+        rows = []
+        for i in np.argsort(margin, kind="stable")[:k]:
+            if not np.isfinite(margin[i]):
+                continue
+            row = dataset[int(i)]
+            rows.append({"row": int(i), "reward_margin": float(margin[i]), "loss": float(outputs["loss"][i]),
+                         "chosen": decode(row["chosen_input_ids"])[:2000],
+                         "rejected": decode(row["rejected_input_ids"])[:2000]})
+        return rows
+
+
+class _ReferenceScorer:
+    """Scores pairs for the reference columns: summed log-probabilities, no loss."""
+
+    def __init__(self, objective: PairObjective[Any]) -> None:
+        self.objective = objective
+
+    def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
+        return self.objective.collate(rows)
+
+    def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        scores = self.objective.scores(model, batch)
+        return {"chosen": scores.chosen.double().cpu().numpy(), "rejected": scores.rejected.double().cpu().numpy()}
+
+    def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
+        return {}
+
+
+def sigmoid_loss(logits: torch.Tensor, beta: float, label_smoothing: float) -> torch.Tensor:
+    """-log sigmoid(beta * logits), with the conservative (label-smoothed) mix of the flipped label."""
+    return (-F.logsigmoid(beta * logits) * (1 - label_smoothing) - F.logsigmoid(-beta * logits) * label_smoothing)
