@@ -137,7 +137,7 @@ def test_only_the_answers_are_trained_and_both_share_the_prompt(pairs_config) ->
     row = data.train[0]
     tok = task.tokenizer
     for side in ("chosen", "rejected"):
-        ids, labels = row[f"{side}_input_ids"], row[f"{side}_labels"]
+        labels = row[f"{side}_labels"]
         trained = tok.decode([t for t in labels if t != IGNORE])
         assert trained.startswith(" Item" if side == "chosen" else " I do not") and trained.endswith("</s>\n")
     first = [i for i, t in enumerate(row["chosen_labels"]) if t != IGNORE][0]
