@@ -74,10 +74,12 @@ def chat(*turns: tuple[str, str]) -> list[dict[str, str]]:
 
 
 def test_registries() -> None:
-    assert RECORDS.names() == ["alpaca", "messages", "prompt-completion", "sharegpt", "text"]
+    assert RECORDS.names() == ["alpaca", "chat-preference", "messages", "openai-preference", "preference",
+                               "prompt-completion", "sharegpt", "text"]
     kinds = {name: fmt.kind for name, fmt in RECORDS.items()}
-    assert kinds == {"alpaca": "chat", "messages": "chat", "prompt-completion": "prompt-completion",
-                     "sharegpt": "chat", "text": "text"}
+    assert kinds == {"alpaca": "chat", "chat-preference": "chat-preference", "messages": "chat",
+                     "openai-preference": "chat-preference", "preference": "preference",
+                     "prompt-completion": "prompt-completion", "sharegpt": "chat", "text": "text"}
     assert "txt" in FORMATS and FORMATS.get("txt").extensions == (".txt", ".md")
 
 
@@ -337,7 +339,8 @@ def test_detect_records_custom_text_column_and_unknown_columns() -> None:
         detect_records(["question", "answer"], "text", "data/x.jsonl")
     assert str(info.value) == (
         "data/x.jsonl: cannot tell how the rows are laid out (columns: question, answer) — name the columns like "
-        "one of: messages | conversations | instruction/output | prompt/completion | text, or set data.records"
+        "one of: messages | conversations | instruction/output | prompt/completion | prompt/chosen/rejected | text, "
+        "or set data.records"
     )
 
 
