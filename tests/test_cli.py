@@ -95,3 +95,11 @@ def test_models_list_and_config_commands(tmp_path):
     cfg.write_text("task: text-classification\nmodel: {source: minilm-l6}\ndata: {train: t.jsonl}\n")
     shown = tunelab("config", "show", str(cfg), "method.name=lora")
     assert shown.returncode == 0 and "alpha: 32" in shown.stdout and "learning_rate: 5.0e-05" in shown.stdout
+
+
+def test_data_example_help_names_every_packaged_corpus() -> None:
+    from tunelab.data.corpora import CORPORA
+
+    shown = " ".join(tunelab("data", "example", "--help").stdout.split())
+    missing = [name for name in CORPORA.names() if name not in shown]
+    assert not missing, f"tunelab data example --help does not list {missing}"

@@ -74,12 +74,11 @@ def chat(*turns: tuple[str, str]) -> list[dict[str, str]]:
 
 
 def test_registries() -> None:
-    assert RECORDS.names() == ["alpaca", "chat-preference", "messages", "openai-preference", "preference",
-                               "prompt-completion", "sharegpt", "text"]
     kinds = {name: fmt.kind for name, fmt in RECORDS.items()}
     assert kinds == {"alpaca": "chat", "chat-preference": "chat-preference", "messages": "chat",
                      "openai-preference": "chat-preference", "preference": "preference",
-                     "prompt-completion": "prompt-completion", "sharegpt": "chat", "text": "text"}
+                     "prompt-completion": "prompt-completion", "sharegpt": "chat", "text": "text",
+                     "unpaired-preference": "unpaired", "chat-unpaired-preference": "chat-unpaired"}
     assert "txt" in FORMATS and FORMATS.get("txt").extensions == (".txt", ".md")
 
 
@@ -339,8 +338,8 @@ def test_detect_records_custom_text_column_and_unknown_columns() -> None:
         detect_records(["question", "answer"], "text", "data/x.jsonl")
     assert str(info.value) == (
         "data/x.jsonl: cannot tell how the rows are laid out (columns: question, answer) — name the columns like "
-        "one of: messages | conversations | instruction/output | prompt/completion | prompt/chosen/rejected | text, "
-        "or set data.records"
+        "one of: messages | conversations | instruction/output | prompt/completion | prompt/chosen/rejected | "
+        "prompt/completion/label | text, or set data.records"
     )
 
 
@@ -456,6 +455,32 @@ def test_chatterbot_en_corpus(workspace: Path) -> None:
     first = (workspace / "chat" / "train.jsonl").read_bytes()
     CORPORA.get("chatterbot-en")(workspace / "again")
     assert (workspace / "again" / "train.jsonl").read_bytes() == first, "the split must be deterministic"
+
+
+def test_preference_corpora_are_valid_hard_negatives(workspace: Path) -> None:
+    """bbc-headline-pairs and -feedback reject a same-topic story's headline; chatterbot-pairs an answer
+    from another category. Every row normalizes; the files are deterministic."""
+    pairs = CORPORA.get("bbc-headline-pairs")(workspace / "pairs")
+    feedback = CORPORA.get("bbc-headline-feedback")(workspace / "feedback")
+    news = CORPORA.get("bbc-headlines")(workspace / "headlines")
+    titles = {}
+    for split in ("train", "validation", "test"):
+        for row in map(json.loads, (workspace / "headlines" / f"{split}.jsonl").read_text().splitlines()):
+            titles.setdefault(row["messages"][1]["content"], set()).add(row["label"])
+        rows = [json.loads(x) for x in (workspace / "pairs" / f"{split}.jsonl").read_text().splitlines()]
+        assert len(rows) == pairs[split] and pairs[split] >= news[split] - 2
+        assert all(r["chosen"] != r["rejected"] and r["label"] in titles[r["rejected"]] for r in rows)
+        for corpus, kind in (("pairs", "chat-preference"), ("feedback", "chat-unpaired-preference")):
+            cfg = config(bad_rows="error")
+            _, info = normalize_records(load_table(workspace / corpus / f"{split}.jsonl", cfg, split), cfg)
+            assert info["records"] == kind
+        assert abs(2 * feedback["desirable"][split] - feedback[split]) <= 2  # balanced labels
+    chat = CORPORA.get("chatterbot-pairs")(workspace / "chat")
+    rows = [json.loads(x) for x in (workspace / "chat" / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == chat["train"] == 940 and all(r["chosen"] != r["rejected"] for r in rows)
+    first = (workspace / "feedback" / "train.jsonl").read_bytes()
+    CORPORA.get("bbc-headline-feedback")(workspace / "again")
+    assert (workspace / "again" / "train.jsonl").read_bytes() == first
 
 
 def test_bbc_news_text_is_bbc_news_as_raw_text(workspace: Path) -> None:

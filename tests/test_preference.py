@@ -20,7 +20,7 @@ from tests.test_train import StopAt
 from tunelab.config import load_config
 from tunelab.config.schema import DataConfig, DpoObjective, OrpoObjective, SimpoObjective
 from tunelab.data import load_table, normalize_records
-from tunelab.errors import ConfigError, DataError
+from tunelab.errors import ConfigError, DataError, ModelError
 from tunelab.models import load_tokenizer, resolve_model
 from tunelab.objectives import OBJECTIVES
 from tunelab.objectives.base import IGNORE
@@ -120,9 +120,9 @@ def test_objective_and_records_must_agree(pairs_config, tmp_path: Path) -> None:
                                                                 {"role": "assistant", "content": "A"}]}] * 20)
     with pytest.raises(DataError, match="objective dpo trains on preference pairs, but the rows are messages"):
         train(load_config(pairs_config(data={"train": str(chat)})))
-    with pytest.raises(DataError, match="the rows are preference pairs .* which objective sft does not train on"):
+    with pytest.raises(DataError, match=r"objective sft trains on single answers, but the rows are chat-preference records \(preference pairs\)"):
         train(load_config(pairs_config(objective={"name": "sft"})))
-    with pytest.raises(ConfigError, match="lm.packing cannot be used with objective dpo"):
+    with pytest.raises(ConfigError, match="lm.packing cannot be used with objective dpo: it scores whole sequences"):
         train(load_config(pairs_config(lm={"packing": True})))
     with pytest.raises(ConfigError, match="eval.metric 'perplexity' is not a dpo metric"):
         train(load_config(pairs_config(eval={"metric": "perplexity"})))
@@ -264,3 +264,31 @@ def test_two_processes_match_one_for_dpo(pairs_config) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     double = next(p for p in single.run.path.parent.iterdir() if p.name.startswith("double"))
     assert losses(double) == pytest.approx(losses(single.run.path), rel=1e-5, abs=1e-6)
+
+
+def test_preference_tuning_starts_from_a_finished_sft_run(pairs_config, tmp_path: Path) -> None:
+    """SFT, then DPO on its model: model.source names the run folder, the child's lineage its parent."""
+    chats = [{"messages": [*r["prompt"], {"role": "assistant", "content": r["chosen"]}]} for r in pair_rows(32, 3)]
+    sft = train(load_config(pairs_config("sft", data={"train": str(write_jsonl(tmp_path / "sft.jsonl", chats))},
+                                         objective={"name": "sft"}, train={"max_steps": 2})))
+    dpo = train(load_config(pairs_config("after-sft", model={"source": str(sft.run.path)}, train={"max_steps": 2})))
+    model = json.loads((dpo.run.path / "run.json").read_text())["model"]
+    assert model["kind"] == "run" and model["parent_run"] == sft.run.path.name
+    assert model["path"] == str(sft.run.path / "model")
+    parent = json.loads((sft.run.path / "run.json").read_text())["model"]
+    assert model["fingerprint"] != parent["fingerprint"]  # the SFT-tuned weights, not the base's
+    (sft.run.path / "run.json").write_text(json.dumps({"status": "running"}))
+    with pytest.raises(ModelError, match="is a tunelab run that did not finish"):
+        train(load_config(pairs_config("again", model={"source": str(sft.run.path)})))
+
+
+def test_data_preview_shows_both_answers_of_a_pair(pairs_config) -> None:
+    from tunelab.recipes.preview import preview
+
+    samples, info = preview(load_config(pairs_config()), n=2)
+    assert [s.where.rsplit(" · ", 1)[1] for s in samples] == ["chosen", "rejected", "chosen", "rejected"]
+    trained = ["".join(p for p, keep in s.pieces if keep) for s in samples[:2]]
+    assert trained[0].startswith(" Item") and trained[1].startswith(" I do not know")
+    prompt = ["".join(p for p, keep in s.pieces if not keep) for s in samples[:2]]
+    assert prompt[0] == prompt[1] and "What color is item" in prompt[0]
+    assert info["stats"]["train"]["samples"] > 0

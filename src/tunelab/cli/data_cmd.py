@@ -174,11 +174,13 @@ def data_check(
 
 @data_app.command("example")
 def data_example(
-    name: Annotated[str, typer.Argument(help="bbc-news, bbc-news-text, chatterbot-en, clinical-ner or mnist-digits")],
+    name: Annotated[str, typer.Argument(
+        help="bbc-news, bbc-news-text, bbc-headlines, bbc-headline-pairs, bbc-headline-feedback, chatterbot-en, "
+        "chatterbot-pairs, clinical-ner or mnist-digits (an unknown name lists them all)")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write train/validation/test jsonl into.")],
 ) -> None:
     """Materialize a packaged example corpus as jsonl files."""
-    from tunelab.data.corpora import CORPORA
+    from tunelab.data.corpora import CORPORA  # the tunelab.data package loads datasets: not at start-up
 
     summary = CORPORA.get(name)(out_dir)
     out.print(json.dumps(summary, indent=2))

@@ -64,13 +64,15 @@ class DataConfig(Section):
     )
     records: Literal[
         "auto", "messages", "sharegpt", "alpaca", "prompt-completion", "text", "preference", "chat-preference",
-        "openai-preference",
+        "openai-preference", "unpaired-preference", "chat-unpaired-preference",
     ] = Field(
         "auto",
         description="How causal-lm rows are laid out: messages (OpenAI-style chat), sharegpt (from/value), "
         "alpaca (instruction/input/output), prompt-completion, text (raw text for domain adaptation), or "
         "preference pairs for dpo/orpo/simpo: preference (prompt/chosen/rejected text), chat-preference (a "
-        "prompt message list) or openai-preference (OpenAI's DPO JSONL); 'auto' detects it from the columns.",
+        "prompt message list) or openai-preference (OpenAI's DPO JSONL), or single answers labelled desirable or "
+        "not for kto: unpaired-preference (prompt/completion/label) or chat-unpaired-preference (a prompt message "
+        "list); 'auto' detects it from the columns.",
     )
     tokens_column: str = Field("tokens", description="Token classification: column with the list of words.")
     tags_column: str = Field("tags", description="Token classification: column with one tag per word.")
@@ -284,11 +286,26 @@ class SimpoObjective(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Assumed fraction of flipped labels.")
 
 
+class KtoObjective(Section):
+    """KTO on answers labelled desirable or not (no pairs needed): each answer's log-ratio to the
+    starting model, measured against a batch estimate of the policy's KL from it, pushed up for
+    desirable answers and down for undesirable ones. The reference is scored once before training."""
+
+    name: Literal["kto"] = "kto"
+    beta: float = Field(0.1, gt=0, description="Strength of the pull toward the reference (higher: stay closer).")
+    desirable_weight: float = Field(
+        1.0, gt=0, description="Loss weight of desirable answers; with unbalanced labels, weight the rarer side "
+        "so weight x count is about even (KTO's paper: within 1 to 4/3).",
+    )
+    undesirable_weight: float = Field(1.0, gt=0, description="Loss weight of undesirable answers.")
+
+
 # Objectives are registered in tunelab.objectives (OBJECTIVES) and their settings listed here, so the
 # whole config validates and exports a JSON schema without importing torch (as methods do).
 ObjectiveConfig = Annotated[
-    SftObjective | CrossEntropyObjective | DpoObjective | OrpoObjective | SimpoObjective,
-    Field(discriminator="name", description="What training optimises: sft | cross-entropy | dpo | orpo | simpo."),
+    SftObjective | CrossEntropyObjective | DpoObjective | OrpoObjective | SimpoObjective | KtoObjective,
+    Field(discriminator="name", description="What training optimises: sft | cross-entropy | dpo | orpo | simpo | "
+          "kto."),
 ]
 
 

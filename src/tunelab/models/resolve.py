@@ -31,13 +31,15 @@ class ResolvedModel:
     """Where a model source lives locally, and a content fingerprint of it."""
 
     source: str  # what the user wrote in model.source
-    kind: str  # "catalog" | "local" | "hub" | "gguf"
+    kind: str  # "catalog" | "local" | "hub" | "gguf" | "run"
     path: Path  # local HF folder: config.json, weights, tokenizer files
     fingerprint: str  # sha256 over config.json, weight and tokenizer files (see fingerprint_folder)
+    parent_run: str | None = None  # kind "run": the id of the tunelab run whose model this starts from
 
     def to_dict(self) -> dict[str, str]:
         """JSON-friendly form for the run record."""
-        return {"source": self.source, "kind": self.kind, "path": str(self.path), "fingerprint": self.fingerprint}
+        record = {"source": self.source, "kind": self.kind, "path": str(self.path), "fingerprint": self.fingerprint}
+        return record | ({"parent_run": self.parent_run} if self.parent_run else {})
 
 
 def resolve_model(cfg: ModelConfig) -> ResolvedModel:
@@ -47,13 +49,17 @@ def resolve_model(cfg: ModelConfig) -> ResolvedModel:
     """
     source = cfg.source.strip()
     kind, path = _locate(source, cfg)
-    return ResolvedModel(source=cfg.source, kind=kind, path=path, fingerprint=fingerprint_folder(path))
+    parent = path.parent.name if kind == "run" else None
+    return ResolvedModel(source=cfg.source, kind=kind, path=path, fingerprint=fingerprint_folder(path),
+                         parent_run=parent)
 
 
 def _locate(source: str, cfg: ModelConfig) -> tuple[str, Path]:
     if source in CATALOG:
         return "catalog", CATALOG.get(source).materialize()
     local = Path(source).expanduser()
+    if local.is_dir() and (local / "run.json").is_file():
+        return "run", _run_model(source, local.resolve())
     if local.is_dir():
         return "local", _checked_local_folder(source, local.resolve())
     if source.lower().endswith(".gguf"):
@@ -71,6 +77,20 @@ def _locate(source: str, cfg: ModelConfig) -> tuple[str, Path]:
     if looks_like_hub_id(source):
         return "hub", _hub_snapshot(source, cfg.revision)
     raise _unknown_source(source)
+
+
+def _run_model(source: str, run: Path) -> Path:
+    """The model a finished tunelab run saved (LoRA merged), so one run can start from another — SFT,
+    then preference tuning — with the parent's id in the child's lineage."""
+    try:
+        status = json.loads((run / "run.json").read_text()).get("status")
+    except (OSError, ValueError) as err:
+        raise ModelError(f"model.source {source!r}: its run.json cannot be read ({err})",
+                         fix="point model.source at a finished run folder") from err
+    if status != "succeeded" or not (run / "model" / "config.json").is_file():
+        raise ModelError(f"model.source {source!r} is a tunelab run that did not finish (status {status}), so it "
+                         "has no complete model", fix="resume or rerun it, or start from its base model")
+    return run / "model"
 
 
 def _checked_local_folder(source: str, folder: Path) -> Path:

@@ -1,4 +1,5 @@
-"""What the preference objectives (DPO, ORPO, SimPO) share: pairs scored in one forward pass.
+"""What the preference objectives share: pairs scored in one forward pass (DPO, ORPO, SimPO), the
+reference scored once and per-step statistics (those and KTO).
 
 A batch of n pairs is collated as 2n sequences, the n chosen then the n rejected, each with its own
 trained (answer) tokens; one forward pass gives every sequence's summed log-probability of its
@@ -76,7 +77,7 @@ class PairObjective(Objective[S]):
 
     def __init__(self, task: Any, settings: S) -> None:
         super().__init__(task, settings)
-        self._stats: dict[str, list[float]] = {}
+        self._stats = StepStats()
 
     def pair_losses(self, scores: PairScores) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, chosen reward, rejected reward) per pair, [n] each; rewards carry no gradient."""
@@ -95,15 +96,8 @@ class PairObjective(Objective[S]):
 
     def scores(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> PairScores:
         """Every sequence's summed log-probability of its trained tokens, split into the two sides."""
-        logits, targets = self.task.loss_logits(model, batch)  # trained positions only, row-major
-        # Sums and everything after them in float64: a margin is a small difference of two large sums
-        # (-50.1 vs -50.3), which float32 holds to ~5 digits; it costs nothing at n values per batch.
-        token_logps = -F.cross_entropy(logits, targets, reduction="none").double()
-        rows = torch.nonzero(batch["targets"] != IGNORE)[:, 0]
-        size = batch["targets"].shape[0]
-        sums = torch.zeros(size, dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
-        counts = torch.bincount(rows, minlength=size).to(token_logps.dtype)
-        n = size // 2
+        sums, counts = sequence_logps(self.task, model, batch)
+        n = len(sums) // 2
         ref = batch.get("ref_logps")
         return PairScores(sums[:n], sums[n:], counts[:n], counts[n:],
                           None if ref is None else ref[:n], None if ref is None else ref[n:])
@@ -116,38 +110,18 @@ class PairObjective(Objective[S]):
         return losses.sum()
 
     def _record(self, scores: PairScores, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
-        # A stand-in row of an empty process shard (engine weight 0) is counted here too; it is
-        # rare (fewer rows than processes) and only touches these logged means, never the loss.
-        values = {"reward_margin": chosen - rejected, "reward_accuracy": (chosen > rejected).float(),
-                  "chosen_reward": chosen, "rejected_reward": rejected,
-                  "chosen_logp": scores.chosen_mean.detach(), "rejected_logp": scores.rejected_mean.detach()}
-        for name, value in values.items():
-            total = self._stats.setdefault(name, [0.0, 0.0])
-            total[0] += float(value.sum())
-            total[1] += value.numel()
+        self._stats.add({"reward_margin": chosen - rejected, "reward_accuracy": (chosen > rejected).float(),
+                         "chosen_reward": chosen, "rejected_reward": rejected,
+                         "chosen_logp": scores.chosen_mean.detach(), "rejected_logp": scores.rejected_mean.detach()})
 
     def pop_step_stats(self) -> dict[str, tuple[float, float]]:
-        stats, self._stats = self._stats, {}
-        return {name: (s, n) for name, (s, n) in stats.items()}
+        return self._stats.pop()
 
     # ---- the reference ----------------------------------------------------------------------
     def before_training(self, trainer: Trainer) -> None:
         """Score every split's pairs with the starting model once (see the module docstring)."""
-        if not self.uses_reference:
-            return
-        started, scorer, pairs = time.perf_counter(), _ReferenceScorer(self), 0
-        with base_function(trainer.unwrapped):
-            for split in SPLITS:
-                dataset = getattr(trainer.data, split)
-                if dataset is None or not len(dataset) or REFERENCE[0] in dataset.column_names:
-                    continue
-                _, out = trainer.evaluate(dataset, scorer=scorer, keep_outputs=True)
-                for column, values in zip(REFERENCE, (out["chosen"], out["rejected"]), strict=True):
-                    dataset = dataset.add_column(column, values.tolist())
-                setattr(trainer.data, split, dataset)
-                pairs += len(dataset)
-        log.info("reference: %d pairs scored by the starting model in %.1f s (no second model is kept)",
-                 pairs, time.perf_counter() - started)
+        if self.uses_reference:
+            score_reference(trainer, _ReferenceScorer(self), dict(zip(("chosen", "rejected"), REFERENCE, strict=True)))
 
     # ---- evaluation -------------------------------------------------------------------------
     def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -213,3 +187,60 @@ class _ReferenceScorer:
 def sigmoid_loss(logits: torch.Tensor, beta: float, label_smoothing: float) -> torch.Tensor:
     """-log sigmoid(beta * logits), with the conservative (label-smoothed) mix of the flipped label."""
     return (-F.logsigmoid(beta * logits) * (1 - label_smoothing) - F.logsigmoid(-beta * logits) * label_smoothing)
+
+
+def sequence_logps(task: Any, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every row's summed log-probability of its trained tokens, and how many there are ([rows] each).
+
+    Sums and everything after them are float64: a margin is a small difference of two large sums
+    (-50.1 vs -50.3), which float32 holds to ~5 digits; it costs nothing at a few values per batch.
+    """
+    logits, targets = task.loss_logits(model, batch)  # trained positions only, row-major
+    token_logps = -F.cross_entropy(logits, targets, reduction="none").double()
+    rows = torch.nonzero(batch["targets"] != IGNORE)[:, 0]
+    size = batch["targets"].shape[0]
+    sums = torch.zeros(size, dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
+    return sums, torch.bincount(rows, minlength=size).to(token_logps.dtype)
+
+
+class StepStats:
+    """Per-step statistics of an objective (rewards, margins, log-probs) as name -> [sum, count].
+
+    A stand-in row of an empty process shard (engine weight 0) is counted here too; it is rare (fewer
+    rows than processes) and only touches these logged means, never the loss.
+    """
+
+    def __init__(self) -> None:
+        self._totals: dict[str, list[float]] = {}
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for name, value in values.items():
+            total = self._totals.setdefault(name, [0.0, 0.0])
+            total[0] += float(value.sum())
+            total[1] += value.numel()
+
+    def pop(self) -> dict[str, tuple[float, float]]:
+        totals, self._totals = self._totals, {}
+        return {name: (s, n) for name, (s, n) in totals.items()}
+
+
+def score_reference(trainer: Trainer, scorer: Any, columns: dict[str, str]) -> None:
+    """Score every split once with the starting model and keep the scores as dataset columns.
+
+    `scorer` is an evaluation scorer whose outputs include the keys of `columns` (output -> column).
+    A PEFT model runs with its adapters disabled; a full fine-tune has not moved yet. So the reference
+    costs one evaluation pass per split and no second copy of the model.
+    """
+    started, rows = time.perf_counter(), 0
+    with base_function(trainer.unwrapped):
+        for split in SPLITS:
+            dataset = getattr(trainer.data, split)
+            if dataset is None or not len(dataset) or all(c in dataset.column_names for c in columns.values()):
+                continue
+            _, out = trainer.evaluate(dataset, scorer=scorer, keep_outputs=True)
+            for key, column in columns.items():
+                dataset = dataset.add_column(column, out[key].tolist())
+            setattr(trainer.data, split, dataset)
+            rows += len(dataset)
+    log.info("reference: %d samples scored by the starting model in %.1f s (no second model is kept)",
+             rows, time.perf_counter() - started)

@@ -23,7 +23,8 @@ class PreviewSample:
 
 
 def preview(config: Config, n: int = 3) -> tuple[list[PreviewSample], dict[str, Any]]:
-    """The first `n` training samples as rendered and masked for training, and the data statistics.
+    """The first `n` training samples as rendered and masked for training, and the data statistics
+    (a preference pair shows its chosen and its rejected sequence).
 
     Runs the same pre-flight checks as `tunelab train`, so a config it accepts will start training."""
     config, _inputs, _workspace = resolve_data(config)  # NAME@version data refs → the version's files
@@ -38,10 +39,18 @@ def preview(config: Config, n: int = 3) -> tuple[list[PreviewSample], dict[str, 
     tokenizer = load_tokenizer(resolved, config.model)
     encoded, info, _ = task.encode_splits(config, tokenizer, resolved)
     train = encoded["train"]
+    assert task.renderer is not None
     samples = []
     for row in train.select(range(min(n, len(train)))):
-        trained = [label != IGNORE for label in row["labels"]]
-        samples.append(PreviewSample(task.where("train", row["row"]), token_pieces(tokenizer, row["input_ids"], trained)))
+        where = task.where("train", row["row"])
+        if "desirable" in row:  # a KTO sample: say which way its answer is labelled
+            where += " · desirable" if row["desirable"] else " · undesirable"
+        # one sequence per sample, or a preference pair's two: chosen_labels, rejected_labels
+        for labels in task.renderer.label_columns:
+            side = labels.removesuffix("labels").rstrip("_")
+            trained = [label != IGNORE for label in row[labels]]
+            ids = row[f"{side}_input_ids" if side else "input_ids"]
+            samples.append(PreviewSample(f"{where} · {side}" if side else where, token_pieces(tokenizer, ids, trained)))
     return samples, info
 
 

@@ -42,6 +42,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TOKENIZE_VERSION = 1  # bump when the tokenized layout changes, to invalidate cached datasets
+#: what a sample of each renderer layout holds, and the columns that give it (for refusals)
+LAYOUTS = {
+    "sequences": ("single answers", "messages, prompt/completion or text"),
+    "pairs": ("preference pairs", "prompt, chosen and rejected"),
+    "labelled": ("answers labelled desirable or not", "prompt, completion and a true/false label"),
+}
 
 
 @TASKS.register("causal-lm")
@@ -150,22 +156,22 @@ class CausalLM(Task):
         return table.where(row)
 
     def _check_layout(self, config: Config, records: str, where: str) -> None:
-        """The objective trains on what the records hold: preference pairs for dpo/orpo/simpo, single
-        answers for sft; and pairs cannot be packed into rows or mixed with replayed text."""
+        """The objective trains on what the records hold (single answers for sft, preference pairs for
+        dpo/orpo/simpo, labelled answers for kto); pairs and labelled answers are whole sequences scored
+        one by one, so they cannot be packed into rows or mixed with replayed text."""
         assert self.renderer is not None
         name = config.objective.name if config.objective is not None else self.default_objective
-        wanted = OBJECTIVES.get(name).layout
-        if self.renderer.layout != wanted:
-            if wanted == "pairs":
-                raise DataError(f"{where}: objective {name} trains on preference pairs, but the rows are {records} "
-                                "records", fix="give rows with prompt, chosen and rejected (or set data.records)")
-            raise DataError(f"{where}: the rows are preference pairs ({records}), which objective {name} does not "
-                            "train on", fix="set objective.name: dpo | orpo | simpo, or give single answers")
-        if wanted == "pairs":
+        wanted, held = OBJECTIVES.get(name).layout, self.renderer.layout
+        if held != wanted:
+            fitting = [n for n, cls in OBJECTIVES.items() if cls.layout == held and cls.consumes in self.outputs]
+            raise DataError(f"{where}: objective {name} trains on {LAYOUTS[wanted][0]}, but the rows are {records} "
+                            f"records ({LAYOUTS[held][0]})",
+                            fix=f"give rows with {LAYOUTS[wanted][1]}, or set objective.name: {' | '.join(fitting)}")
+        if wanted != "sequences":
             for key, on in (("lm.packing", config.lm.packing), ("data.replay", config.data.replay is not None)):
                 if on:
-                    raise ConfigError(f"{key} cannot be used with objective {name}: a preference pair is two "
-                                      "whole sequences, scored against each other", fix=f"remove {key}")
+                    raise ConfigError(f"{key} cannot be used with objective {name}: it scores whole sequences "
+                                      f"({LAYOUTS[wanted][0]}) one by one", fix=f"remove {key}")
 
     def _one_kind(self, infos: dict[str, dict[str, Any]], tables: dict[str, Any]) -> str:
         kinds = {split: info["kind"] for split, info in infos.items()}

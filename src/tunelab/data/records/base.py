@@ -8,6 +8,8 @@ its `kind`:
 - "text": `{"text": str}`
 - "preference": `{"prompt": str, "chosen": str, "rejected": str}`
 - "chat-preference": `{"messages": [...the prompt conversation...], "chosen": str, "rejected": str}`
+- "unpaired": `{"prompt": str, "completion": str, "label": bool}` (true: a desirable answer)
+- "chat-unpaired": `{"messages": [...the prompt conversation...], "completion": str, "label": bool}`
 
 A malformed row raises `RowError(reason)`; the caller adds the file and line (or skips the row).
 """
@@ -21,7 +23,7 @@ import datasets
 from tunelab.choices import Choices
 from tunelab.config.schema import DataConfig
 
-Kind = Literal["chat", "prompt-completion", "text", "preference", "chat-preference"]
+Kind = Literal["chat", "prompt-completion", "text", "preference", "chat-preference", "unpaired", "chat-unpaired"]
 ROLES = ("system", "user", "assistant")
 
 _TEXT = datasets.Value("string")
@@ -34,6 +36,10 @@ FEATURES: dict[str, dict[str, Any]] = {
     # Preference pairs (DPO, ORPO, SimPO): a prompt and two answers to it, the preferred one first.
     "preference": {"prompt": _TEXT, "chosen": _TEXT, "rejected": _TEXT},
     "chat-preference": {"messages": [{"role": _TEXT, "content": _TEXT}], "chosen": _TEXT, "rejected": _TEXT},
+    # Unpaired feedback (KTO): one answer, labelled desirable or not.
+    "unpaired": {"prompt": _TEXT, "completion": _TEXT, "label": datasets.Value("bool")},
+    "chat-unpaired": {"messages": [{"role": _TEXT, "content": _TEXT}], "completion": _TEXT,
+                      "label": datasets.Value("bool")},
 }
 
 

@@ -34,6 +34,9 @@ def detect_records(columns: list[str], text_column: str, where: str, features: A
     if {"prompt", "chosen", "rejected"} <= present:
         prompt = features.get("prompt") if features is not None else None
         return "chat-preference" if isinstance(prompt, (list, datasets.List)) else "preference"
+    if {"prompt", "completion", "label"} <= present:
+        prompt = features.get("prompt") if features is not None else None
+        return "chat-unpaired-preference" if isinstance(prompt, (list, datasets.List)) else "unpaired-preference"
     if "messages" in present:
         return "messages"
     if "conversations" in present:
@@ -47,7 +50,7 @@ def detect_records(columns: list[str], text_column: str, where: str, features: A
     raise DataError(
         f"{where}: cannot tell how the rows are laid out (columns: {', '.join(columns)})",
         fix=f"name the columns like one of: messages | conversations | instruction/output | prompt/completion | "
-        f"prompt/chosen/rejected | {text_column}, or set data.records",
+        f"prompt/chosen/rejected | prompt/completion/label | {text_column}, or set data.records",
     )
 
 

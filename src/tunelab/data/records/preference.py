@@ -10,6 +10,13 @@ Three layouts are read:
   "preferred_output": [{"role": "assistant", ...}], "non_preferred_output": [...]}`.
 
 The two chat layouts become `chat-preference` records, rendered with the run's chat template.
+
+Unpaired feedback (KTO): one answer per row, labelled desirable (`true`) or not (`false`), as TRL's
+"unpaired preference" datasets hold it — thumbs up/down on logged answers:
+
+- `unpaired-preference`: `{"prompt": str, "completion": str, "label": bool}`;
+- `chat-unpaired-preference`: the prompt is a message list and the completion a string or a
+  one-message assistant list; these become `chat-unpaired` records.
 """
 
 from __future__ import annotations
@@ -100,6 +107,48 @@ class OpenAIPreferenceFormat(RecordFormat):
         return {"messages": messages, "chosen": chosen, "rejected": rejected}
 
 
+def feedback_label(row: dict[str, Any]) -> bool:
+    """The desirable/undesirable label: true/false (or 1/0, as exported thumbs often are)."""
+    value = row.get("label")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if value is None:
+        raise RowError("'label' is missing")
+    shown = repr(value) if isinstance(value, (str, int, float)) else describe(value)
+    raise RowError(f"'label' is {shown}, not true/false (true: a desirable answer)")
+
+
+class UnpairedFormat(RecordFormat):
+    name = "unpaired-preference"
+    kind = "unpaired"
+
+    def columns(self, cfg: DataConfig) -> list[str]:
+        return ["prompt", "completion", "label"]
+
+    def convert(self, row: dict[str, Any], cfg: DataConfig) -> dict[str, Any]:
+        return {"prompt": text_field(row, "prompt", blank_ok=True),
+                "completion": text_field(row, "completion", blank_ok=False), "label": feedback_label(row)}
+
+
+class ChatUnpairedFormat(RecordFormat):
+    name = "chat-unpaired-preference"
+    kind = "chat-unpaired"
+
+    def columns(self, cfg: DataConfig) -> list[str]:
+        return ["prompt", "completion", "label"]
+
+    def convert(self, row: dict[str, Any], cfg: DataConfig) -> dict[str, Any]:
+        messages = prompt_conversation(turn_list(row, "prompt"), "prompt")
+        completion = answer_text(row, "completion")
+        if not completion.strip():
+            raise RowError("'completion' is empty")
+        return {"messages": messages, "completion": completion, "label": feedback_label(row)}
+
+
 RECORDS.register("preference")(PreferenceFormat())
 RECORDS.register("chat-preference")(ChatPreferenceFormat())
 RECORDS.register("openai-preference")(OpenAIPreferenceFormat())
+RECORDS.register("unpaired-preference")(UnpairedFormat())
+RECORDS.register("chat-unpaired-preference")(ChatUnpairedFormat())
