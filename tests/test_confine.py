@@ -192,3 +192,23 @@ def test_a_link_planted_after_submission_stops_the_job(workspace: Workspace, tok
             time.sleep(0.3)
     assert state.status == "failed" and state.error.startswith("data.train: 'data/train.jsonl' is outside")
     assert state.run_id is None  # refused before any run folder existed
+
+
+def test_a_grpo_reward_function_is_code_and_its_file_is_confined(workspace: Workspace, outside: Path) -> None:
+    """A `function` reward runs a Python file: it needs the code permission, and the file (like a JSON
+    schema file) must be inside the workspace."""
+    def grpo(path: str, schema: str = "schema.json") -> dict:
+        return {"name": "grpo", "allow_code": True, "rewards": [{"name": "function", "path": f"{path}:score"},
+                                                                {"name": "json_schema", "schema": schema}]}
+
+    sections = {"task": "causal-lm"}
+    body = yaml.safe_load(_config(workspace)) | sections | {"model": {"source": "tiny-random-llama"}}
+    body["objective"] = grpo("rewards.py")
+    with pytest.raises(CodeNotAllowed, match="objective.allow_code: server jobs may not run code"):
+        check_job_config(load_config_text(yaml.safe_dump(body)), JobPolicy(workspace.root))
+    body["objective"] = grpo(str(outside / "rewards.py"), str(outside / "schema.json"))
+    with pytest.raises(ConfinementError, match=r"objective.rewards\[0\].path: .* is outside the workspace.*"
+                                               r"objective.rewards\[1\].schema: .* is outside the workspace"):
+        check_job_config(load_config_text(yaml.safe_dump(body)), JobPolicy(workspace.root, allow_code=True))
+    body["objective"] = grpo("rewards.py")
+    check_job_config(load_config_text(yaml.safe_dump(body)), JobPolicy(workspace.root, allow_code=True))

@@ -78,7 +78,8 @@ def test_registries() -> None:
     assert kinds == {"alpaca": "chat", "chat-preference": "chat-preference", "messages": "chat",
                      "openai-preference": "chat-preference", "preference": "preference",
                      "prompt-completion": "prompt-completion", "sharegpt": "chat", "text": "text",
-                     "unpaired-preference": "unpaired", "chat-unpaired-preference": "chat-unpaired"}
+                     "unpaired-preference": "unpaired", "chat-unpaired-preference": "chat-unpaired",
+                     "prompt-only": "prompt-only", "chat-prompt-only": "chat-prompt-only"}
     assert "txt" in FORMATS and FORMATS.get("txt").extensions == (".txt", ".md")
 
 
@@ -326,6 +327,7 @@ def test_row_column_indexes_table_after_max_rows() -> None:
         (["prompt", "completion", "text"], "prompt-completion"),
         (["text", "label"], "text"),
         (["prompt", "output", "text"], "text"),  # half of two layouts is neither
+        (["prompt", "answer"], "prompt-only"),  # prompts for GRPO, with a column for a reward
     ],
 )
 def test_detect_records(columns: list[str], expected: str) -> None:
@@ -339,7 +341,7 @@ def test_detect_records_custom_text_column_and_unknown_columns() -> None:
     assert str(info.value) == (
         "data/x.jsonl: cannot tell how the rows are laid out (columns: question, answer) — name the columns like "
         "one of: messages | conversations | instruction/output | prompt/completion | prompt/chosen/rejected | "
-        "prompt/completion/label | text, or set data.records"
+        "prompt/completion/label | prompt (GRPO) | text, or set data.records"
     )
 
 

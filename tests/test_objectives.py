@@ -44,7 +44,7 @@ def test_each_task_defaults_to_its_objective_and_writes_it_down(task, objective)
 def test_an_objective_the_task_cannot_feed_is_refused_with_the_ones_it_can():
     with pytest.raises(ConfigError, match=r"objective 'cross-entropy' needs class-logits.*causal-lm") as err:
         resolved(minimal("causal-lm", objective={"name": "cross-entropy"}))
-    assert err.value.fix == "use objective.name: dpo | kto | orpo | sft | simpo"
+    assert err.value.fix == "use objective.name: dpo | grpo | kto | orpo | sft | simpo"
     with pytest.raises(ConfigError, match=r"objective.name: 'dpoo' is not a known value"):
         validate(minimal("causal-lm", objective={"name": "dpoo"}))
 

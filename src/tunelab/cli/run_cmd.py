@@ -53,17 +53,27 @@ def _print_results(run_path: Path, results: dict) -> None:
     splits = [s for s in ("validation", "test", "generation") if isinstance(results.get(s), dict)]
     names = [n for n in dict.fromkeys(k for s in splits for k in results[s]) if n not in HIDDEN_METRICS
              and all(isinstance(results[s].get(n, 0.0), (int, float)) for s in splits)]
-    table = Table(title=f"{run_path}", show_edge=False)
-    table.add_column("split", no_wrap=True)
     base = results.get("base") or {}
     base_label = "majority" if base.get("kind") == "majority-class" else "base"
-    for name in names:
-        table.add_column(name, justify="right")
+    rows: list[tuple[str, dict, str]] = []  # (label, metrics, style): each split after its baseline
     for split in splits:
-        row = [_fmt_metric(results[split].get(n)) for n in names]
         if split in base:
-            table.add_row(f"{split} ({base_label})", *(_fmt_metric(base[split].get(n)) for n in names), style="dim")
-        table.add_row(split, *row)
+            rows.append((f"{split} ({base_label})", base[split], "dim"))
+        rows.append((split, results[split], ""))
+    table = Table(title=f"{run_path}", show_edge=False)
+    wide = 20 + sum(max(len(n), 8) + 3 for n in names)  # a split column, then each metric's
+    if wide <= out.width:  # one row per split
+        table.add_column("split", no_wrap=True)
+        for name in names:
+            table.add_column(name, justify="right")
+        for label, metrics, style in rows:
+            table.add_row(label, *(_fmt_metric(metrics.get(n)) for n in names), style=style or None)
+    else:  # too many metrics for the terminal (preference and RL runs): one row per metric, never cut
+        table.add_column("metric", no_wrap=True)
+        for label, _, style in rows:
+            table.add_column(label, justify="right", style=style or None)
+        for name in names:
+            table.add_row(name, *(_fmt_metric(metrics.get(name)) for _, metrics, _ in rows))
     out.print(table)
     if base.get("kind") == "majority-class":
         out.print(f"[dim]{base['note']}[/]")

@@ -216,7 +216,7 @@ def _tag(model: type[BaseModel]) -> Any:
 
 def dump_config(config: Config) -> str:
     """The resolved config as YAML, every default written out."""
-    data = config.model_dump(mode="json")
+    data = config.model_dump(mode="json", by_alias=True)  # a json_schema reward's `schema` is an alias
     if data["train"].get("label_smoothing") is None:  # deprecated key, moved to objective
         data["train"].pop("label_smoothing", None)
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

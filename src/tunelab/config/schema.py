@@ -64,7 +64,7 @@ class DataConfig(Section):
     )
     records: Literal[
         "auto", "messages", "sharegpt", "alpaca", "prompt-completion", "text", "preference", "chat-preference",
-        "openai-preference", "unpaired-preference", "chat-unpaired-preference",
+        "openai-preference", "unpaired-preference", "chat-unpaired-preference", "prompt-only", "chat-prompt-only",
     ] = Field(
         "auto",
         description="How causal-lm rows are laid out: messages (OpenAI-style chat), sharegpt (from/value), "
@@ -72,7 +72,8 @@ class DataConfig(Section):
         "preference pairs for dpo/orpo/simpo: preference (prompt/chosen/rejected text), chat-preference (a "
         "prompt message list) or openai-preference (OpenAI's DPO JSONL), or single answers labelled desirable or "
         "not for kto: unpaired-preference (prompt/completion/label) or chat-unpaired-preference (a prompt message "
-        "list); 'auto' detects it from the columns.",
+        "list), or prompts alone for grpo: prompt-only or chat-prompt-only (other columns are kept for the "
+        "rewards); 'auto' detects it from the columns.",
     )
     tokens_column: str = Field("tokens", description="Token classification: column with the list of words.")
     tags_column: str = Field("tags", description="Token classification: column with one tag per word.")
@@ -300,12 +301,156 @@ class KtoObjective(Section):
     undesirable_weight: float = Field(1.0, gt=0, description="Loss weight of undesirable answers.")
 
 
+class ExactMatchReward(Section):
+    """1 when the answer (or the part `extract` captures) equals the row's `column`, else 0."""
+
+    name: Literal["exact_match"] = "exact_match"
+    column: str = Field("answer", description="The data column holding the correct answer.")
+    extract: str | None = Field(
+        None, description="A regular expression whose first group is the answer inside the completion (e.g. "
+        "'Answer: (.+)'); default: the whole completion. No match scores 0.",
+    )
+    ignore_case: bool = Field(True, description="Compare case-insensitively (whitespace is always trimmed).")
+    weight: float = Field(1.0, description="Weight of this reward in the sum.")
+
+    @field_validator("extract")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        return _check_regex(value)
+
+
+class RegexReward(Section):
+    """1 when the completion matches `pattern` (a format check: tags present, a number last), else 0."""
+
+    name: Literal["regex"] = "regex"
+    pattern: str = Field(description="Python regular expression, searched in the completion.")
+    full_match: bool = Field(False, description="The whole completion must match, not just a part of it.")
+    weight: float = Field(1.0, description="Weight of this reward in the sum.")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        return _check_regex(value)  # type: ignore[return-value]
+
+
+class JsonSchemaReward(Section):
+    """1 when the completion is JSON valid against `schema`, 0.5 when it is JSON that is not, else 0."""
+
+    name: Literal["json_schema"] = "json_schema"
+    schema_: dict | str = Field(
+        alias="schema", description="A JSON Schema, inline or as the path of a .json file.",
+    )
+    weight: float = Field(1.0, description="Weight of this reward in the sum.")
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, populate_by_name=True)
+
+
+class LengthReward(Section):
+    """1 for a completion of min_tokens..max_tokens tokens, falling linearly to 0 one band-width outside."""
+
+    name: Literal["length"] = "length"
+    min_tokens: int = Field(0, ge=0, description="Shortest length that scores 1.")
+    max_tokens: int = Field(gt=0, description="Longest length that scores 1.")
+    weight: float = Field(1.0, description="Weight of this reward in the sum.")
+
+    @model_validator(mode="after")
+    def _band(self) -> LengthReward:
+        if self.max_tokens < self.min_tokens:
+            raise ValueError(f"max_tokens ({self.max_tokens}) is below min_tokens ({self.min_tokens})")
+        return self
+
+
+class FunctionReward(Section):
+    """Your own Python reward, `fn(prompts, completions, **columns) -> list[float]` as TRL calls it. It runs
+    with your permissions, so it needs `objective.allow_code: true`; its file's hash is in the lineage."""
+
+    name: Literal["function"] = "function"
+    path: str = Field(description="'file.py:function_name', relative to where tunelab runs.")
+    weight: float = Field(1.0, description="Weight of this reward in the sum.")
+
+    @field_validator("path")
+    @classmethod
+    def _file_and_name(cls, value: str) -> str:
+        file, _, function = value.rpartition(":")
+        if not file.endswith(".py") or not function.isidentifier():
+            raise ValueError(f"{value!r} is not 'file.py:function_name'")
+        return value
+
+
+RewardConfig = Annotated[
+    ExactMatchReward | RegexReward | JsonSchemaReward | LengthReward | FunctionReward,
+    Field(discriminator="name"),
+]
+
+
+def _check_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"{value!r} is not a valid regular expression ({err})") from None
+    return value
+
+
+class GrpoObjective(Section):
+    """GRPO, RL with verifiable rewards: for each prompt the model samples `num_generations` answers, the
+    rewards score them, and each answer's advantage is its reward against its group's mean (and spread).
+    The policy-gradient loss is PPO's clipped one; `beta` adds a KL penalty to the starting model."""
+
+    name: Literal["grpo"] = "grpo"
+    rewards: list[RewardConfig] = Field(
+        min_length=1, description="Reward functions, summed with their weights: exact_match, regex, json_schema, "
+        "length, function.",
+    )
+    num_generations: int = Field(4, ge=2, description="Answers sampled per prompt (a group). train.batch_size "
+                                 "counts prompts, so a step trains on batch_size x num_generations answers.")
+    max_new_tokens: int = Field(64, gt=0, description="Longest sampled answer.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the answers.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the answers.")
+    beta: float = Field(0.0, ge=0, description="KL penalty to the starting model (0: none, as TRL's default; "
+                        "with LoRA the reference is the model with its adapter off, so no copy is held).")
+    epsilon: float = Field(0.2, gt=0, lt=1, description="Clip range of the probability ratio (lower side).")
+    epsilon_high: float | None = Field(None, gt=0, description="Upper clip range; default: epsilon (DAPO uses "
+                                       "0.28).")
+    num_iterations: int = Field(1, ge=1, description="Optimizer steps on each batch of sampled answers (the "
+                                "clip bounds how far later steps move from the sampling policy).")
+    scale_rewards: Literal["group", "none"] = Field(
+        "group", description="group: advantages are divided by the group's standard deviation; none: only "
+        "centred (Dr. GRPO).",
+    )
+    loss_type: Literal["dapo", "grpo", "dr_grpo"] = Field(
+        "dapo", description="How token losses are averaged: dapo: over every answer token of the step; grpo: "
+        "within each answer, then over answers; dr_grpo: over answers x max_new_tokens.",
+    )
+    eval_temperature: float = Field(0.0, ge=0, description="Validation answers: 0 is greedy (one answer per "
+                                    "prompt, comparable between base and tuned).")
+    allow_code: bool = Field(False, description="Allow `function` rewards, which run your Python file.")
+
+    def files(self) -> list[tuple[str, str]]:
+        """(config key, path) of every file a reward reads: a function's code, a JSON schema's file —
+        what confinement checks, lineage hashes and the base-score cache keys on."""
+        found = []
+        for i, reward in enumerate(self.rewards):
+            if isinstance(reward, FunctionReward):
+                found.append((f"objective.rewards[{i}].path", reward.path.rpartition(":")[0]))
+            elif isinstance(reward, JsonSchemaReward) and isinstance(reward.schema_, str):
+                found.append((f"objective.rewards[{i}].schema", reward.schema_))
+        return found
+
+    @model_validator(mode="after")
+    def _code_needs_consent(self) -> GrpoObjective:
+        if any(r.name == "function" for r in self.rewards) and not self.allow_code:
+            raise ValueError("a 'function' reward runs your Python code: set objective.allow_code: true to allow it")
+        return self
+
+
 # Objectives are registered in tunelab.objectives (OBJECTIVES) and their settings listed here, so the
 # whole config validates and exports a JSON schema without importing torch (as methods do).
 ObjectiveConfig = Annotated[
-    SftObjective | CrossEntropyObjective | DpoObjective | OrpoObjective | SimpoObjective | KtoObjective,
+    SftObjective | CrossEntropyObjective | DpoObjective | OrpoObjective | SimpoObjective | KtoObjective
+    | GrpoObjective,
     Field(discriminator="name", description="What training optimises: sft | cross-entropy | dpo | orpo | simpo | "
-          "kto."),
+          "kto | grpo."),
 ]
 
 

@@ -66,8 +66,9 @@ def lengths(dataset: datasets.Dataset) -> np.ndarray:
     return np.asarray(column, dtype=np.int64)
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors moved to `device`; anything else a batch carries (GRPO's reward columns) as it is."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -111,7 +111,7 @@ class Trainer:
         # Anchored before accelerate.prepare, on the model as the method left it.
         self.l2_sp = L2SP(model, cfg.l2_sp, set(new_parameters)) if cfg.l2_sp else None
         # The scheduler is not passed to accelerator.prepare: Accelerate would step it once per process.
-        self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps * objective.iterations)
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
         self.state = LoopState()
         self.history: list[dict[str, Any]] = []
@@ -191,10 +191,29 @@ class Trainer:
     def _train_step(self, step_batches: list[np.ndarray]) -> dict[str, Any]:
         started = time.perf_counter()
         micro = [self._micro_batch(b) for b in step_batches]
+        # Objectives that write their own sequences (GRPO samples answers) do it before anything is counted.
+        micro = [(self.objective.prepare_batch(self.unwrapped, batch), weight) for batch, weight in micro]
         local_items = sum(self.objective.count_items(b) * weight for b, weight in micro)
         global_items = self.sum_across(float(local_items))
+        # several updates on one prepared batch (GRPO's num_iterations); their mean is logged
+        updates = [self._update(micro, global_items) for _ in range(self.objective.iterations)]
+        tokens = sum(int(b["attention_mask"].sum()) * w if "attention_mask" in b else 0 for b, w in micro)
+        flops = self.sum_across(self.flop_meter.step_flops(sum(positions(b) for b, _ in micro)))
+        extra = {"l2_sp": float(np.mean([u["l2_sp"] for u in updates]))} if self.l2_sp else {}
+        for name, (total, count) in self.objective.pop_step_stats().items():
+            extra[name] = self.sum_across(total) / max(self.sum_across(count), 1.0)
+        seconds = time.perf_counter() - started
+        self.state.flops += flops
+        return {"loss": float(np.mean([u["loss"] for u in updates])), "lr": updates[0]["lr"],
+                "grad_norm": float(np.mean([u["grad_norm"] for u in updates])),
+                "tokens_per_s": self.sum_across(tokens) / seconds,
+                "samples_per_s": sum(len(b) for b in step_batches) / seconds,
+                **self.flop_meter.summary(flops, seconds), **extra}
+
+    def _update(self, micro: list[tuple[dict[str, Any], int]], global_items: float) -> dict[str, float]:
+        """One optimizer update over the step's micro-batches: its loss, gradient norm, learning rate
+        (and L2-SP penalty)."""
         loss_total = torch.zeros((), device=self.accelerator.device)
-        tokens = 0
         with self.flop_meter.counting():
             for i, (batch, weight) in enumerate(micro):
                 sync = i == len(micro) - 1
@@ -202,14 +221,10 @@ class Trainer:
                     loss_sum = self.objective.loss_sum(self.model, batch) * weight
                     self.accelerator.backward(loss_sum * self.world / global_items)
                 loss_total += loss_sum.detach().float()
-                tokens += int(batch["attention_mask"].sum()) * weight if "attention_mask" in batch else 0
-        flops = self.sum_across(self.flop_meter.step_flops(sum(positions(b) for b, _ in micro)))
         loss = self.sum_across(float(loss_total)) / global_items
         if not math.isfinite(loss):
             self._fail_non_finite("loss", loss)
-        extra = {"l2_sp": self.l2_sp.add_gradients()} if self.l2_sp else {}
-        for name, (total, count) in self.objective.pop_step_stats().items():
-            extra[name] = self.sum_across(total) / max(self.sum_across(count), 1.0)
+        l2_sp = self.l2_sp.add_gradients() if self.l2_sp else 0.0
         max_norm = self.config.train.max_grad_norm or float("inf")
         grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
         if not math.isfinite(grad_norm):
@@ -218,11 +233,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        seconds = time.perf_counter() - started
-        self.state.flops += flops
-        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": self.sum_across(tokens) / seconds,
-                "samples_per_s": sum(len(b) for b in step_batches) / seconds,
-                **self.flop_meter.summary(flops, seconds), **extra}
+        return {"loss": loss, "grad_norm": grad_norm, "lr": lr, "l2_sp": l2_sp}
 
     def _trim_if_growing(self, step_batches: list[np.ndarray]) -> None:
         longest = max(int(self.lengths[b].max()) for b in step_batches)

@@ -47,6 +47,8 @@ class Objective(Generic[S]):
     #: metric name -> greater is better, for objectives that score validation their own way
     #: (empty: the task's metrics)
     own_metrics: ClassVar[dict[str, bool]] = {}
+    #: what `eval.metric` means when the config leaves it out (None: the task's default)
+    default_metric: ClassVar[str | None] = None
 
     def __init__(self, task: Task, settings: S) -> None:
         self.task, self.settings = task, settings
@@ -61,9 +63,20 @@ class Objective(Generic[S]):
         return {}
 
     # ---- training ---------------------------------------------------------------------------
+    @property
+    def iterations(self) -> int:
+        """Optimizer updates per batch of prepared micro-batches (GRPO reuses its sampled answers)."""
+        return 1
+
     def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
         """Pad one batch of dataset rows into tensors (the task's layout unless the objective needs its own)."""
         return self.task.collate(rows)
+
+    def prepare_batch(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+        """A collated training micro-batch made ready for `count_items` and `loss_sum`, with the
+        unwrapped model: objectives that write their own training sequences (GRPO samples answers)
+        do it here. Default: the batch as collated."""
+        return batch
 
     def count_items(self, batch: dict[str, torch.Tensor]) -> int:
         """How many loss terms the batch contributes (rows, labelled tokens, trained tokens, pairs)."""

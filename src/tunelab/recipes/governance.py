@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import Config
+from tunelab.config.schema import GrpoObjective
 from tunelab.errors import DataError
 from tunelab.runs.folder import RunFolder
 from tunelab.workspace import Workspace, WorkspaceError
@@ -68,6 +69,10 @@ def resolve_data(config: Config, workspace: Workspace | None = None) -> tuple[Co
             source = _resolve_one(workspace, f"eval.retention[{i}].source", "retention", item.source, inputs)
             sets.append(item.model_copy(update={"source": source, "name": item.name or item.source}))
         updates["eval"] = config.eval.model_copy(update={"retention": sets})
+    if isinstance(config.objective, GrpoObjective):
+        # a GRPO reward's code (or schema) file decides the result as much as the data does
+        for key, path in config.objective.files():
+            _resolve_one(workspace, key, "reward", path, inputs)
     return config.model_copy(update=updates), inputs, workspace
 
 

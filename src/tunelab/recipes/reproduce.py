@@ -79,16 +79,17 @@ def reproduce(ident: str, *, output_dir: str | None = None) -> Reproduction:
 def _check_inputs(ws: Workspace, config: Config, inputs: list[tuple[str, str, str]]) -> None:
     """Every recorded input must still have the recorded bytes (references are re-resolved by train)."""
     for split, path_text, sha in inputs:
+        key = "objective.rewards" if split == "reward" else f"data.{split}"
         if parse_ref(path_text) is not None:
             path, _version = resolve(ws, path_text)
         else:
             path = Path(path_text)
             if not path.exists():
-                raise DataError(f"data.{split}: {path} no longer exists",
+                raise DataError(f"{key}: {path} no longer exists",
                                 fix="restore it, or register data with `tunelab data add` so runs can be reproduced")
         now = content_sha256(path, content_files(path))
         if now != sha:
-            raise DataError(f"data.{split}: {path_text} changed since the run (sha256 {sha[:12]}… → {now[:12]}…)",
+            raise DataError(f"{key}: {path_text} changed since the run (sha256 {sha[:12]}… → {now[:12]}…)",
                             fix="restore the recorded bytes; dataset versions (NAME@vN) keep them for you")
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tunelab import __version__
+from tunelab.config.schema import GrpoObjective
 from tunelab.paths import cache_dir
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def cache_key(config: Config, fingerprint: str, data: PreparedData, retention: l
         "tunelab": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
         "model": fingerprint, "method": method, "task": config.task, "tokenizer_size": tokenizer_size,
         "precision": config.train.precision, "attention": attention, "device": device, "world": world,
-        "seed": config.train.seed, "max_length": config.train.max_length,
+        "seed": config.train.seed, "max_length": config.train.max_length, "objective": _objective(config),
         "eval_batch": config.eval.batch_size or 2 * config.train.batch_size, "base": config.eval.base,
         "generation": config.generation.model_dump(mode="json"),
         "generate_max_new_tokens": config.eval.generate_max_new_tokens,
@@ -54,6 +55,16 @@ def cache_key(config: Config, fingerprint: str, data: PreparedData, retention: l
                       for s in retention],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _objective(config: Config) -> Any:
+    """The objective's settings (what preference and RL metrics of the base depend on: beta, rewards,
+    sampling), with the bytes of any reward file, whose edits change scores the settings do not show."""
+    if config.objective is None:
+        return None
+    settings = config.objective.model_dump(mode="json", by_alias=True)
+    files = config.objective.files() if isinstance(config.objective, GrpoObjective) else []
+    return [settings, [hashlib.sha256(Path(f).read_bytes()).hexdigest() for _, f in files if Path(f).is_file()]]
 
 
 def load(key: str) -> dict[str, Any] | None:

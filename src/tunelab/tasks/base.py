@@ -32,7 +32,7 @@ from tunelab.config.schema import CrossEntropyObjective, ModelConfig, ObjectiveC
 from tunelab.data import general_text
 from tunelab.errors import ConfigError, ExportError, RunError
 from tunelab.models import resolve_model
-from tunelab.objectives import check_fits, metrics_of
+from tunelab.objectives import OBJECTIVES, check_fits, metrics_of
 
 if TYPE_CHECKING:
     import datasets
@@ -119,7 +119,8 @@ class Task:
         self._resolve_objective(config)
         self._refuse_foreign_sections(config)
         if config.eval.metric is None:
-            config.eval.metric = self.default_metric
+            assert config.objective is not None
+            config.eval.metric = OBJECTIVES.get(config.objective.name).default_metric or self.default_metric
         metrics = self.run_metrics(config)
         if config.eval.metric not in metrics:
             hint = closest(config.eval.metric, list(metrics))

@@ -47,6 +47,7 @@ LAYOUTS = {
     "sequences": ("single answers", "messages, prompt/completion or text"),
     "pairs": ("preference pairs", "prompt, chosen and rejected"),
     "labelled": ("answers labelled desirable or not", "prompt, completion and a true/false label"),
+    "prompts": ("prompts it answers itself", "a prompt (and the columns the rewards read), no answer"),
 }
 
 
@@ -249,7 +250,7 @@ class CausalLM(Task):
                 fix="raise train.max_length, shorten prompts, or check the assistant turns",
             )
         stop = renderer.stop_token()
-        if stop is None:
+        if stop is None or not renderer.label_columns:  # prompt-only data: the model writes the answers
             return
         end, end_id = stop
         if not any(end_id in row for row in train[renderer.label_columns[0]]):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tunelab.config.schema import GrpoObjective
 from tunelab.errors import ConfigError
 from tunelab.models.catalog import CATALOG
 from tunelab.models.resolve import looks_like_hub_id
@@ -50,6 +51,8 @@ GENERAL_TEXT = "general-text"
 #: dotted config keys whose setting runs code the user supplied, and how to read each from a config
 CODE_OPTIONS: dict[str, Callable[[Config], bool]] = {
     "model.trust_remote_code": lambda c: bool(c.model.trust_remote_code),
+    # a GRPO `function` reward imports and runs a Python file
+    "objective.allow_code": lambda c: bool(getattr(c.objective, "allow_code", False)),
 }
 
 
@@ -167,6 +170,9 @@ def check_job_config(config: Config, policy: JobPolicy) -> None:
     template = config.lm.template
     if template.endswith(".jinja"):
         checker.path("lm.template", template)
+    if isinstance(config.objective, GrpoObjective):  # reward code and schema files
+        for key, path in config.objective.files():
+            checker.path(key, path)
     output = Path(config.output.dir)
     if not _inside((output if output.is_absolute() else policy.workspace / output).resolve(), (policy.workspace,)):
         checker.problems.append(f"output.dir: {_short(config.output.dir)} is outside the workspace; server jobs "

@@ -4,7 +4,7 @@
 prompt/completion or raw text) with each row's original index, for line-accurate errors later.
 """
 
-from tunelab.data.records import alpaca, messages, preference, prompt_completion, sharegpt, text  # noqa: F401
+from tunelab.data.records import alpaca, messages, preference, prompt_completion, prompts, sharegpt, text  # noqa: F401
 from tunelab.data.records.base import FEATURES, RECORDS, Kind, RecordFormat, RowError
 from tunelab.data.records.normalize import (
     detect_records,

@@ -10,6 +10,8 @@ its `kind`:
 - "chat-preference": `{"messages": [...the prompt conversation...], "chosen": str, "rejected": str}`
 - "unpaired": `{"prompt": str, "completion": str, "label": bool}` (true: a desirable answer)
 - "chat-unpaired": `{"messages": [...the prompt conversation...], "completion": str, "label": bool}`
+- "prompt-only" / "chat-prompt-only": `{"prompt": str}` / `{"messages": [...]}`, plus `extra` (the
+  row's other columns as a JSON object, for reward functions)
 
 A malformed row raises `RowError(reason)`; the caller adds the file and line (or skips the row).
 """
@@ -23,7 +25,8 @@ import datasets
 from tunelab.choices import Choices
 from tunelab.config.schema import DataConfig
 
-Kind = Literal["chat", "prompt-completion", "text", "preference", "chat-preference", "unpaired", "chat-unpaired"]
+Kind = Literal["chat", "prompt-completion", "text", "preference", "chat-preference", "unpaired", "chat-unpaired",
+               "prompt-only", "chat-prompt-only"]
 ROLES = ("system", "user", "assistant")
 
 _TEXT = datasets.Value("string")
@@ -40,6 +43,9 @@ FEATURES: dict[str, dict[str, Any]] = {
     "unpaired": {"prompt": _TEXT, "completion": _TEXT, "label": datasets.Value("bool")},
     "chat-unpaired": {"messages": [{"role": _TEXT, "content": _TEXT}], "completion": _TEXT,
                       "label": datasets.Value("bool")},
+    # Prompts for GRPO; the row's other columns ride along as one JSON object for the rewards.
+    "prompt-only": {"prompt": _TEXT, "extra": _TEXT},
+    "chat-prompt-only": {"messages": [{"role": _TEXT, "content": _TEXT}], "extra": _TEXT},
 }
 
 
@@ -57,6 +63,7 @@ class RecordFormat:
     name: str = ""
     kind: Kind = "chat"
     optional: tuple[str, ...] = ()  # columns read when present
+    keeps_other_columns: bool = False  # every column is read (prompt-only rows keep them for rewards)
 
     def columns(self, cfg: DataConfig) -> list[str]:
         """Columns every row needs (optional columns are read when present)."""

@@ -29,14 +29,13 @@ def detect_records(columns: list[str], text_column: str, where: str, features: A
     The order matters when several fit: a row with both "messages" and "text" is a chat row.
     """
     present = set(columns)
+    chat = _prompt_is_a_message_list(features)
     if {"preferred_output", "non_preferred_output"} <= present:
         return "openai-preference"
     if {"prompt", "chosen", "rejected"} <= present:
-        prompt = features.get("prompt") if features is not None else None
-        return "chat-preference" if isinstance(prompt, (list, datasets.List)) else "preference"
+        return "chat-preference" if chat else "preference"
     if {"prompt", "completion", "label"} <= present:
-        prompt = features.get("prompt") if features is not None else None
-        return "chat-unpaired-preference" if isinstance(prompt, (list, datasets.List)) else "unpaired-preference"
+        return "chat-unpaired-preference" if chat else "unpaired-preference"
     if "messages" in present:
         return "messages"
     if "conversations" in present:
@@ -45,13 +44,20 @@ def detect_records(columns: list[str], text_column: str, where: str, features: A
         return "alpaca"
     if {"prompt", "completion"} <= present:
         return "prompt-completion"
+    if "prompt" in present and text_column not in present:  # prompts for GRPO; with a text column it is text
+        return "chat-prompt-only" if chat else "prompt-only"
     if text_column in present:
         return "text"
     raise DataError(
         f"{where}: cannot tell how the rows are laid out (columns: {', '.join(columns)})",
         fix=f"name the columns like one of: messages | conversations | instruction/output | prompt/completion | "
-        f"prompt/chosen/rejected | prompt/completion/label | {text_column}, or set data.records",
+        f"prompt/chosen/rejected | prompt/completion/label | prompt (GRPO) | {text_column}, or set data.records",
     )
+
+
+def _prompt_is_a_message_list(features: Any) -> bool:
+    prompt = features.get("prompt") if features is not None else None
+    return isinstance(prompt, (list, datasets.List))
 
 
 def record_format(table: Table, cfg: DataConfig) -> RecordFormat:
@@ -85,7 +91,8 @@ def normalize_records(table: Table, cfg: DataConfig) -> tuple[datasets.Dataset, 
     """
     fmt = record_format(table, cfg)
     source = table.dataset
-    read = fmt.columns(cfg) + [c for c in fmt.optional if c in source.column_names]
+    read = (list(source.column_names) if fmt.keeps_other_columns
+            else fmt.columns(cfg) + [c for c in fmt.optional if c in source.column_names])
     skipped: list[tuple[int, str]] = []  # the first EXAMPLES (row, reason)
     count = 0
 
