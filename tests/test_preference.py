@@ -225,8 +225,15 @@ def test_golden_dpo_loss_curve_and_reference_from_the_base(pairs_config) -> None
     assert tuned["reward_accuracy"] == 1.0 and tuned["reward_margin"] > 0 and tuned["loss"] < base["loss"]
     step = json.loads((outcome.run.path / "metrics.jsonl").read_text().splitlines()[-2])
     assert {"reward_margin", "chosen_logp", "rejected_logp"} <= set(step)
+    scored = json.loads((outcome.run.path / "run.json").read_text())["reference"]["samples"]
+    assert scored == sum(json.loads((outcome.run.path / "data.json").read_text())["samples"].values())
     worst = [json.loads(x) for x in (outcome.run.path / "samples_test.jsonl").read_text().splitlines()]
     assert worst and "chosen" in worst[0] and worst[0]["reward_margin"] == min(w["reward_margin"] for w in worst)
+    from tunelab.recipes.report import write_report
+
+    page = write_report(outcome.run.path)
+    assert (page.parent / "objective.png").read_bytes().startswith(b"\x89PNG")  # chosen vs rejected curves
+    assert "statistics per step" in page.read_text()
 
 
 @pytest.mark.parametrize("objective", [{"name": "orpo"}, {"name": "simpo"}, {"name": "dpo", "loss": "ipo"}])

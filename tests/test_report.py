@@ -86,6 +86,7 @@ def test_report_has_every_section_and_valid_pngs(trained_run: Path) -> None:
     labels = json.loads((trained_run / "data.json").read_text())["labels"]
     assert all(label in section(page, "per-class") for label in labels)
     assert not list(page_path.parent.glob(".*")), "temp files left behind"
+    assert not (page_path.parent / "objective.png").exists()  # cross-entropy logs no statistics of its own
 
 
 def test_html_is_self_contained(trained_run: Path, tmp_path: Path) -> None:

@@ -175,8 +175,8 @@ def data_check(
 @data_app.command("example")
 def data_example(
     name: Annotated[str, typer.Argument(
-        help="bbc-news, bbc-news-text, bbc-headlines, bbc-headline-pairs, bbc-headline-feedback, chatterbot-en, "
-        "chatterbot-pairs, clinical-ner or mnist-digits (an unknown name lists them all)")],
+        help="bbc-news, bbc-news-text, bbc-headlines, bbc-headline-pairs, bbc-headline-feedback, bbc-topic-prompts, "
+        "chatterbot-en, chatterbot-pairs, clinical-ner or mnist-digits (an unknown name lists them all)")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write train/validation/test jsonl into.")],
 ) -> None:
     """Materialize a packaged example corpus as jsonl files."""

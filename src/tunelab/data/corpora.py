@@ -181,6 +181,25 @@ def bbc_headline_feedback(out_dir: Path) -> dict[str, Any]:
             "desirable": {name: sum(r["label"] for r in split) for name, split in feedback.items()}}
 
 
+TOPIC_PROMPT = ("Which topic is this news story about: business, entertainment, politics, sport or tech? "
+                "Answer with the topic only.\n\n")
+
+
+@CORPORA.register("bbc-topic-prompts")
+def bbc_topic_prompts(out_dir: Path) -> dict[str, Any]:
+    """Prompt-only rows for GRPO with a verifiable reward: the user asks which of the five topics a BBC
+    story's lead is about; `label` holds the answer an exact_match reward checks. No answers are
+    given — the model writes them. The bbc-news articles and split."""
+    rows, duplicates = bbc_articles()
+    splits = _bbc_splits(rows)
+    prompts = {name: [{"prompt": [{"role": "user", "content": TOPIC_PROMPT + _lead(r["text"])}], "label": r["label"]}
+                      for r in split] for name, split in splits.items()}
+    _write_splits(out_dir, prompts)
+    return {"corpus": "bbc-topic-prompts", "out": str(out_dir), "articles": len(rows) + duplicates,
+            "duplicates_dropped": duplicates, **{name: len(split) for name, split in prompts.items()},
+            "labels": sorted({r["label"] for r in rows})}
+
+
 def _utterance(value: object) -> str:
     """A YAML utterance as text: numbers and booleans YAML typed are written back with str()."""
     return "" if value is None else str(value).strip()

@@ -242,5 +242,7 @@ def score_reference(trainer: Trainer, scorer: Any, columns: dict[str, str]) -> N
                 dataset = dataset.add_column(column, out[key].tolist())
             setattr(trainer.data, split, dataset)
             rows += len(dataset)
-    log.info("reference: %d samples scored by the starting model in %.1f s (no second model is kept)",
-             rows, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    log.info("reference: %d samples scored by the starting model in %.1f s (no second model is kept)", rows, seconds)
+    if rows and trainer.run is not None and trainer.accelerator.is_main_process:
+        trainer.run.update(reference={"samples": rows, "seconds": round(seconds, 3)})

@@ -102,6 +102,7 @@ TEMPLATE = """<!DOCTYPE html>
 {% if images.get("loss.png") or images.get("lr.png") or images.get("metrics.png") %}
 {{ figure("loss.png", "training and validation loss") }}
 {{ figure("metrics.png", "validation metrics") }}
+{{ figure("objective.png", "the objective's statistics per step (rewards, margins, KL)") }}
 {{ figure("lr.png", "learning rate") }}
 {% else %}{{ missing("not available: metrics.jsonl has no logged steps") }}{% endif %}
 </section>

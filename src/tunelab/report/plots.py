@@ -94,6 +94,47 @@ def validation_metrics(validation: list[dict[str, Any]], selection: str | None =
     return _png(fig)
 
 
+#: what every training step logs; anything else in a step record is the objective's (rewards, KL...)
+ENGINE_KEYS = {"step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s", "tflops", "mfu", "l2_sp"}
+#: statistics drawn together in one panel (preference runs: the two answers side by side)
+SIDES = (("chosen_", "rejected_"), ("desirable_", "undesirable_"))
+
+
+def objective_statistics(train: list[dict[str, Any]]) -> bytes | None:
+    """The objective's per-step statistics (preference rewards and log-probs, KTO's KL, GRPO's rewards),
+    one panel each; chosen/rejected (desirable/undesirable) pairs share a panel."""
+    names = [n for n in dict.fromkeys(k for r in train for k in r) if n not in ENGINE_KEYS and _points(train, n)]
+    panels: dict[str, list[str]] = {}
+    for name in names:
+        for first, second in SIDES:
+            stem = name.removeprefix(first).removeprefix(second)
+            if stem != name and f"{first}{stem}" in names and f"{second}{stem}" in names:
+                panels.setdefault(f"{first.rstrip('_')} vs {second.rstrip('_')} {stem}",
+                                  [f"{first}{stem}", f"{second}{stem}"])
+                break
+        else:
+            panels[name] = [name]
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(3.4 * cols, 2.8 * rows), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (title, series) in zip(axes, panels.items(), strict=False):
+        for name in series:
+            ax.plot(*_xy(_points(train, name)), lw=1.2, label=name if len(series) > 1 else None)
+        if len(series) > 1:
+            ax.legend(fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle("Objective statistics per step")
+    return _png(fig)
+
+
 def confusion(labels: Sequence[str], matrix: Sequence[Sequence[int]], title: str = "Confusion matrix"
               ) -> bytes | None:
     """Confusion matrix with the count in every cell (rows: true label, columns: predicted)."""

@@ -27,6 +27,7 @@ def figures(run: RunData) -> dict[str, bytes]:
         "loss.png": plots.loss_curves(run.train_records, run.validation_records, best),
         "lr.png": plots.learning_rate(run.train_records),
         "metrics.png": plots.validation_metrics(run.validation_records, run.selection_metric, best),
+        "objective.png": plots.objective_statistics(run.train_records),
         "lengths.png": plots.token_lengths((run.data or {}).get("lengths") or {}),
     }
     matrix = confusion(run)
