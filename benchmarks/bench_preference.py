@@ -93,6 +93,8 @@ def run_trl(s: dict, precompute: bool) -> dict:
     raw = load_dataset("json", data_files={"train": s["train"], "validation": s["validation"]},
                        cache_dir=str(DATA / "hf-cache"))
     raw = raw.remove_columns([c for c in raw["train"].column_names if c not in ("prompt", "chosen", "rejected")])
+    # TRL's conversational layout wants each answer as a one-message list (tunelab reads both forms)
+    raw = raw.map(lambda r: {side: [{"role": "assistant", "content": r[side]}] for side in ("chosen", "rejected")})
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     args = DPOConfig(
         output_dir=str(DATA / "trl-out"), per_device_train_batch_size=BATCH, per_device_eval_batch_size=2 * BATCH,

@@ -327,3 +327,21 @@ def test_base_scores_are_not_reused_across_objective_settings(grpo_config, tmp_p
     assert longer.read_json("run.json")["base_scores"]["cached"] is False
     assert edited.read_json("run.json")["base_scores"]["cached"] is False
     assert longer.read_json("eval_base.json")["test"]["completion_length"] == 6
+
+
+def test_eval_metric_may_be_one_reward_and_preview_shows_the_prompts(grpo_config) -> None:
+    from tunelab.recipes.preview import preview
+
+    rewards = [{"name": "exact_match", "column": "answer"}, {"name": "regex", "pattern": "^\\w+$"},
+               {"name": "regex", "pattern": "."}]
+    config = load_config(grpo_config(objective={"rewards": rewards}, eval={"metric": "reward_regex_2"}))
+    task = CausalLM()
+    task.validate_config(config)
+    assert set(task.run_metrics(config)) == {"reward", "reward_exact_match", "reward_regex", "reward_regex_2"}
+    with pytest.raises(ConfigError, match="eval.metric 'reward_regex_3' is not a grpo metric"):
+        CausalLM().validate_config(load_config(grpo_config(objective={"rewards": rewards},
+                                                           eval={"metric": "reward_regex_3"})))
+    samples, _ = preview(config, n=2)
+    assert [s.where.rsplit(" · ", 1)[1] for s in samples] == ["prompt", "prompt"]
+    assert not any(keep for s in samples for _, keep in s.pieces)
+    assert "Color of item" in "".join(p for p, _ in samples[0].pieces)

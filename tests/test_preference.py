@@ -299,3 +299,20 @@ def test_data_preview_shows_both_answers_of_a_pair(pairs_config) -> None:
     prompt = ["".join(p for p, keep in s.pieces if not keep) for s in samples[:2]]
     assert prompt[0] == prompt[1] and "What color is item" in prompt[0]
     assert info["stats"]["train"]["samples"] > 0
+
+
+def test_eval_command_scores_new_pairs_against_the_rebuilt_reference(pairs_config, tmp_path: Path) -> None:
+    """`tunelab eval` on a DPO run rebuilds the starting model for the reference, so scoring the run's
+    own test pairs again gives the test metrics training reported."""
+    from tunelab.recipes.evaluate import evaluate_run
+
+    rows = pair_rows(80, seed=4)
+    files = {split: str(write_jsonl(tmp_path / "split" / f"{split}.jsonl", part))
+             for split, part in (("train", rows[:56]), ("validation", rows[56:68]), ("test", rows[68:]))}
+    outcome = train(load_config(pairs_config(data=files, train={"max_steps": 4})))
+    metrics, written = evaluate_run(outcome.run.path, files["test"])
+    assert written.is_file() and metrics["pairs"] == 12
+    tested = json.loads((outcome.run.path / "eval.json").read_text())["test"]
+    assert tested["reward_margin"] != 0  # the tuned model moved off its reference
+    for key in ("loss", "reward_margin", "reward_accuracy", "preference_accuracy"):
+        assert metrics[key] == pytest.approx(tested[key], rel=1e-5, abs=1e-7), key

@@ -49,6 +49,8 @@ class Objective(Generic[S]):
     own_metrics: ClassVar[dict[str, bool]] = {}
     #: what `eval.metric` means when the config leaves it out (None: the task's default)
     default_metric: ClassVar[str | None] = None
+    #: True when the loss reads the starting model's scores (`with_reference` adds them to the data)
+    uses_reference: ClassVar[bool] = False
 
     def __init__(self, task: Task, settings: S) -> None:
         self.task, self.settings = task, settings
@@ -56,6 +58,12 @@ class Objective(Generic[S]):
     def before_training(self, trainer: Trainer) -> None:
         """Called once the trainer holds the starting model, before any step (and before a resumed
         run loads its checkpoint): objectives that compare against the starting model score it here."""
+
+    def with_reference(self, dataset: datasets.Dataset, score: Any, config: Config) -> datasets.Dataset:
+        """`dataset` with the columns the loss reads from the starting model, where `score(dataset,
+        scorer)` runs that model (training: the model before step 1; `tunelab eval`: it rebuilt).
+        Default: the dataset as it is."""
+        return dataset
 
     def pop_step_stats(self) -> dict[str, tuple[float, float]]:
         """Statistics of the micro-batches since the last call, as name -> (sum, count); the engine
@@ -100,10 +108,15 @@ class Objective(Generic[S]):
         """The k worst-scored rows of an evaluation, readable (the task's reading of its own outputs)."""
         return self.task.worst_samples(outputs, dataset, data, k)
 
+    @classmethod
+    def settings_metrics(cls, settings: Any) -> dict[str, bool]:
+        """The metrics of its own a run with these settings reports (GRPO adds one per reward)."""
+        return dict(cls.own_metrics)
+
     @property
     def metrics(self) -> dict[str, bool]:
         """Metric name -> greater is better; `eval.metric` must be one of them."""
-        return self.own_metrics or self.task.metrics
+        return self.settings_metrics(self.settings) or self.task.metrics
 
     def greater_is_better(self, metric: str) -> bool:
         return self.metrics[metric]
@@ -112,9 +125,10 @@ class Objective(Generic[S]):
 OBJECTIVES: Choices[type[Objective[Any]]] = Choices("objective")
 
 
-def metrics_of(objective_name: str, task: Task) -> dict[str, bool]:
-    """The validation metrics a run of `task` with this objective reports (name -> greater is better)."""
-    return OBJECTIVES.get(objective_name).own_metrics or task.metrics
+def metrics_of(settings: Any, task: Task) -> dict[str, bool]:
+    """The validation metrics a run of `task` with these objective settings reports (name -> greater
+    is better)."""
+    return OBJECTIVES.get(settings.name).settings_metrics(settings) or task.metrics
 
 
 def check_fits(objective_name: str, task: Task) -> None:

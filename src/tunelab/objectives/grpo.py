@@ -36,7 +36,7 @@ from torch import nn
 from tunelab.errors import ConfigError
 from tunelab.objectives.base import IGNORE, OBJECTIVES, Objective, base_function
 from tunelab.objectives.preference import StepStats
-from tunelab.objectives.rewards import Reward, build_rewards, check_columns
+from tunelab.objectives.rewards import Reward, build_rewards, check_columns, reward_labels
 
 if TYPE_CHECKING:
     import datasets
@@ -61,6 +61,11 @@ class GRPO(Objective["GrpoObjective"]):
         super().__init__(task, settings)
         self.rewards: list[Reward] = build_rewards(settings.rewards)
         self._stats = StepStats()
+
+    @classmethod
+    def settings_metrics(cls, settings: Any) -> dict[str, bool]:
+        """The total reward and each reward alone (eval.metric may pick one: reward_exact_match)."""
+        return {"reward": True, **{f"reward_{label}": True for label in reward_labels(settings.rewards)}}
 
     @property
     def iterations(self) -> int:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from tunelab.objectives.base import IGNORE, OBJECTIVES, Objective
-from tunelab.objectives.preference import SPLITS, StepStats, score_reference, sequence_logps
+from tunelab.objectives.preference import ScoreFn, StepStats, reference_columns, score_reference, sequence_logps
 
 if TYPE_CHECKING:
     import datasets
@@ -48,6 +48,7 @@ class KTO(Objective["KtoObjective"]):
     name = "kto"
     consumes = "next-token-logits"
     layout = "labelled"
+    uses_reference = True
     own_metrics: ClassVar[dict[str, bool]] = {
         "loss": False, "reward_auc": True, "reward_margin": True, "desirable_logp": True, "undesirable_logp": False,
     }
@@ -60,12 +61,13 @@ class KTO(Objective["KtoObjective"]):
     # ---- before the first step --------------------------------------------------------------
     def before_training(self, trainer: Trainer) -> None:
         self._sum_across = trainer.sum_across
-        seed, max_length = trainer.config.train.seed, trainer.config.train.max_length
-        for split in SPLITS:
-            dataset = getattr(trainer.data, split)
-            if dataset is not None and len(dataset) and TWIN[0] not in dataset.column_names:
-                setattr(trainer.data, split, with_twins(dataset, seed, max_length))
-        score_reference(trainer, _ReferenceScorer(self), REFERENCE)
+        score_reference(trainer, self)
+
+    def with_reference(self, dataset: datasets.Dataset, score: ScoreFn, config: Any) -> datasets.Dataset:
+        """The twins, then both sequences' scores under the starting model."""
+        if TWIN[0] not in dataset.column_names:
+            dataset = with_twins(dataset, config.train.seed, config.train.max_length)
+        return reference_columns(dataset, _ReferenceScorer(self), REFERENCE, score)
 
     # ---- batches ----------------------------------------------------------------------------
     def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]:

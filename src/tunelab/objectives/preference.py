@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -68,8 +69,6 @@ class PairObjective(Objective[S]):
 
     consumes = "next-token-logits"
     layout = "pairs"
-    #: True when the loss compares the policy with the starting model (its scores are precomputed)
-    uses_reference: ClassVar[bool] = False
     own_metrics: ClassVar[dict[str, bool]] = {
         "loss": False, "preference_accuracy": True, "reward_accuracy": True, "reward_margin": True,
         "chosen_logp": True, "rejected_logp": False,
@@ -121,7 +120,13 @@ class PairObjective(Objective[S]):
     def before_training(self, trainer: Trainer) -> None:
         """Score every split's pairs with the starting model once (see the module docstring)."""
         if self.uses_reference:
-            score_reference(trainer, _ReferenceScorer(self), dict(zip(("chosen", "rejected"), REFERENCE, strict=True)))
+            score_reference(trainer, self)
+
+    def with_reference(self, dataset: datasets.Dataset, score: ScoreFn, config: Any) -> datasets.Dataset:
+        if not self.uses_reference:
+            return dataset
+        return reference_columns(dataset, _ReferenceScorer(self), dict(zip(("chosen", "rejected"), REFERENCE,
+                                                                          strict=True)), score)
 
     # ---- evaluation -------------------------------------------------------------------------
     def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -224,24 +229,42 @@ class StepStats:
         return {name: (s, n) for name, (s, n) in totals.items()}
 
 
-def score_reference(trainer: Trainer, scorer: Any, columns: dict[str, str]) -> None:
-    """Score every split once with the starting model and keep the scores as dataset columns.
+#: scores a dataset with some model and returns the per-row outputs: `score(dataset, scorer)`
+ScoreFn = Callable[["datasets.Dataset", Any], dict[str, np.ndarray]]
 
-    `scorer` is an evaluation scorer whose outputs include the keys of `columns` (output -> column).
+
+def reference_columns(dataset: datasets.Dataset, scorer: Any, columns: dict[str, str],
+                      score: ScoreFn) -> datasets.Dataset:
+    """`dataset` with the starting model's scores as columns: `scorer`'s outputs (keys of `columns`)
+    under the column names `columns` maps them to; `score` runs the starting model."""
+    if all(c in dataset.column_names for c in columns.values()):
+        return dataset
+    out = score(dataset, scorer)
+    for key, column in columns.items():
+        dataset = dataset.add_column(column, out[key].tolist())
+    return dataset
+
+
+def score_reference(trainer: Trainer, objective: Objective[Any]) -> None:
+    """Give every split the columns `objective.with_reference` adds, scored by the starting model.
+
     A PEFT model runs with its adapters disabled; a full fine-tune has not moved yet. So the reference
     costs one evaluation pass per split and no second copy of the model.
     """
     started, rows = time.perf_counter(), 0
+
+    def score(dataset: datasets.Dataset, scorer: Any) -> dict[str, np.ndarray]:
+        return trainer.evaluate(dataset, scorer=scorer, keep_outputs=True)[1]
+
     with base_function(trainer.unwrapped):
         for split in SPLITS:
             dataset = getattr(trainer.data, split)
-            if dataset is None or not len(dataset) or all(c in dataset.column_names for c in columns.values()):
+            if dataset is None or not len(dataset):
                 continue
-            _, out = trainer.evaluate(dataset, scorer=scorer, keep_outputs=True)
-            for key, column in columns.items():
-                dataset = dataset.add_column(column, out[key].tolist())
-            setattr(trainer.data, split, dataset)
-            rows += len(dataset)
+            scored = objective.with_reference(dataset, score, trainer.config)
+            if scored is not dataset:
+                setattr(trainer.data, split, scored)
+                rows += len(scored)
     seconds = time.perf_counter() - started
     log.info("reference: %d samples scored by the starting model in %.1f s (no second model is kept)", rows, seconds)
     if rows and trainer.run is not None and trainer.accelerator.is_main_process:

@@ -176,14 +176,18 @@ class Function(Reward):
         return out
 
 
-def build_rewards(configs: list[Any]) -> list[Reward]:
-    """The configured rewards, labelled by name (numbered when a name repeats: regex, regex_2)."""
-    rewards, seen = [], {}
+def reward_labels(configs: list[Any]) -> list[str]:
+    """Each reward's name in metrics: its kind, numbered when a kind repeats (regex, regex_2)."""
+    labels, seen = [], {}
     for cfg in configs:
         seen[cfg.name] = seen.get(cfg.name, 0) + 1
-        label = cfg.name if seen[cfg.name] == 1 else f"{cfg.name}_{seen[cfg.name]}"
-        rewards.append(REWARDS.get(cfg.name)(cfg, label))
-    return rewards
+        labels.append(cfg.name if seen[cfg.name] == 1 else f"{cfg.name}_{seen[cfg.name]}")
+    return labels
+
+
+def build_rewards(configs: list[Any]) -> list[Reward]:
+    """The configured rewards, labelled as `reward_labels` names them."""
+    return [REWARDS.get(cfg.name)(cfg, label) for cfg, label in zip(configs, reward_labels(configs), strict=True)]
 
 
 def check_columns(rewards: list[Reward], row: dict[str, Any], where: str) -> None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from tunelab.config import Config
 from tunelab.engine.accel import make_accelerator
 from tunelab.engine.evaluation import evaluate
-from tunelab.models import ResolvedModel, fingerprint_folder
+from tunelab.models import ResolvedModel, fingerprint_folder, resolve_model
+from tunelab.objectives import Objective, build_objective
 from tunelab.recipes.heldout import left_out_warnings
 from tunelab.runs import RunFolder
-from tunelab.tasks import TASKS
+from tunelab.tasks import TASKS, PreparedData
 
 
 def evaluate_run(run_path: str | Path, data_path: str | Path) -> tuple[dict[str, Any], Path]:
@@ -27,7 +31,11 @@ def evaluate_run(run_path: str | Path, data_path: str | Path) -> tuple[dict[str,
     accelerator = make_accelerator(config)
     model = accelerator.prepare(model)
     batch_size = config.eval.batch_size or 2 * config.train.batch_size
-    metrics = evaluate(model, task, data.test, data, accelerator, batch_size)
+    task.validate_config(config)  # resolves the objective of configs saved before objectives existed
+    objective = build_objective(config, task)  # scores as training validated: pairs, rewards, ...
+    if objective.uses_reference:
+        data.test = _with_reference(objective, task, config, data, accelerator, batch_size)
+    metrics = evaluate(model, objective, data.test, data, accelerator, batch_size)
     metrics["data"] = data.info["files"]
     if warnings := left_out_warnings(data.info):
         metrics["warnings"] = warnings
@@ -35,3 +43,18 @@ def evaluate_run(run_path: str | Path, data_path: str | Path) -> tuple[dict[str,
     target.parent.mkdir(exist_ok=True)
     run.write_json(str(target.relative_to(run.path)), metrics)
     return metrics, target
+
+
+def _with_reference(objective: Objective[Any], task: Any, config: Config, data: PreparedData, accelerator: Any,
+                    batch_size: int) -> Any:
+    """The new data with the starting model's scores (DPO, KTO): the model is rebuilt from
+    model.source as training built it, scores once, and is dropped."""
+    torch.manual_seed(config.train.seed)  # rows of added tokens are initialised as training did
+    start = accelerator.prepare(task.build_model(config, resolve_model(config.model), data))
+
+    def score(dataset: Any, scorer: Any) -> Any:
+        return evaluate(start, scorer, dataset, data, accelerator, batch_size, keep_outputs=True)[1]
+
+    scored = objective.with_reference(data.test, score, config)
+    del start
+    return scored

@@ -45,6 +45,9 @@ def preview(config: Config, n: int = 3) -> tuple[list[PreviewSample], dict[str, 
         where = task.where("train", row["row"])
         if "desirable" in row:  # a KTO sample: say which way its answer is labelled
             where += " · desirable" if row["desirable"] else " · undesirable"
+        if not task.renderer.label_columns:  # a GRPO prompt: nothing in the data is trained
+            ids = row["input_ids"]
+            samples.append(PreviewSample(f"{where} · prompt", token_pieces(tokenizer, ids, [False] * len(ids))))
         # one sequence per sample, or a preference pair's two: chosen_labels, rejected_labels
         for labels in task.renderer.label_columns:
             side = labels.removesuffix("labels").rstrip("_")

@@ -131,7 +131,7 @@ class Task:
     def run_metrics(self, config: Config) -> dict[str, bool]:
         """The validation metrics of a run (its objective's own, else the task's): name -> greater is better."""
         assert config.objective is not None, "validate_config resolves the objective"
-        return metrics_of(config.objective.name, self)
+        return metrics_of(config.objective, self)
 
     def _resolve_objective(self, config: Config) -> None:
         """Fill in the task's default objective, move the deprecated train.label_smoothing into it,
