@@ -55,6 +55,4 @@ def _with_reference(objective: Objective[Any], task: Any, config: Config, data: 
     def score(dataset: Any, scorer: Any) -> Any:
         return evaluate(start, scorer, dataset, data, accelerator, batch_size, keep_outputs=True)[1]
 
-    scored = objective.with_reference(data.test, score, config)
-    del start
-    return scored
+    return objective.with_reference(data.test, score, config)  # the starting model is freed on return
