@@ -345,3 +345,20 @@ def test_eval_metric_may_be_one_reward_and_preview_shows_the_prompts(grpo_config
     assert [s.where.rsplit(" · ", 1)[1] for s in samples] == ["prompt", "prompt"]
     assert not any(keep for s in samples for _, keep in s.pieces)
     assert "Color of item" in "".join(p for p, _ in samples[0].pieces)
+
+
+@pytest.mark.slow
+def test_grpo_trains_on_two_processes(grpo_config) -> None:
+    """Each process samples the groups of its own prompts and the update is shared (DDP); sampling is
+    random, so the curve is not the single process's, but the step counts, rewards and the saved model
+    are all there, and the dapo token count is global."""
+    from tests.test_distributed import launch_two
+
+    path = grpo_config("dist-grpo", train={"max_steps": 3, "batch_size": 3})
+    result = launch_two(path, "double")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = next(p for p in (path.parent / "runs").iterdir() if p.name.startswith("double"))
+    logged = steps(run)
+    assert [r["step"] for r in logged] == [1, 2, 3] and all(0 <= r["reward"] <= 1 for r in logged)
+    assert json.loads((run / "run.json").read_text())["status"] == "succeeded"
+    assert (run / "model" / "model.safetensors").is_file()
