@@ -120,7 +120,8 @@ def test_objective_and_records_must_agree(pairs_config, tmp_path: Path) -> None:
                                                                 {"role": "assistant", "content": "A"}]}] * 20)
     with pytest.raises(DataError, match="objective dpo trains on preference pairs, but the rows are messages"):
         train(load_config(pairs_config(data={"train": str(chat)})))
-    with pytest.raises(DataError, match=r"objective sft trains on single answers, but the rows are chat-preference records \(preference pairs\)"):
+    with pytest.raises(DataError, match=r"objective sft trains on single answers, but the rows are chat-preference "
+                                        r"records \(preference pairs\)"):
         train(load_config(pairs_config(objective={"name": "sft"})))
     with pytest.raises(ConfigError, match="lm.packing cannot be used with objective dpo: it scores whole sequences"):
         train(load_config(pairs_config(lm={"packing": True})))

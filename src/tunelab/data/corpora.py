@@ -153,10 +153,11 @@ def bbc_headline_pairs(out_dir: Path) -> dict[str, Any]:
     `rejected` the headline of another story on the same topic. The bbc-news articles and split."""
     rows, duplicates = bbc_articles()
     splits = _bbc_splits(rows)
-    pairs = {name: [{"prompt": _headline_prompt(r), "chosen": r["title"], "rejected": o["title"],
-                     "label": r["label"]}
-                    for r, o in zip(split, _same_topic_other(split, SPLIT_SEED), strict=True) if r["title"] != o["title"]]
-             for name, split in splits.items()}
+    pairs = {}
+    for name, split in splits.items():
+        others = _same_topic_other(split, SPLIT_SEED)
+        pairs[name] = [{"prompt": _headline_prompt(r), "chosen": r["title"], "rejected": o["title"], "label": r["label"]}
+                       for r, o in zip(split, others, strict=True) if r["title"] != o["title"]]
     _write_splits(out_dir, pairs)
     return {"corpus": "bbc-headline-pairs", "out": str(out_dir), "articles": len(rows) + duplicates,
             "duplicates_dropped": duplicates, **{name: len(split) for name, split in pairs.items()}}

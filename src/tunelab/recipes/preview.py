@@ -53,7 +53,8 @@ def preview(config: Config, n: int = 3) -> tuple[list[PreviewSample], dict[str, 
             side = labels.removesuffix("labels").rstrip("_")
             trained = [label != IGNORE for label in row[labels]]
             ids = row[f"{side}_input_ids" if side else "input_ids"]
-            samples.append(PreviewSample(f"{where} · {side}" if side else where, token_pieces(tokenizer, ids, trained)))
+            shown = f"{where} · {side}" if side else where
+            samples.append(PreviewSample(shown, token_pieces(tokenizer, ids, trained)))
     return samples, info
 
 
