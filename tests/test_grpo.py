@@ -311,9 +311,14 @@ def test_the_reward_code_is_lineage_and_reproduce_checks_it(workspace, grpo_conf
     assert "objective.rewards: rewards.py changed since the run" in str(result.exception)
 
 
-def test_kl_to_the_reference_needs_an_adapter(grpo_config) -> None:
-    with pytest.raises(ConfigError, match="objective.beta > 0 needs the starting model as a reference"):
-        train(load_config(grpo_config(objective={"beta": 0.1})))
+def test_a_full_fine_tune_keeps_a_frozen_copy_for_the_kl(grpo_config, caplog) -> None:
+    """No adapter to switch off: the KL reference is a frozen copy of the starting model, and its cost
+    is logged. The KL starts at 0 (policy = reference) and grows as the policy moves."""
+    with caplog.at_level("INFO", logger="tunelab.objectives.grpo"):
+        outcome = train(load_config(grpo_config("kl-full", objective={"beta": 0.1}, train={"max_steps": 4})))
+    assert "a frozen copy of the starting model is the KL reference" in caplog.text
+    kl = [r["kl"] for r in steps(outcome.run.path)]
+    assert kl[0] == pytest.approx(0.0, abs=1e-6) and kl[-1] > 1e-4
 
 
 def test_base_scores_are_not_reused_across_objective_settings(grpo_config, tmp_path: Path) -> None:

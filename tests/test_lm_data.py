@@ -18,7 +18,7 @@ from tunelab.data import (
     load_table,
     normalize_records,
 )
-from tunelab.data.corpora import CORPORA
+from tunelab.data.corpora import CORPORA, materialize
 from tunelab.errors import DataError
 
 BAD_ROW_FIX = "fix or remove the row, or set data.bad_rows: skip"
@@ -477,7 +477,9 @@ def test_preference_corpora_are_valid_hard_negatives(workspace: Path) -> None:
             _, info = normalize_records(load_table(workspace / corpus / f"{split}.jsonl", cfg, split), cfg)
             assert info["records"] == kind
         assert abs(2 * feedback["desirable"][split] - feedback[split]) <= 2  # balanced labels
-    chat = CORPORA.get("chatterbot-pairs")(workspace / "chat")
+    chat = materialize("chatterbot-pairs", workspace / "chat")
+    readme = (workspace / "chat" / "README.md").read_text()
+    assert "another category" in readme and "- train: 940" in readme  # how it was made, what it holds
     rows = [json.loads(x) for x in (workspace / "chat" / "train.jsonl").read_text().splitlines()]
     assert len(rows) == chat["train"] == 940 and all(r["chosen"] != r["rejected"] for r in rows)
     first = (workspace / "feedback" / "train.jsonl").read_bytes()

@@ -264,6 +264,23 @@ def test_full_fine_tuning_resumes_bit_exact_with_its_reference(pairs_config) -> 
     assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
 
 
+def test_lora_dpo_resumes_after_a_kill_mid_epoch(pairs_config) -> None:
+    """The reference is scored again from the starting model (adapter off) on resume, before the
+    checkpoint loads: the loss curve is exactly an uninterrupted run's. Known gap, as for full
+    fine-tuning above: the final adapter differs in the last bits (4e-8 here; SFT's is exact)."""
+    body = {"train": {"max_steps": 6, "checkpoint_every": 2}}
+    whole = train(load_config(pairs_config("whole-lora", **body)))
+    config = load_config(pairs_config("broken-lora", **body))
+    with pytest.raises(KeyboardInterrupt):
+        train(config, reporter=StopAt(3))
+    broken = next(p for p in Path(config.output.dir).iterdir() if p.name.startswith("broken-lora"))
+    resumed = train(RunFolder.open(broken).config(), resume=RunFolder.open(broken))
+    assert train_losses(resumed.run.path) == train_losses(whole.run.path)
+    a = load_file(whole.run.path / "adapter" / "adapter_model.safetensors")
+    b = load_file(resumed.run.path / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_for_dpo(pairs_config) -> None:
     path = pairs_config("dist-dpo", train={"max_steps": 4, "batch_size": 3})

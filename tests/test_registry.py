@@ -315,3 +315,23 @@ def test_cli_promote_refused_exits_3_and_lists_failed_gates(ws: Workspace, cli: 
     bad.write_text("min_metric: {test.accuracy: 0.9}\n")
     result = cli("promote", "bot@v1", "--to", "staging", "--policy", str(bad))
     assert isinstance(result.exception, TunelabError) and "valid keys: min_metrics" in str(result.exception)
+
+
+def test_a_version_shows_the_runs_it_started_from(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SFT -> DPO -> a second DPO: each run.json names its parent (model.source was a run folder), and
+    the version's lineage lists the chain nearest first; a run from a pretrained model has none."""
+    for run_id, parent in (("sft-1", None), ("dpo-1", "sft-1"), ("dpo-2", "dpo-1")):
+        make_run(ws, run_id)
+        record = ws.root / "runs" / run_id / "run.json"
+        body = json.loads(record.read_text()) | {"model": {"kind": "run" if parent else "catalog",
+                                                           **({"parent_run": parent} if parent else {})}}
+        record.write_text(json.dumps(body))
+    register(ws, "dpo-2", "support-bot")
+    register(ws, "sft-1", "support-bot")
+    assert show(ws, "support-bot@v1")["started_from"] == ["dpo-1", "sft-1"]
+    assert show(ws, "support-bot@v2")["started_from"] == []
+    from tunelab.cli.main import app
+
+    monkeypatch.chdir(ws.root)
+    printed = CliRunner().invoke(app, ["registry", "show", "support-bot@v1"]).stdout
+    assert "started from: dpo-1 <- sft-1" in printed

@@ -179,10 +179,10 @@ def data_example(
         "chatterbot-en, chatterbot-pairs, clinical-ner or mnist-digits (an unknown name lists them all)")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write train/validation/test jsonl into.")],
 ) -> None:
-    """Materialize a packaged example corpus as jsonl files."""
-    from tunelab.data.corpora import CORPORA  # the tunelab.data package loads datasets: not at start-up
+    """Materialize a packaged example corpus as jsonl files, with a README.md saying how it was made."""
+    from tunelab.data.corpora import materialize  # the tunelab.data package loads datasets: not at start-up
 
-    summary = CORPORA.get(name)(out_dir)
+    summary = materialize(name, out_dir)
     out.print(json.dumps(summary, indent=2))
 
 

@@ -96,7 +96,8 @@ def _print_version(info: dict[str, Any]) -> None:
     fields = [("stage", info["stage"]), ("run", info["run"]), ("run folder", info["run_path"]),
               ("task", info["task"]), ("config sha256", info["config_sha256"]),
               ("gates passed", info["gates_passed"]), ("data check passed", info["data_check_passed"]),
-              ("PII findings", info["pii_count"]), ("card", info["card_path"])]
+              ("PII findings", info["pii_count"]), ("card", info["card_path"]),
+              ("started from", " <- ".join(info["started_from"]) or None)]
     out.print(f"[bold]{escape(info['ref'])}[/]", highlight=False)
     for key, value in fields:
         out.print(f"  {key}: {escape(DASH if value is None else str(value))}", highlight=False, soft_wrap=True)

@@ -407,8 +407,9 @@ class GrpoObjective(Section):
     max_new_tokens: int = Field(64, gt=0, description="Longest sampled answer.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of the answers.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling of the answers.")
-    beta: float = Field(0.0, ge=0, description="KL penalty to the starting model (0: none, as TRL's default; "
-                        "with LoRA the reference is the model with its adapter off, so no copy is held).")
+    beta: float = Field(0.0, ge=0, description="KL penalty to the starting model (0: none, as TRL's default). "
+                        "With LoRA/DoRA the reference is the model with its adapter off; with full fine-tuning a "
+                        "frozen copy of the weights (one more model in memory).")
     epsilon: float = Field(0.2, gt=0, lt=1, description="Clip range of the probability ratio (lower side).")
     epsilon_high: float | None = Field(None, gt=0, description="Upper clip range; default: epsilon (DAPO uses "
                                        "0.28).")

@@ -22,6 +22,24 @@ CORPORA: Choices[Callable[[Path], dict[str, Any]]] = Choices("example corpus")
 SPLIT_SEED = 0
 
 
+def materialize(name: str, out_dir: Path) -> dict[str, Any]:
+    """Write example corpus `name` into `out_dir`, with a README.md that says how it was made (the
+    corpus's own description, the command, and what it counted); its summary."""
+    import inspect
+    import textwrap
+
+    make = CORPORA.get(name)
+    summary = make(out_dir)
+    how = inspect.cleandoc(make.__doc__ or "")
+    counts = "\n".join(f"- {key}: {value}" for key, value in summary.items() if key not in ("corpus", "out"))
+    text = (f"# {name}\n\nMade by `tunelab data example {name} --out {out_dir}` (tunelab/data/corpora.py); the "
+            f"same files every time.\n\n{textwrap.fill(' '.join(how.split()), 100)}\n\n## What it holds\n\n{counts}\n")
+    tmp = out_dir / ".README.md.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out_dir / "README.md")
+    return summary
+
+
 def _package_dir(module: str, package: str) -> Path:
     folder = package_dir(module)
     if folder is None:

@@ -15,7 +15,7 @@ optimizer updates and the clip bounds how far they move. Token losses are averag
 `grpo` within each answer then over answers, `dr_grpo` over answers x max_new_tokens.
 
 The reference for beta > 0 is the starting model: a PEFT model with its adapters off, so no copy is
-held; a full fine-tune would need one and is refused. Answers are sampled in `prepare_batch`,
+held; for a full (or frozen-layer) fine-tune, a frozen copy made before step 1, whose size is logged. Answers are sampled in `prepare_batch`,
 before the engine counts the step's loss terms, with the model in eval mode (no dropout) and the
 global RNG, so a resumed run continues the same stream. Validation samples one answer per prompt
 (greedy by default) and reports the mean reward, each reward's mean and the answer length, for the
@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tunelab.errors import ConfigError
 from tunelab.objectives.base import IGNORE, OBJECTIVES, Objective, base_function
 from tunelab.objectives.preference import StepStats
 from tunelab.objectives.rewards import Reward, build_rewards, check_columns, reward_labels
@@ -61,6 +60,8 @@ class GRPO(Objective["GrpoObjective"]):
         super().__init__(task, settings)
         self.rewards: list[Reward] = build_rewards(settings.rewards)
         self._stats = StepStats()
+        #: the starting model, kept only for beta > 0 without an adapter to switch off (full, freeze)
+        self._reference: nn.Module | None = None
 
     @classmethod
     def settings_metrics(cls, settings: Any) -> dict[str, bool]:
@@ -74,9 +75,7 @@ class GRPO(Objective["GrpoObjective"]):
     # ---- before the first step --------------------------------------------------------------
     def before_training(self, trainer: Trainer) -> None:
         if self.settings.beta > 0 and not callable(getattr(trainer.unwrapped, "disable_adapter", None)):
-            raise ConfigError("objective.beta > 0 needs the starting model as a reference; with "
-                              f"method {trainer.config.method.name} that would be a second full copy in memory",
-                              fix="use method lora or dora (the reference is the adapter switched off), or beta: 0")
+            self._reference = frozen_copy(trainer.unwrapped)
         first = trainer.data.train[0]
         check_columns(self.rewards, json.loads(first["extra"]), trainer.config.data.train)
         if trainer.run is not None and trainer.accelerator.is_main_process:
@@ -113,8 +112,9 @@ class GRPO(Objective["GrpoObjective"]):
             with torch.no_grad():
                 train["old_logps"] = self._token_logps(model, train)[0].detach()
         if s.beta > 0:
-            with torch.no_grad(), base_function(model):
-                train["ref_logps"] = self._token_logps(model, train)[0].detach()
+            reference = self._reference if self._reference is not None else model
+            with torch.no_grad(), base_function(reference):
+                train["ref_logps"] = self._token_logps(reference, train)[0].detach()
         self._stats.add({"reward": total, "reward_std": std.flatten(), "completion_length": lengths.double(),
                          "stopped": stopped.double(), "zero_std_groups": (std.flatten() < 1e-8).double(),
                          **{f"reward_{label}": values for label, values in per_reward.items()}})
@@ -245,3 +245,17 @@ class GRPO(Objective["GrpoObjective"]):
         logits, targets = self.task.loss_logits(model, batch)
         rows = torch.nonzero(batch["targets"] != IGNORE)[:, 0]
         return -F.cross_entropy(logits, targets, reduction="none"), rows
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A frozen copy of the starting model, for a KL to it when no adapter can be switched off. It costs
+    one more copy of the weights (logged); with LoRA or DoRA none is needed."""
+    import copy
+
+    reference = copy.deepcopy(model).eval()
+    for param in reference.parameters():
+        param.requires_grad_(False)
+    size = sum(p.numel() * p.element_size() for p in reference.parameters())
+    log.info("objective.beta > 0 with a full fine-tune: a frozen copy of the starting model is the KL reference "
+             "(%.1f MB more memory; LoRA or DoRA would need none)", size / 2**20)
+    return reference

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from tunelab.choices import closest
 from tunelab.config import Config, validate
@@ -504,7 +504,26 @@ def _version_detail(version: ModelVersion) -> dict[str, Any]:
     return {**_version_summary(version), "card_path": version.card_path, "run_path": run.path,
             "task": run.task, "config_sha256": run.config_sha256, "gates_passed": (run.gates or {}).get("passed"),
             "data_check_passed": run.data_check_passed, "pii_count": run.pii_count, "inputs": inputs,
-            "history": history}
+            "started_from": ancestors(version.run), "history": history}
+
+
+def ancestors(run: Run, limit: int = 20) -> list[str]:
+    """The runs this one started from, nearest first (SFT -> DPO -> ...): each run folder's run.json
+    names the run whose model its `model.source` was. The chain stops at a run that started from a
+    pretrained model, or whose folder is gone."""
+    chain, current = [], Path(run.path)
+    while len(chain) < limit:
+        try:
+            parent = json.loads((current / "run.json").read_text()).get("model", {}).get("parent_run")
+        except (OSError, ValueError):
+            break
+        if not parent or parent in chain or parent == run.id:
+            break
+        chain.append(parent)
+        session = object_session(run)
+        row = session.get(Run, parent) if session is not None else None
+        current = Path(row.path) if row is not None else current.parent / parent
+    return chain
 
 
 def render(ws: Workspace, ref: str) -> str:
