@@ -30,11 +30,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tunelab.objectives.base import IGNORE, OBJECTIVES, Objective, base_function
-from tunelab.objectives.preference import StepStats
+from tunelab.objectives.preference import StepStats, token_logps
 from tunelab.objectives.rewards import Reward, build_rewards, check_columns, reward_labels
 
 if TYPE_CHECKING:
@@ -110,11 +109,11 @@ class GRPO(Objective["GrpoObjective"]):
         train["advantages"] = advantages.to(train["input_ids"].device)
         if s.num_iterations > 1:  # the sampling policy's token log-probs, for the ratio of later updates
             with torch.no_grad():
-                train["old_logps"] = self._token_logps(model, train)[0].detach()
+                train["old_logps"] = token_logps(self.task, model, train)[0].detach()
         if s.beta > 0:
             reference = self._reference if self._reference is not None else model
             with torch.no_grad(), base_function(reference):
-                train["ref_logps"] = self._token_logps(reference, train)[0].detach()
+                train["ref_logps"] = token_logps(self.task, reference, train)[0].detach()
         self._stats.add({"reward": total, "reward_std": std.flatten(), "completion_length": lengths.double(),
                          "stopped": stopped.double(), "zero_std_groups": (std.flatten() < 1e-8).double(),
                          **{f"reward_{label}": values for label, values in per_reward.items()}})
@@ -131,7 +130,7 @@ class GRPO(Objective["GrpoObjective"]):
     # ---- training ---------------------------------------------------------------------------
     def loss_sum(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         s = self.settings
-        logp, rows = self._token_logps(model, batch)
+        logp, rows = token_logps(self.task, model, batch)
         advantage = batch["advantages"][rows].to(logp.dtype)
         old = batch["old_logps"] if "old_logps" in batch else logp.detach()
         ratio = torch.exp(logp - old)
@@ -240,11 +239,6 @@ class GRPO(Objective["GrpoObjective"]):
         device = batch["prompt_ids"].device
         return {k: v.to(device) for k, v in self.task.collate({"input_ids": ids, "labels": labels}).items()}
 
-    def _token_logps(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probability of every answer token (row-major) and the answer (row) each belongs to."""
-        logits, targets = self.task.loss_logits(model, batch)
-        rows = torch.nonzero(batch["targets"] != IGNORE)[:, 0]
-        return -F.cross_entropy(logits, targets, reduction="none"), rows
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

@@ -30,7 +30,14 @@ import torch
 from torch import nn
 
 from tunelab.objectives.base import IGNORE, OBJECTIVES, Objective
-from tunelab.objectives.preference import ScoreFn, StepStats, reference_columns, score_reference, sequence_logps
+from tunelab.objectives.preference import (
+    ReferenceScorer,
+    ScoreFn,
+    StepStats,
+    reference_columns,
+    score_reference,
+    sequence_logps,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -67,7 +74,7 @@ class KTO(Objective["KtoObjective"]):
         """The twins, then both sequences' scores under the starting model."""
         if TWIN[0] not in dataset.column_names:
             dataset = with_twins(dataset, config.train.seed, config.train.max_length)
-        return reference_columns(dataset, _ReferenceScorer(self), REFERENCE, score)
+        return reference_columns(dataset, ReferenceScorer(self, ("logp", "kl_logp")), REFERENCE, score)
 
     # ---- batches ----------------------------------------------------------------------------
     def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
@@ -157,24 +164,6 @@ class KTO(Objective["KtoObjective"]):
             rows.append({"row": int(i), "desirable": bool(d[i]), "reward": float(reward[i]),
                          "text": self.task.tokenizer.decode(row["input_ids"])[:2000]})
         return rows
-
-
-class _ReferenceScorer:
-    """Scores samples and their twins for the reference columns."""
-
-    def __init__(self, objective: KTO) -> None:
-        self.objective = objective
-
-    def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
-        return self.objective.collate(rows)
-
-    def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        sums, _ = sequence_logps(self.objective.task, model, batch)
-        n = len(sums) // 2
-        return {"logp": sums[:n].cpu().numpy(), "kl_logp": sums[n:].cpu().numpy()}
-
-    def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
-        return {}
 
 
 def with_twins(dataset: datasets.Dataset, seed: int, max_length: int) -> datasets.Dataset:

@@ -125,8 +125,9 @@ class PairObjective(Objective[S]):
     def with_reference(self, dataset: datasets.Dataset, score: ScoreFn, config: Any) -> datasets.Dataset:
         if not self.uses_reference:
             return dataset
-        return reference_columns(dataset, _ReferenceScorer(self), dict(zip(("chosen", "rejected"), REFERENCE,
-                                                                          strict=True)), score)
+        sides = ("chosen", "rejected")
+        return reference_columns(dataset, ReferenceScorer(self, sides), dict(zip(sides, REFERENCE, strict=True)),
+                                 score)
 
     # ---- evaluation -------------------------------------------------------------------------
     def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -172,18 +173,21 @@ class PairObjective(Objective[S]):
         return rows
 
 
-class _ReferenceScorer:
-    """Scores pairs for the reference columns: summed log-probabilities, no loss."""
+class ReferenceScorer:
+    """Scores the reference columns of objectives whose batches are two halves of n sequences each (a
+    pair's chosen and rejected; a KTO sample and its twin): each half's summed log-probabilities under
+    the keys `halves`, no loss."""
 
-    def __init__(self, objective: PairObjective[Any]) -> None:
-        self.objective = objective
+    def __init__(self, objective: Objective[Any], halves: tuple[str, str]) -> None:
+        self.objective, self.halves = objective, halves
 
     def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
         return self.objective.collate(rows)
 
     def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        scores = self.objective.scores(model, batch)
-        return {"chosen": scores.chosen.double().cpu().numpy(), "rejected": scores.rejected.double().cpu().numpy()}
+        sums, _ = sequence_logps(self.objective.task, model, batch)
+        n = len(sums) // 2
+        return {self.halves[0]: sums[:n].cpu().numpy(), self.halves[1]: sums[n:].cpu().numpy()}
 
     def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
         return {}
@@ -194,18 +198,24 @@ def sigmoid_loss(logits: torch.Tensor, beta: float, label_smoothing: float) -> t
     return (-F.logsigmoid(beta * logits) * (1 - label_smoothing) - F.logsigmoid(-beta * logits) * label_smoothing)
 
 
+def token_logps(task: Any, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log-probability of every trained token (row-major), and the row each belongs to."""
+    logits, targets = task.loss_logits(model, batch)  # trained positions only, row-major
+    rows = torch.nonzero(batch["targets"] != IGNORE)[:, 0]
+    return -F.cross_entropy(logits, targets, reduction="none"), rows
+
+
 def sequence_logps(task: Any, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Every row's summed log-probability of its trained tokens, and how many there are ([rows] each).
 
     Sums and everything after them are float64: a margin is a small difference of two large sums
     (-50.1 vs -50.3), which float32 holds to ~5 digits; it costs nothing at a few values per batch.
     """
-    logits, targets = task.loss_logits(model, batch)  # trained positions only, row-major
-    token_logps = -F.cross_entropy(logits, targets, reduction="none").double()
-    rows = torch.nonzero(batch["targets"] != IGNORE)[:, 0]
+    logps, rows = token_logps(task, model, batch)
+    logps = logps.double()
     size = batch["targets"].shape[0]
-    sums = torch.zeros(size, dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
-    return sums, torch.bincount(rows, minlength=size).to(token_logps.dtype)
+    sums = torch.zeros(size, dtype=logps.dtype, device=logps.device).index_add(0, rows, logps)
+    return sums, torch.bincount(rows, minlength=size).to(logps.dtype)
 
 
 class StepStats:

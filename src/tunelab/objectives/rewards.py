@@ -98,12 +98,13 @@ class JsonSchema(Reward):
             except (OSError, ValueError) as err:
                 raise ConfigError(f"objective.rewards: json_schema file {schema!r} cannot be read as JSON ({err})",
                                   fix="point schema at a .json file holding a JSON Schema") from None
+        validator = jsonschema.validators.validator_for(schema)
         try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
+            validator.check_schema(schema)
         except jsonschema.SchemaError as err:
             raise ConfigError(f"objective.rewards: the json_schema reward's schema is not a valid JSON Schema "
                               f"({err.message})", fix="fix the schema") from None
-        self._validator = jsonschema.validators.validator_for(schema)(schema)
+        self._validator = validator(schema)
 
     def score(self, prompts: list[str], answers: list[str], lengths: list[int], rows: ColumnRows) -> list[float]:
         out = []
