@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from pydantic import ValidationError
 
 from tests.conftest import write_jsonl
-from tests.test_preference import _normalize
+from tests.test_preference import _normalize, job_writer, prepared
 from tunelab.config import load_config
 from tunelab.config.schema import (
     ExactMatchReward,
@@ -25,7 +24,6 @@ from tunelab.config.schema import (
     RegexReward,
 )
 from tunelab.errors import ConfigError, DataError, TrainingError
-from tunelab.models import load_tokenizer, resolve_model
 from tunelab.objectives import OBJECTIVES
 from tunelab.objectives.base import IGNORE
 from tunelab.objectives.rewards import build_rewards
@@ -52,27 +50,11 @@ def grpo_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (tmp_path / "rewards.py").write_text(LOWERCASE)
     data = write_jsonl(tmp_path / "data" / "prompts.jsonl", prompt_rows(48, seed=1))
 
-    def make(name: str = "grpo", **sections) -> Path:
-        body = {
-            "task": "causal-lm",
-            "model": {"source": "tiny-random-llama"},
-            "data": {"train": str(data)},
-            "method": {"name": "full"},
-            "objective": {"name": "grpo", "num_generations": 8, "max_new_tokens": 4, "allow_code": True,
-                          "rewards": [{"name": "function", "path": "rewards.py:lowercase"}]},
-            "train": {"max_steps": 20, "batch_size": 8, "learning_rate": 1e-2, "max_length": 64, "seed": 0,
-                      "log_every": 1},
-            "eval": {"generate_samples": 0, "retention": []},
-            "output": {"dir": str(tmp_path / "runs"), "name": name},
-        }
-        for key, value in sections.items():
-            merge = isinstance(value, dict) and key not in ("method",)
-            body[key] = {**body.get(key, {}), **value} if merge else value
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(body))
-        return path
-
-    return make
+    objective = {"name": "grpo", "num_generations": 8, "max_new_tokens": 4, "allow_code": True,
+                 "rewards": [{"name": "function", "path": "rewards.py:lowercase"}]}
+    # an objective section adds to these settings (the tests vary one knob at a time)
+    return job_writer(tmp_path, data, objective, method={"name": "full"}, replaced=("method",), max_steps=20,
+                      max_length=64)
 
 
 def steps(run: Path) -> list[dict]:
@@ -92,11 +74,7 @@ def test_prompt_only_rows_keep_their_other_columns_for_the_rewards(tmp_path: Pat
 
 
 def test_prompts_are_encoded_as_inference_encodes_them(grpo_config) -> None:
-    config = load_config(grpo_config())
-    task = CausalLM()
-    task.validate_config(config)
-    resolved = resolve_model(config.model)
-    data = task.prepare(config, load_tokenizer(resolved, config.model), resolved)
+    config, task, _, data = prepared(grpo_config())
     row = data.train[0]
     messages = [{"role": "user", "content": f"Color of item {json.loads(row['extra'])['id']}?"}]
     assert row["input_ids"] == task.encode_prompt({"messages": messages}, config)
@@ -165,12 +143,9 @@ def test_a_reward_reading_a_missing_column_is_refused(grpo_config) -> None:
 
 
 # ---- advantages and the loss -------------------------------------------------------------------
-def _objective(grpo_config, **settings):
-    config = load_config(grpo_config(objective=settings) if settings else grpo_config())
-    task = CausalLM()
-    task.validate_config(config)
-    resolved = resolve_model(config.model)
-    data = task.prepare(config, load_tokenizer(resolved, config.model), resolved)
+def _objective(grpo_config, **sections):
+    """The config, task, a seeded starting model, the data and the GRPO objective of one job."""
+    config, task, resolved, data = prepared(grpo_config(**sections))
     torch.manual_seed(0)
     net = task.build_model(config, resolved, data)
     return config, task, net, data, OBJECTIVES.get("grpo")(task, config.objective)
@@ -221,14 +196,7 @@ def _full_logps(net, batch) -> torch.Tensor:
 ], ids=["dapo", "grpo", "dr_grpo", "clipped", "kl"])
 def test_loss_and_gradients_match_a_plain_torch_reference(grpo_config, settings) -> None:
     method = {"method": {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0}} if settings.get("beta") else {}
-    config = load_config(grpo_config(objective=settings, **method))
-    task = CausalLM()
-    task.validate_config(config)
-    resolved = resolve_model(config.model)
-    data = task.prepare(config, load_tokenizer(resolved, config.model), resolved)
-    torch.manual_seed(0)
-    net = task.build_model(config, resolved, data)
-    objective = OBJECTIVES.get("grpo")(task, config.objective)
+    config, task, net, data, objective = _objective(grpo_config, objective=settings, **method)
     torch.manual_seed(1)
     batch = objective.prepare_batch(net, objective.collate(data.train[:2]))
     objective.pop_step_stats()

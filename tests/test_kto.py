@@ -10,20 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from tests.conftest import write_jsonl
 from tests.test_distributed import launch_two, losses
-from tests.test_preference import _normalize, _reference_logps, train_losses
+from tests.test_preference import _normalize, _reference_logps, job_writer, prepared, train_losses
 from tunelab.config import load_config
 from tunelab.config.schema import KtoObjective
 from tunelab.errors import DataError
-from tunelab.models import load_tokenizer, resolve_model
 from tunelab.objectives import OBJECTIVES
 from tunelab.objectives.base import IGNORE
 from tunelab.objectives.kto import TWIN, with_twins
 from tunelab.recipes.train import train
-from tunelab.tasks.causal_lm import CausalLM
 
 COLORS = ["red", "blue", "green", "cyan", "pink", "gray", "gold", "teal"]
 # Golden per-step KTO losses (tiny llama, lora r=4, lr 1e-2, beta 0.1, 8 steps, fp32, seed 0).
@@ -47,35 +44,7 @@ def feedback_rows(n: int, seed: int, chat: bool = True) -> list[dict]:
 @pytest.fixture
 def kto_config(tmp_path: Path):
     data = write_jsonl(tmp_path / "data" / "feedback.jsonl", feedback_rows(64, seed=1))
-
-    def make(name: str = "kto", **sections) -> Path:
-        body = {
-            "task": "causal-lm",
-            "model": {"source": "tiny-random-llama"},
-            "data": {"train": str(data)},
-            "method": {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
-            "objective": {"name": "kto", "beta": 0.1},
-            "train": {"max_steps": 8, "batch_size": 8, "learning_rate": 1e-2, "max_length": 128, "seed": 0,
-                      "log_every": 1},
-            "eval": {"generate_samples": 0, "retention": []},
-            "output": {"dir": str(tmp_path / "runs"), "name": name},
-        }
-        for key, value in sections.items():
-            merge = isinstance(value, dict) and key not in ("method", "objective")
-            body[key] = {**body.get(key, {}), **value} if merge else value
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(body))
-        return path
-
-    return make
-
-
-def prepared(path: Path):
-    config = load_config(path)
-    task = CausalLM()
-    task.validate_config(config)
-    resolved = resolve_model(config.model)
-    return config, task, resolved, task.prepare(config, load_tokenizer(resolved, config.model), resolved)
+    return job_writer(tmp_path, data, {"name": "kto", "beta": 0.1})
 
 
 # ---- record layouts ----------------------------------------------------------------------------
