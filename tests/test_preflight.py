@@ -111,3 +111,50 @@ def test_output_dir_naming_a_file_is_refused_before_any_data_is_read(make_config
         config = load_config(make_config(output={"dir": str(where)}))
         with pytest.raises(ConfigError, match=r"output.dir.* is a file, not a folder"):
             train(config)
+
+
+@pytest.mark.parametrize(("sections", "pattern"), [
+    ({"objective": {"name": "grpo", "rewards": [{"name": "length", "max_tokens": 9}]},
+      "distributed": {"strategy": "fsdp"}}, r"objective grpo cannot run under distributed.strategy fsdp"),
+    ({"method": {"name": "qlora"}, "distributed": {"strategy": "deepspeed", "deepspeed": {"stage": 3}}},
+     r"method qlora cannot run under DeepSpeed ZeRO-3"),
+    ({"train": {"l2_sp": 0.1}, "distributed": {"strategy": "deepspeed"}}, r"train.l2_sp cannot run under .*deepspeed"),
+    ({"distributed": {"strategy": "deepspeed", "deepspeed": {"stage": 2, "offload_params": True}}},
+     r"offload_params needs stage 3 \(it is 2\)"),
+    ({"train": {"gradient_checkpointing": True},
+      "distributed": {"strategy": "fsdp", "fsdp": {"activation_checkpointing": True}}}, r"both recompute activations"),
+])
+def test_sharding_combinations_that_cannot_run_are_refused(tmp_path: Path, sections: dict, pattern: str) -> None:
+    """Refused on a laptop's single process as on the cluster: the answer does not wait for the launch."""
+    from tunelab.recipes.preflight import check_distributed
+
+    data = str(write_jsonl(tmp_path / "chat.jsonl", chat_rows(8, seed=1)))
+    body = {"task": "causal-lm", "model": {"source": "tiny-random-llama"}, "data": {"train": data},
+            "output": {"dir": str(tmp_path / "runs")}, **sections}
+    if "grpo" in str(sections):
+        body["data"]["train"] = str(write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"q{i}"} for i in range(8)]))
+    config = load_config(_write(tmp_path, body))
+    with pytest.raises(ConfigError, match=pattern) as info:
+        check_distributed(config)
+    assert "\n" not in str(info.value) and " — " in str(info.value)  # one line, with the fix
+
+
+def test_deepspeed_config_file_merges_under_what_train_decides(tmp_path: Path, monkeypatch) -> None:
+    """A user's DeepSpeed JSON keeps its own keys; batch, accumulation, clipping and precision follow train.*."""
+    from tunelab.engine.accel import deepspeed_config
+
+    (tmp_path / "ds.json").write_text('{"zero_optimization": {"overlap_comm": true}, "wall_clock_breakdown": true,'
+                                      ' "gradient_accumulation_steps": 99}')
+    data = str(write_jsonl(tmp_path / "chat.jsonl", chat_rows(8, seed=1)))
+    body = {"task": "causal-lm", "model": {"source": "tiny-random-llama"}, "data": {"train": data},
+            "train": {"batch_size": 6, "gradient_accumulation_steps": 2, "max_grad_norm": 0.5, "precision": "bf16"},
+            "distributed": {"strategy": "deepspeed", "deepspeed": {"stage": 1, "config": str(tmp_path / "ds.json")}}}
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    ds = deepspeed_config(load_config(_write(tmp_path, body)))
+    assert ds["zero_optimization"] == {"overlap_comm": True, "stage": 1}
+    assert ds["wall_clock_breakdown"] is True
+    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (2, 2)
+    assert ds["gradient_clipping"] == 0.5 and ds["bf16"] == {"enabled": True}
+    (tmp_path / "ds.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"distributed.deepspeed.config: cannot read .*ds.json as JSON"):
+        deepspeed_config(load_config(_write(tmp_path, body)))

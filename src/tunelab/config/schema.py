@@ -237,6 +237,53 @@ class TrainConfig(Section):
     num_threads: int | None = Field(None, gt=0, description="torch CPU threads; default: torch's choice.")
 
 
+class FsdpConfig(Section):
+    """FSDP2 (torch `fully_shard`, through Accelerate's plugin): parameters, gradients and optimizer state
+    sharded across processes, gathered one wrapped block at a time for its forward and backward."""
+
+    reshard_after_forward: bool = Field(
+        True, description="Free each block's gathered parameters after its forward (ZeRO-3-like, least memory); "
+        "false keeps them until backward (ZeRO-2-like, one all-gather fewer per step).",
+    )
+    cpu_offload: bool = Field(False, description="Keep sharded parameters and optimizer state in CPU memory "
+                                                 "(GPU runs; slower, for models that do not fit otherwise).")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute each wrapped block's activations in backward (the same trade as "
+        "train.gradient_checkpointing, applied per sharded block).",
+    )
+    wrap: list[str] | None = Field(
+        None, description="Module class names sharded as one unit each; default: the model's own transformer "
+        "block classes (transformers' _no_split_modules, e.g. LlamaDecoderLayer).",
+    )
+
+
+class DeepSpeedConfig(Section):
+    """DeepSpeed ZeRO through Accelerate's plugin; DeepSpeed owns the optimizer step, gradient averaging
+    and clipping (train.max_grad_norm becomes its gradient_clipping)."""
+
+    stage: Literal[1, 2, 3] = Field(2, description="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also "
+                                                   "parameters.")
+    offload_optimizer: bool = Field(False, description="Optimizer state in CPU memory (ZeRO-Offload).")
+    offload_params: bool = Field(False, description="Parameters in CPU memory between uses (stage 3 only).")
+    config: str | dict | None = Field(
+        None, description="A DeepSpeed config (a JSON file, or a mapping) merged over what tunelab derives; "
+        "batch sizes, gradient accumulation, clipping and precision always come from train.*.",
+    )
+
+
+class DistributedConfig(Section):
+    """How several processes (launched by `tunelab launch`, `accelerate launch` or torchrun) share the work.
+    A single process ignores this section."""
+
+    strategy: Literal["auto", "ddp", "fsdp", "deepspeed"] = Field(
+        "auto", description="auto and ddp: every process holds the whole model, gradients are averaged "
+        "(DistributedDataParallel); fsdp: FSDP2 shards the model (distributed.fsdp); deepspeed: DeepSpeed "
+        "ZeRO (distributed.deepspeed).",
+    )
+    fsdp: FsdpConfig = Field(default_factory=FsdpConfig)
+    deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig)
+
+
 class SftObjective(Section):
     """Supervised fine-tuning of causal LMs: next-token cross-entropy over the trained tokens (lm.train_on),
     normalised by their global count."""
@@ -663,6 +710,7 @@ class Config(Section):
         "classifiers and token classification), written into the run's config.yaml.",
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     lm: LanguageModelConfig = Field(default_factory=LanguageModelConfig)
     token_classification: TokenClassificationConfig = Field(default_factory=TokenClassificationConfig)

@@ -2,7 +2,8 @@
 
 A checkpoint holds what is needed to continue to the very same weights as an uninterrupted run:
 the trainable parameters, optimizer and scheduler state, each process's RNG state and the loop
-position. It is assembled in `.tmp-step-N/` and renamed into place only when complete, so a crash
+position. Only the main process touches the folder: under FSDP2 and DeepSpeed the other processes send
+their shards through the process group (engine/sharding.py), so machines need no shared path. It is assembled in `.tmp-step-N/` and renamed into place only when complete, so a crash
 while writing leaves the previous checkpoint untouched. Its `manifest.json` holds every file's sha256:
 resume verifies it and falls back to the newest intact checkpoint when a later one was damaged on disk.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator
@@ -22,16 +23,28 @@ from torch import nn
 from tunelab import faults
 from tunelab.hashing import file_sha256
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tunelab.engine.sharding import Sharding
+
 WEIGHTS = "trainable.safetensors"
 OPTIMIZER = "optimizer.pt"
 STATE = "trainer_state.json"
 MANIFEST = "manifest.json"
 
 
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def trainable_state(model: nn.Module, sharding: Sharding | None = None) -> dict[str, torch.Tensor]:
     """Trainable parameters plus the buffers training updates (BatchNorm running statistics): a
-    best checkpoint restored without them would pair its weights with the last step's statistics."""
-    state = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    best checkpoint restored without them would pair its weights with the last step's statistics.
+
+    With `sharding`, a collective: every process calls it, the main process gets the whole tensors."""
+    if sharding is None:
+        state = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    else:
+        state = sharding.trainable_tensors(model)
+        if not sharding.main:
+            return {}
     state.update(_running_buffers(model))
     return {n: t.to("cpu").contiguous().clone() for n, t in state.items()}
 
@@ -42,25 +55,35 @@ def _running_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
             for name, buffer in module.named_buffers(recurse=False) if buffer is not None}
 
 
-def load_trainable(model: nn.Module, path: Path) -> None:
-    """Copy saved trainable tensors (and running statistics) into `model`; every trainable
-    parameter must be present."""
+def read_trainable(model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """The saved trainable tensors of `path`; every trainable parameter of `model` must be present."""
     saved = load_file(path / WEIGHTS)
-    params = dict(model.named_parameters())
-    missing = [n for n, p in params.items() if p.requires_grad and n not in saved]
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in saved]
     if missing:
         raise RuntimeError(f"checkpoint {path} lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
-    targets = {**params, **_running_buffers(model)}
-    with torch.no_grad():
-        for name, tensor in saved.items():
-            targets[name].copy_(tensor)
+    return saved
 
 
-def save_weights(model: nn.Module, target: Path, accelerator: Accelerator, extra: dict[str, Any]) -> None:
+def load_trainable(model: nn.Module, path: Path, sharding: Sharding | None = None) -> None:
+    """Copy saved trainable tensors (and running statistics) into `model`. With `sharding`, a
+    collective: the main process reads `path`, every process receives its part."""
+    if sharding is None:
+        saved = read_trainable(model, path)
+        targets = {**dict(model.named_parameters()), **_running_buffers(model)}
+        with torch.no_grad():
+            for name, tensor in saved.items():
+                targets[name].copy_(tensor)
+        return
+    sharding.load_tensors(model, main_reads(sharding, lambda: read_trainable(model, path)))
+
+
+def save_weights(model: nn.Module, target: Path, accelerator: Accelerator, extra: dict[str, Any],
+                 sharding: Sharding) -> None:
     """Atomically write just the trainable weights and a JSON note (the best checkpoint)."""
     tmp = _begin(target, accelerator)
+    weights = trainable_state(model, sharding)
     if accelerator.is_main_process:
-        save_file(trainable_state(model), str(tmp / WEIGHTS))
+        save_file(weights, str(tmp / WEIGHTS))
         (tmp / STATE).write_text(json.dumps(extra, indent=2))
     _commit(tmp, target, accelerator)
 
@@ -72,31 +95,68 @@ def save_checkpoint(
     scheduler: Any,
     state: dict[str, Any],
     accelerator: Accelerator,
+    sharding: Sharding,
 ) -> None:
+    """Write a resumable checkpoint. Every process calls it; only the main process writes (the others
+    send their shards and RNG state through the process group)."""
     tmp = _begin(target, accelerator)
+    weights = trainable_state(model, sharding)
+    optimizer_state = sharding.optimizer_state(model, optimizer)
+    rngs = sharding.gather(_rng_state())
     if accelerator.is_main_process:
-        save_file(trainable_state(model), str(tmp / WEIGHTS))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIMIZER)
+        save_file(weights, str(tmp / WEIGHTS))
+        torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict()}, tmp / OPTIMIZER)
+        for rank, rng in enumerate(rngs or []):
+            torch.save(rng, tmp / f"rng-{rank}.pt")
         (tmp / STATE).write_text(json.dumps(state, indent=2))
-    accelerator.wait_for_everyone()
-    torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
     faults.point("checkpoint.write")
     _commit(tmp, target, accelerator)
 
 
 def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, accelerator: Accelerator
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, accelerator: Accelerator,
+    sharding: Sharding,
 ) -> dict[str, Any]:
-    load_trainable(model, path)
-    # weights_only: a checkpoint is a file on disk, and nothing in it needs arbitrary unpickling.
-    saved = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    rng = torch.load(path / f"rng-{accelerator.process_index}.pt", weights_only=True)
+    """Restore a checkpoint into every process; the main process reads the files."""
+    load_trainable(model, path, sharding)
+
+    def read() -> dict[str, Any]:
+        # weights_only: a checkpoint is a file on disk, and nothing in it needs arbitrary unpickling.
+        saved = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True)
+        rngs = [path / f"rng-{rank}.pt" for rank in range(accelerator.num_processes)]
+        missing = [p.name for p in rngs if not p.is_file()]
+        if missing:
+            raise RuntimeError(f"checkpoint {path} was written by another number of processes (no {missing[0]}); "
+                               "resume it with as many processes as it was trained with")
+        return {**saved, "rngs": [torch.load(p, weights_only=True) for p in rngs],
+                "state": json.loads((path / STATE).read_text())}
+
+    saved = main_reads(sharding, read)
+    main = accelerator.is_main_process
+    sharding.load_optimizer(model, optimizer, saved["optimizer"] if main else None)
+    scheduler.load_state_dict(sharding.from_main(saved["scheduler"] if main else None))
+    rng = sharding.scatter(saved["rngs"] if main else None)
     torch.set_rng_state(rng["cpu"])
     if torch.cuda.is_available() and rng.get("cuda"):
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return json.loads((path / STATE).read_text())
+    return sharding.from_main(saved["state"] if main else None)
+
+
+def main_reads(sharding: Sharding, read: Callable[[], Any]) -> Any:
+    """`read()` on the main process; its failure raised on every process (not a hang in the next collective)."""
+    outcome: tuple[str, Any] = ("ok", None)
+    if sharding.main:
+        try:
+            outcome = ("ok", read())
+        except Exception as err:  # re-raised below, on every process
+            outcome = ("error", f"{type(err).__name__}: {err}")
+            if sharding.world == 1:
+                raise
+    flag = sharding.from_main(outcome[0] if sharding.main else None)
+    if flag == "error":
+        message = sharding.from_main(outcome[1] if sharding.main else None)
+        raise RuntimeError(message)
+    return outcome[1]
 
 
 def checkpoint_problem(path: Path) -> str | None:

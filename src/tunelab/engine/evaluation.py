@@ -11,6 +11,7 @@ from accelerate.utils import gather_object
 from torch import nn
 
 from tunelab.engine.batching import eval_batches
+from tunelab.engine.sharding import lockstep, no_grad_for
 
 if TYPE_CHECKING:
     import datasets
@@ -45,11 +46,20 @@ def evaluate(
     outputs: list[dict[str, np.ndarray]] = []
     indices: list[np.ndarray] = []
     rank, world = accelerator.process_index, accelerator.num_processes
-    with torch.inference_mode(), accelerator.autocast():
-        for idx in eval_batches(lengths(dataset), batch_size, rank, world):
+    batches = eval_batches(lengths(dataset), batch_size, rank, world)
+    real = len(batches)
+    if lockstep(accelerator) and len(dataset):
+        # sharded parameters: every process runs as many forward passes as the busiest (rank 0);
+        # the padding batches' outputs are dropped
+        busiest = len(eval_batches(lengths(dataset), batch_size, 0, world))
+        batches += [batches[-1] if batches else np.array([0])] * (busiest - real)
+    with no_grad_for(model), accelerator.autocast():
+        for i, idx in enumerate(batches):
             batch = to_device(scorer.collate(dataset[idx.tolist()]), accelerator.device)
-            outputs.append(scorer.eval_step(model, batch))
-            indices.append(idx)
+            out = scorer.eval_step(model, batch)
+            if i < real:
+                outputs.append(out)
+                indices.append(idx)
     model.train(was_training)
     mine = (concat(outputs), np.concatenate(indices) if indices else np.array([], dtype=np.int64))
     parts = gather_object([mine]) if world > 1 else [mine]

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from tunelab.engine.sharding import no_grad_for
+
 from tunelab.metrics.generation import score
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ def generate(
     torch.manual_seed(cfg.seed)
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    with no_grad_for(model):
         for batch in _batches(order, batch_size):
             longest = max(len(prompts[i]) for i in batch)
             ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)

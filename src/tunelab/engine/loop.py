@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from torch import nn
 
 from tunelab.engine import checkpoint as ckpt
+from tunelab.engine.accel import fit_fsdp_to_model
 from tunelab.engine.batching import epoch_batches, planned_steps, shard
 from tunelab.engine.evaluation import evaluate, lengths as _lengths, to_device
 from tunelab.engine.flops import FlopMeter, positions
@@ -29,6 +30,7 @@ from tunelab.engine.hardware import measured_peak
 from tunelab.engine.memory import release_free_heap
 from tunelab.engine.optim import build_optimizer, build_scheduler
 from tunelab.engine.regularize import L2SP
+from tunelab.engine.sharding import sharding_for
 from tunelab.engine.reporting import Reporter, SilentReporter
 from tunelab.errors import TrainingError
 
@@ -112,7 +114,9 @@ class Trainer:
         self.l2_sp = L2SP(model, cfg.l2_sp, set(new_parameters)) if cfg.l2_sp else None
         # The scheduler is not passed to accelerator.prepare: Accelerate would step it once per process.
         self.scheduler = build_scheduler(self.optimizer, cfg, self.total_steps * objective.iterations)
+        fit_fsdp_to_model(accelerator, model)
         self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
+        self.sharding = sharding_for(accelerator)  # what FSDP2 / DeepSpeed change about steps and checkpoints
         self.state = LoopState()
         self.history: list[dict[str, Any]] = []
         devices = self.world if accelerator.device.type == "cuda" else 1  # CPU processes share one peak
@@ -123,10 +127,21 @@ class Trainer:
     # ---- public ---------------------------------------------------------------------------
     @property
     def unwrapped(self) -> nn.Module:
+        if self.accelerator.distributed_type == DistributedType.NO:
+            # one process: prepare wrapped nothing, and unwrap_model would import deepspeed (~1 s) to check
+            return self.model
         return self.accelerator.unwrap_model(self.model)
 
+    @property
+    def generates_here(self) -> bool:
+        """Whether this process runs held-out generation: the main process, or every process when the
+        parameters are sharded (each forward pass is then a collective; generation seeds itself, so
+        every process samples the same tokens and stops after as many passes)."""
+        return self.accelerator.is_main_process or self.sharding.sharded_forward
+
     def resume(self, checkpoint: Path) -> None:
-        saved = ckpt.load_checkpoint(checkpoint, self.unwrapped, self.optimizer, self.scheduler, self.accelerator)
+        saved = ckpt.load_checkpoint(checkpoint, self.unwrapped, self.optimizer, self.scheduler, self.accelerator,
+                                     self.sharding)
         self.state = LoopState(**saved["loop"])
         if self.run is not None and self.accelerator.is_main_process:
             self.run.truncate_metrics(self.state.step)
@@ -167,9 +182,11 @@ class Trainer:
 
     def load_best(self) -> bool:
         best = self._checkpoint_dir() / "best" if self.run else None
-        if best is None or not (best / ckpt.WEIGHTS).exists():
+        # the main process holds the run folder; the others follow its answer
+        found = self.sharding.from_main(best is not None and (best / ckpt.WEIGHTS).exists())
+        if not found:
             return False
-        ckpt.load_trainable(self.unwrapped, best)
+        ckpt.load_trainable(self.unwrapped, best, self.sharding)
         return True
 
     def evaluate(self, dataset: datasets.Dataset, *, model: nn.Module | None = None, data: PreparedData | None = None,
@@ -216,23 +233,24 @@ class Trainer:
         loss_total = torch.zeros((), device=self.accelerator.device)
         with self.flop_meter.counting():
             for i, (batch, weight) in enumerate(micro):
-                sync = i == len(micro) - 1
-                with nullcontext() if sync else self.accelerator.no_sync(self.model):
+                boundary = i == len(micro) - 1
+                with self.sharding.accumulating(self.model, boundary):
                     loss_sum = self.objective.loss_sum(self.model, batch) * weight
-                    self.accelerator.backward(loss_sum * self.world / global_items)
+                    self.sharding.backward(loss_sum * self.world / global_items, boundary)
                 loss_total += loss_sum.detach().float()
         loss = self.sum_across(float(loss_total)) / global_items
         if not math.isfinite(loss):
             self._fail_non_finite("loss", loss)
         l2_sp = self.l2_sp.add_gradients() if self.l2_sp else 0.0
         max_norm = self.config.train.max_grad_norm or float("inf")
-        grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
-        if not math.isfinite(grad_norm):
-            self._fail_non_finite("gradient norm", grad_norm)
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
+
+        def check(norm: float) -> None:
+            if not math.isfinite(norm):
+                self._fail_non_finite("gradient norm", norm)
+
+        grad_norm = self.sharding.clip_and_step(self.model, self.optimizer, max_norm, check)
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss, "grad_norm": grad_norm, "lr": lr, "l2_sp": l2_sp}
 
     def _trim_if_growing(self, step_batches: list[np.ndarray]) -> None:
@@ -281,7 +299,8 @@ class Trainer:
             if self.run is not None:
                 started = time.perf_counter()
                 note = {"step": state.step, "metric": cfg.metric, "value": value}
-                ckpt.save_weights(self.unwrapped, self._checkpoint_dir() / "best", self.accelerator, note)
+                ckpt.save_weights(self.unwrapped, self._checkpoint_dir() / "best", self.accelerator, note,
+                                  self.sharding)
                 state.checkpoint_seconds += time.perf_counter() - started
         else:
             state.evals_without_improvement += 1
@@ -302,7 +321,8 @@ class Trainer:
         started = time.perf_counter()
         target = self._checkpoint_dir() / f"step-{self.state.step:07d}"
         state = {"loop": vars(self.state).copy()}
-        ckpt.save_checkpoint(target, self.unwrapped, self.optimizer, self.scheduler, state, self.accelerator)
+        ckpt.save_checkpoint(target, self.unwrapped, self.optimizer, self.scheduler, state, self.accelerator,
+                             self.sharding)
         if self.accelerator.is_main_process:
             ckpt.prune_checkpoints(self._checkpoint_dir(), self.config.train.keep_checkpoints)
         self.state.checkpoint_seconds += time.perf_counter() - started

@@ -39,8 +39,10 @@ def before_training(
     `cache_key`, taken from or stored in the base-score cache, retention/base_cache.py)."""
     clock = clock or Timings()
     saved = run.path / "eval_base.json"
-    if saved.is_file():
-        return json.loads(saved.read_text())
+    # a resumed run scored its base already; the main process holds the folder, the others follow it
+    earlier = trainer.sharding.from_main(json.loads(saved.read_text()) if saved.is_file() else None)
+    if earlier is not None:
+        return earlier
     with clock.phase("base_cache"):
         base = base_cache.load(cache_key) if cache_key else None
     if base is not None:
@@ -67,7 +69,7 @@ def _score_base(trainer: Trainer, config: Config, task: Task, data: PreparedData
             if data.test is not None and len(data.test):
                 base["test"] = trainer.evaluate(data.test)
         prompts = data.extra.get("prompts") or []
-        if prompts and trainer.accelerator.is_main_process:
+        if prompts and trainer.generates_here:
             with clock.phase("base_generation"):
                 base["generation"], base["answers"] = generation_eval(
                     trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids(),
@@ -159,10 +161,12 @@ def _generation_results(
     """Tuned-model generations on the held-out prompts; every prompt's answers (base and tuned) go
     to generations.jsonl."""
     prompts = data.extra.get("prompts") or []
-    if prompts and trainer.accelerator.is_main_process:
+    if prompts and trainer.generates_here:
         results["generation"], answers = generation_eval(
             trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids(),
             max_new_tokens=config.eval.generate_max_new_tokens, autocast=trainer.accelerator.autocast())
+        if not trainer.accelerator.is_main_process:
+            return
         base_answers = before.get("answers") or [None] * len(prompts)
         rows = [
             {"prompt": p.get("messages") or p.get("prompt"), "reference": p["reference"], "base": b, "tuned": a}

@@ -6,6 +6,7 @@ folder is created, so a bad input never leaves a half-written run behind.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -20,10 +21,11 @@ from tunelab import faults
 from tunelab.config import Config
 from tunelab.data.stats import length_histogram
 from tunelab.engine import FitResult, Reporter, Trainer
-from tunelab.engine.accel import make_accelerator
-from tunelab.engine.checkpoint import intact_checkpoint, latest_checkpoint
+from tunelab.engine.accel import make_accelerator, strategy
+from tunelab.engine.checkpoint import intact_checkpoint, latest_checkpoint, trainable_state
 from tunelab.engine.hardware import checkpoint_parameters, resolve_attention, resolve_precision
 from tunelab.engine.reporting import RunPruned
+from tunelab.engine.sharding import Sharding
 from tunelab.errors import RunError
 from tunelab.logs import add_file_log
 from tunelab.methods import METHODS, count_parameters
@@ -72,6 +74,7 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
     task.validate_config(config)
     method = METHODS.get(config.method.name)()
     method.validate(config, task)
+    preflight.check_distributed(config)
     task.load_kwargs = method.load_kwargs(config)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
@@ -91,15 +94,19 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
         retention = prepare_sets(config, task, tokenizer, resolved, data)
 
     accelerator = make_accelerator(config)
+    peers = Sharding(accelerator)  # collectives over objects, before the model is prepared
+    _check_same_config(peers, governed.original)
     run = resume or _create_run(governed.original, accelerator)
-    file_log = add_file_log(run.path / "train.log")
+    # Only the main process writes the run folder (other machines may not have it).
+    file_log = add_file_log(run.path / "train.log") if accelerator.is_main_process else logging.NullHandler()
     # Chosen before the try: a run whose checkpoints are all damaged stays as it was, not `failed`.
-    checkpoint = _last_checkpoint(run) if resume is not None else None
+    checkpoint = _last_checkpoint(run, peers) if resume is not None else None
     try:
         with clock.phase("run_setup"):
             if accelerator.is_main_process:
                 run.update(status="running", started=now_iso(), task=config.task, model=resolved.to_dict(),
-                           processes=accelerator.num_processes, device=str(accelerator.device), **speed)
+                           processes=accelerator.num_processes, distributed=strategy(config),
+                           device=str(accelerator.device), **speed)
                 run.write_json("data.json", {**data.info, **_length_info(task, data, config)})
                 environment = collect_environment()
                 run.write_json("environment.json", environment)
@@ -118,9 +125,11 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
         clock.add("evaluations", fit.eval_seconds)
         clock.add("checkpoints", fit.checkpoint_seconds)
         results = after_training(trainer, run, config, task, data, tokenizer, fit, before, retention, clock)
+        with clock.phase("save"):
+            final = _unsharded(trainer, config, task, resolved, data)
         if accelerator.is_main_process:
             with clock.phase("save"):
-                _save(run, trainer, config, task, data, tokenizer, results, fit)
+                _save(run, final, config, task, data, tokenizer, results, fit)
             with clock.phase("hash_artifacts"):
                 artifacts = governance.hash_run(governed, run)
             run.update(timings=clock.as_dict())
@@ -179,8 +188,28 @@ def _create_run(config: Config, accelerator: Any) -> RunFolder:
     if accelerator.is_main_process:
         run = RunFolder.create(config, run_id[0])
         log.info("run folder: %s", run.path)
-    accelerator.wait_for_everyone()
-    return RunFolder.open(f"{config.output.dir}/{run_id[0]}")
+        return run
+    # The other processes know where the folder is, but never open or write it: on another machine
+    # it does not exist (docs/scaling.md).
+    return RunFolder(Path(config.output.dir) / run_id[0])
+
+
+def _check_same_config(peers: Sharding, config: Config) -> None:
+    """Every process must train the same config: on several machines each reads its own copy."""
+    if peers.world == 1:
+        return
+    from tunelab.config.load import dump_config
+
+    mine = hashlib.sha256(dump_config(config).encode()).hexdigest()
+    main = peers.from_main(mine)
+    agree = peers.gather(mine == main)
+    if peers.main and not all(agree or []):
+        ranks = [r for r, same in enumerate(agree or []) if not same]
+        log.error("process(es) %s read a config that differs from the main process's", ranks)
+    if not peers.from_main(all(agree) if peers.main else None):
+        raise RunError("the launched processes read different configs (or data refs): each machine must have the "
+                       "same YAML and overrides", fix="copy the same config file to every machine and launch the "
+                       "same command on each")
 
 
 def _build(config: Config, task: Any, resolved: Any, data: Any) -> torch.nn.Module:
@@ -206,8 +235,25 @@ def _enable_checkpointing(model: torch.nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _last_checkpoint(run: RunFolder) -> Path:
-    """The newest intact checkpoint (its files match its manifest); damaged newer ones are named."""
+def _last_checkpoint(run: RunFolder, peers: Sharding) -> Path:
+    """The newest intact checkpoint (its files match its manifest), found by the main process (which
+    holds the run folder) and told to the others; damaged newer ones are named."""
+    if peers.world == 1:
+        return _find_checkpoint(run)
+    found = peers.from_main(_outcome(lambda: str(_find_checkpoint(run))) if peers.main else None)
+    if found[0] == "error":
+        raise RunError(found[1], fix="start a new run with `tunelab train`")
+    return Path(found[1])
+
+
+def _outcome(read: Any) -> tuple[str, Any]:
+    try:
+        return "ok", read()
+    except RunError as err:
+        return "error", err.message
+
+
+def _find_checkpoint(run: RunFolder) -> Path:
     found, damaged = intact_checkpoint(run.checkpoints)
     for problem in damaged:
         log.warning("skipping a damaged checkpoint: %s", problem)
@@ -221,9 +267,28 @@ def _last_checkpoint(run: RunFolder) -> Path:
     return found
 
 
-def _save(run: RunFolder, trainer: Trainer, config: Config, task: Any, data: Any, tokenizer: Any,
+def _unsharded(trainer: Trainer, config: Config, task: Any, resolved: Any, data: Any) -> torch.nn.Module | None:
+    """The trained model as one ordinary module on the main process (None elsewhere). With sharded
+    parameters (FSDP2, ZeRO-3) every process sends its shards of the trainable tensors, and the main
+    process loads them into a freshly built copy: what it saves is a normal `save_pretrained` folder."""
+    if not trainer.sharding.sharded_forward:
+        return trainer.unwrapped if trainer.accelerator.is_main_process else None
+    state = trainable_state(trainer.unwrapped, trainer.sharding)
+    if not trainer.accelerator.is_main_process:
+        return None
+    model = _build(config, task, resolved, data)
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in state]
+    if missing:
+        raise RunError(f"the gathered model lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
+    targets = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    with torch.no_grad():
+        for name, tensor in state.items():
+            targets[name].copy_(tensor)
+    return model
+
+
+def _save(run: RunFolder, model: torch.nn.Module, config: Config, task: Any, data: Any, tokenizer: Any,
           results: dict[str, Any], fit: FitResult) -> None:
-    model = trainer.unwrapped
     trainable, total = count_parameters(model)
     run.write_json("eval.json", results)
     written = _save_model(run, model, config, task, tokenizer)

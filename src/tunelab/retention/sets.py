@@ -58,7 +58,7 @@ def score_sets(trainer: Trainer, sets: list[HeldOutSet], config: Config, task: T
         model = held.score_with(trainer.unwrapped)
         metrics = trainer.evaluate(held.data.test, model=model, data=held.data, scorer=task)
         scores[held.name] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        if held.prompts and trainer.accelerator.is_main_process:
+        if held.prompts and trainer.generates_here:
             prompts = held.prompts[: config.eval.generate_samples]
             scores[held.name]["generation"], _ = generation_eval(
                 trainer.unwrapped, tokenizer, prompts, config.generation, task.stop_ids(),

@@ -1,0 +1,249 @@
+"""What differs between replicated (one process, DDP), FSDP2 and DeepSpeed ZeRO training: how the
+trainable weights, optimizer state and RNG reach the main process for a checkpoint, and how a
+checkpoint read there reaches every process again.
+
+Only the main process reads or writes the run folder; every other process sends and receives its
+part through the process group (torch.distributed's state-dict API for FSDP2, gather/scatter of each
+rank's ZeRO partition for DeepSpeed), so several machines need no shared filesystem.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from torch import nn
+
+from collections.abc import Callable
+
+
+class Sharding:
+    """The replicated case: every process holds the same weights and optimizer state."""
+
+    sharded_forward = False  # True when a forward pass needs every process (parameters are sharded)
+
+    def __init__(self, accelerator: Accelerator) -> None:
+        self.accelerator = accelerator
+        self.main = accelerator.is_main_process
+        self.world = accelerator.num_processes
+
+    # -- weights ------------------------------------------------------------------------------
+    def trainable_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Every trainable parameter, whole, on the main process (others: empty). Call on every process."""
+        if not self.main:
+            return {}
+        return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
+    def load_tensors(self, model: nn.Module, saved: dict[str, torch.Tensor] | None) -> None:
+        """Copy `saved` (read on the main process; None elsewhere) into every process's model."""
+        saved = self.from_main(saved)
+        params = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        with torch.no_grad():
+            for name, tensor in saved.items():
+                params[name].copy_(tensor)
+
+    # -- optimizer ----------------------------------------------------------------------------
+    def optimizer_state(self, model: nn.Module, optimizer: Any) -> Any:
+        return optimizer.state_dict() if self.main else None
+
+    def load_optimizer(self, model: nn.Module, optimizer: Any, saved: Any) -> None:
+        optimizer.load_state_dict(self.from_main(saved))
+
+    # -- the update ---------------------------------------------------------------------------
+    def backward(self, loss: torch.Tensor, boundary: bool) -> None:
+        self.accelerator.backward(loss)
+
+    def clip_and_step(self, model: nn.Module, optimizer: Any, max_norm: float,
+                      check: Callable[[float], None]) -> float:
+        """Clip to `max_norm`, `check` the norm (it raises when not finite), update; returns the norm."""
+        norm = float(self.accelerator.clip_grad_norm_(model.parameters(), max_norm))
+        check(norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    @contextmanager
+    def accumulating(self, model: nn.Module, boundary: bool) -> Iterator[None]:
+        """No gradient synchronisation before the accumulation boundary."""
+        if boundary or self.world == 1:
+            yield
+        else:
+            with self.accelerator.no_sync(model):
+                yield
+
+    # -- per-process state --------------------------------------------------------------------
+    def gather(self, value: Any) -> list[Any] | None:
+        """Every process's `value`, in rank order, on the main process (None elsewhere)."""
+        if self.world == 1:
+            return [value]
+        out = [None] * self.world if self.main else None
+        dist.gather_object(value, out, dst=0)
+        return out
+
+    def scatter(self, values: list[Any] | None) -> Any:
+        """Rank r receives values[r] (given on the main process)."""
+        if self.world == 1:
+            return values[0] if values else None
+        out = [None]
+        dist.scatter_object_list(out, values if self.main else None, src=0)
+        return out[0]
+
+    def from_main(self, value: Any) -> Any:
+        """The main process's `value` on every process."""
+        if self.world == 1:
+            return value
+        box = [value if self.main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+class FsdpSharding(Sharding):
+    """FSDP2: parameters and optimizer state are DTensor shards; torch's state-dict API gathers them to
+    the main process (full_state_dict, cpu_offload) and scatters them back (broadcast_from_rank0)."""
+
+    sharded_forward = True
+
+    def trainable_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        from torch.distributed.tensor import DTensor
+
+        _reshard(model)
+        out = {}
+        for name, param in model.named_parameters():
+            if param.requires_grad:  # the same order on every process: full_tensor() is a collective
+                whole = param.full_tensor() if isinstance(param, DTensor) else param
+                if self.main:
+                    out[name] = whole.detach().to("cpu")
+        return out
+
+    def load_tensors(self, model: nn.Module, saved: dict[str, torch.Tensor] | None) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
+        names = self.from_main(sorted(saved) if saved is not None else None)
+        # Non-main processes pass the names with empty placeholders: only rank 0's values are broadcast.
+        state = saved if self.main else {n: torch.empty(0) for n in names}
+        set_model_state_dict(model, state, options=options)
+
+    def optimizer_state(self, model: nn.Module, optimizer: Any) -> Any:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_optimizer_state_dict(model, _inner(optimizer), options=options)
+        return state if self.main else None
+
+    def load_optimizer(self, model: nn.Module, optimizer: Any, saved: Any) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        set_optimizer_state_dict(model, _inner(optimizer), saved if self.main else {}, options=options)
+
+
+class DeepSpeedSharding(Sharding):
+    """DeepSpeed ZeRO owns the optimizer step (at the accumulation boundary the loop marks), gradient
+    averaging and clipping; each rank's ZeRO partition is gathered to the main process for a checkpoint."""
+
+    def __init__(self, accelerator: Accelerator) -> None:
+        super().__init__(accelerator)
+        self.engine = accelerator.deepspeed_engine_wrapped.engine
+        self.stage = int(self.engine.zero_optimization_stage())
+        self.sharded_forward = lockstep(accelerator)
+
+    def trainable_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        with self._gathered(model):
+            return super().trainable_tensors(model) if self.main else {}
+
+    def load_tensors(self, model: nn.Module, saved: dict[str, torch.Tensor] | None) -> None:
+        with self._gathered(model, modify=True):
+            super().load_tensors(model, saved)
+
+    def optimizer_state(self, model: nn.Module, optimizer: Any) -> Any:
+        return self.gather(_plain_zero_state(self.engine.optimizer.state_dict()))
+
+    def load_optimizer(self, model: nn.Module, optimizer: Any, saved: Any) -> None:
+        mine = self.scatter(saved)
+        slots = [None] * self.world
+        slots[self.accelerator.process_index] = mine
+        self.engine.optimizer.load_state_dict(slots, load_optimizer_states=True, load_from_fp32_weights=True)
+
+    def backward(self, loss: torch.Tensor, boundary: bool) -> None:
+        # The loss is already normalised over the step's micro-batches (engine/loop.py): no division by
+        # the accumulation count, and DeepSpeed reduces and steps only where the loop says.
+        self.engine.set_gradient_accumulation_boundary(boundary)
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def clip_and_step(self, model: nn.Module, optimizer: Any, max_norm: float,
+                      check: Callable[[float], None]) -> float:
+        self.engine.step()  # clips to gradient_clipping (train.max_grad_norm), updates, zeroes
+        norm = self.engine.get_global_grad_norm()
+        norm = float(norm) if norm is not None else 0.0
+        check(norm)
+        return norm
+
+    @contextmanager
+    def accumulating(self, model: nn.Module, boundary: bool) -> Iterator[None]:
+        yield  # DeepSpeed holds the reduction until the boundary itself
+
+    @contextmanager
+    def _gathered(self, model: nn.Module, modify: bool = False) -> Iterator[None]:
+        if self.stage != 3:
+            yield
+            return
+        import deepspeed
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=0 if modify else None):
+            yield
+
+
+def _reshard(model: nn.Module) -> None:
+    """Register the sharded parameters again: after a forward pass without backward (evaluation), the
+    root's gathered, plain tensors are still in place, and their storage is FSDP's to free."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
+def _inner(optimizer: Any) -> Any:
+    """The torch optimizer under Accelerate's wrapper."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+def _plain_zero_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A ZeRO stage 1/2 optimizer state with DeepSpeed's own objects left out (the loss scaler of fp16,
+    the stage enum, the universal-checkpoint slice map), so it loads with torch.load(weights_only=True)."""
+    dropped = {"loss_scaler", "zero_stage", "param_slice_mappings"}
+    return {k: v for k, v in state.items() if k not in dropped}
+
+
+SHARDINGS: dict[DistributedType, Callable[[Accelerator], Sharding]] = {
+    DistributedType.FSDP: FsdpSharding,
+    DistributedType.DEEPSPEED: DeepSpeedSharding,
+}
+
+
+def lockstep(accelerator: Accelerator) -> bool:
+    """True when parameters are sharded, so every forward pass is a collective: each process must run
+    as many as the others (evaluation pads its shards, generation runs on every process)."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    plugin = accelerator.state.deepspeed_plugin if accelerator.distributed_type == DistributedType.DEEPSPEED else None
+    return plugin is not None and int(plugin.zero_stage) == 3
+
+
+def no_grad_for(model: nn.Module) -> Any:
+    """torch.inference_mode, or no_grad for an FSDP2 model: parameters gathered under inference mode
+    would become inference tensors that the next training step cannot use."""
+    from torch.distributed.fsdp import FSDPModule
+
+    sharded = any(isinstance(m, FSDPModule) for m in model.modules())
+    return torch.no_grad() if sharded else torch.inference_mode()
+
+
+def sharding_for(accelerator: Accelerator) -> Sharding:
+    return SHARDINGS.get(accelerator.distributed_type, Sharding)(accelerator)
