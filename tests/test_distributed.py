@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 from safetensors.torch import load_file
 
@@ -150,3 +151,66 @@ def test_sharded_run_resumes_bit_exact_after_a_kill(make_config, strategy):
     reference = only_run(parent, "whole")
     assert losses(broken) == losses(reference)
     assert bit_equal(broken / "model" / "model.safetensors", reference / "model" / "model.safetensors")
+
+
+# ---- several machines without a shared filesystem -------------------------------------------------
+def launch_nodes(tmp_path: Path, config: Path, overrides: dict[str, list[str]]) -> dict[str, subprocess.CompletedProcess]:
+    """`tunelab launch --nodes 2` from two working directories, each with its own copy of the config and
+    data and its own cache: two machines that share nothing but the rendezvous address."""
+    body = yaml.safe_load(config.read_text())
+    endpoint = f"127.0.0.1:{free_port()}"
+    started = {}
+    for node in ("a", "b"):
+        home = tmp_path / f"node-{node}"
+        home.mkdir()
+        for split, source in body["data"].items():
+            (home / Path(source).name).write_bytes(Path(source).read_bytes())
+        local = {**body, "data": {s: Path(p).name for s, p in body["data"].items()}, "output": {"dir": "runs"}}
+        (home / "job.yaml").write_text(yaml.safe_dump(local))
+        command = [sys.executable, "-m", "tunelab", "--quiet", "launch", "-n", "1", "--nodes", "2",
+                   "--rendezvous", endpoint, "train", "job.yaml", "output.name=two", *overrides[node]]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TUNELAB_CACHE": str(tmp_path / f"cache-{node}")}
+        started[node] = subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True)
+    results = {}
+    for node, process in started.items():
+        out, err = process.communicate(timeout=300)
+        results[node] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return results
+
+
+@pytest.mark.slow
+def test_two_machines_without_a_shared_path(make_config, tmp_path):
+    """torchrun --nnodes 2 under `tunelab launch`, c10d rendezvous: the machine that gets rank 0 holds
+    the one run folder, complete (FSDP2 checkpoints included, every shard sent to it); the other
+    leaves nothing in its working directory beyond the copies it was given."""
+    body = {"max_steps": 6, "batch_size": 8, "checkpoint_every": 3, "learning_rate": 1e-2}
+    path = make_config("nodes", train=body, model={"dropout": 0.0})
+    single = train(load_config(path, ["output.name=single"]))
+    results = launch_nodes(tmp_path, path, {"a": ["distributed.strategy=fsdp"], "b": ["distributed.strategy=fsdp"]})
+    for node, result in results.items():
+        assert result.returncode == 0, f"node {node}: {result.stderr[-3000:]}"
+    homes = {node: tmp_path / f"node-{node}" for node in results}
+    holders = [node for node, home in homes.items() if (home / "runs").exists()]
+    assert len(holders) == 1, f"exactly one machine writes a run folder, found {holders}"
+    other = next(node for node in homes if node not in holders)
+    assert sorted(p.name for p in homes[other].iterdir()) == sorted(["job.yaml", "train.jsonl", "validation.jsonl",
+                                                                     "test.jsonl"])
+    run = only_run(homes[holders[0]] / "runs", "two")
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "succeeded" and record["processes"] == 2 and record["distributed"] == "fsdp"
+    assert (run / "checkpoints" / "step-0000006" / "rng-1.pt").is_file()  # the other machine's RNG, sent over
+    assert losses(run) == pytest.approx(losses(single.run.path), rel=1e-5, abs=1e-6)
+    assert max_difference(run / "model" / "model.safetensors", single.run.path / "model" / "model.safetensors") < 1e-4
+
+
+@pytest.mark.slow
+def test_machines_with_different_configs_are_refused(make_config, tmp_path):
+    """Each machine reads its own copy of the config: a copy that differs stops every process with one line."""
+    path = make_config("differ", train={"max_steps": 2})
+    results = launch_nodes(tmp_path, path, {"a": [], "b": ["train.learning_rate=0.5"]})
+    for node, result in results.items():
+        assert result.returncode != 0
+        assert "the launched processes read different configs" in result.stderr, f"node {node}: {result.stderr[-2000:]}"
+    assert not any((tmp_path / f"node-{n}" / "runs").exists() and any((tmp_path / f"node-{n}" / "runs").iterdir())
+                   for n in results)

@@ -15,6 +15,7 @@ from tunelab.cli import run_cmd  # noqa: F401  (train, eval, predict, generate, 
 from tunelab.cli import (  # noqa: F401
     config_cmd,
     data_cmd,
+    launch_cmd,
     registry_cmd,
     report_cmd,
     serve_cmd,
