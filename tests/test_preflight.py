@@ -126,7 +126,7 @@ def test_output_dir_naming_a_file_is_refused_before_any_data_is_read(make_config
 ])
 def test_sharding_combinations_that_cannot_run_are_refused(tmp_path: Path, sections: dict, pattern: str) -> None:
     """Refused on a laptop's single process as on the cluster: the answer does not wait for the launch."""
-    from tunelab.recipes.preflight import check_distributed
+    from tunelab.engine.accel import check_distributed
 
     data = str(write_jsonl(tmp_path / "chat.jsonl", chat_rows(8, seed=1)))
     body = {"task": "causal-lm", "model": {"source": "tiny-random-llama"}, "data": {"train": data},

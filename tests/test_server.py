@@ -220,3 +220,41 @@ def test_cancel_ends_a_running_job_and_its_run_is_interrupted(workspace: Workspa
     assert run["status"] == "interrupted"  # SIGTERM ends a run as Ctrl-C does, and the workspace records it
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)
+
+
+def _wait_finished(client: TestClient, job_id: int, token: str, timeout: float = 240.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}", headers=_auth(token)).json()
+        if job["status"] in queue.TERMINAL:
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+
+
+@pytest.mark.slow
+def test_a_job_asking_for_two_processes_equals_the_one_process_job(workspace: Workspace, tokens, make_config) -> None:
+    """`processes: 2` runs the job under `accelerate launch`; its run records 2 processes and its loss
+    curve is the 1-process job's (the batch is global, the loss normalised over both processes)."""
+    app = create_app(workspace.root, run_jobs=True)
+    app.state.runner.poll_seconds = 0.2
+    config = _tiny_config(make_config, model={"dropout": 0.0})
+    with TestClient(app) as client:
+        one = client.post("/v1/jobs", json={"config": config}, headers=_auth(tokens["engineer"])).json()
+        two = client.post("/v1/jobs", json={"config": config, "processes": 2}, headers=_auth(tokens["engineer"]))
+        assert two.status_code == 201 and two.json()["processes"] == 2
+        refused = client.post("/v1/jobs", json={"config": config, "processes": 2,
+                                                "overrides": ["distributed.strategy=deepspeed", "train.l2_sp=0.1"]},
+                              headers=_auth(tokens["engineer"]))
+        assert refused.status_code == 422 and "l2_sp" in json.dumps(refused.json())
+        results = {}
+        for job in (one, two.json()):
+            done = _wait_finished(client, job["id"], tokens["viewer"])
+            log = client.get(f"/v1/jobs/{job['id']}/log", headers=_auth(tokens["viewer"])).text
+            assert done["status"] == "succeeded", log[-3000:]
+            run = json.loads((queue.job_folder(workspace, job["id"]) / "runs" / done["run_id"] / "run.json").read_text())
+            curve = client.get(f"/v1/runs/{done['run_id']}/metrics", headers=_auth(tokens["viewer"])).json()
+            results[job["id"]] = (run, [m["loss"] for m in curve if "loss" in m and "split" not in m])
+    (run_one, curve_one), (run_two, curve_two) = results.values()
+    assert run_two["processes"] == 2 and run_one["processes"] == 1
+    assert curve_two == pytest.approx(curve_one, rel=1e-5, abs=1e-6) and len(curve_one) > 3

@@ -70,10 +70,13 @@ def test_init_upgrades_an_older_workspace_and_keeps_its_data(tmp_path: Path, mon
             "files, bytes, created_at, created_by) VALUES (1, 1, 1, 'ab12', 'reference', '/x', '/x', 'file', "
             "'[]', 3, '2026-01-01', 'bob')")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(Exception, match="schema 0001, this tunelab needs 0004.*tunelab init"):
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    with pytest.raises(Exception, match=f"schema 0001, this tunelab needs {head}.*tunelab init"):
         Workspace.require().check_schema()
     upgraded = Workspace.init(tmp_path)
-    assert schema_revision(upgraded.engine) == ("0004", "0004")
+    assert schema_revision(upgraded.engine) == (head, head)
     with upgraded.read() as session:
         old = get_version(session, "old@v1")
         assert old.sha256 == "ab12" and old.live  # kept, and not a tombstone

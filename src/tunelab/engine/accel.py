@@ -170,3 +170,32 @@ def fit_fsdp_to_model(accelerator: Accelerator, model: Any) -> None:
     present = {type(m).__name__ for m in model.modules()}
     plugin.transformer_cls_names_to_wrap = sorted(names & present) or None
     log.info("FSDP2 shards each of: %s", ", ".join(plugin.transformer_cls_names_to_wrap or ["(the whole model)"]))
+
+
+def check_distributed(config: Config) -> None:
+    """Combinations a sharding strategy cannot run, refused before the run folder exists (the section
+    is checked whether or not this process was launched with several, so the answer does not change
+    between a laptop try and the cluster)."""
+    dist = config.distributed
+    objective = config.objective.name if config.objective is not None else None
+    sharded_params = dist.strategy == "fsdp" or (dist.strategy == "deepspeed" and dist.deepspeed.stage == 3)
+    where = "distributed.strategy fsdp" if dist.strategy == "fsdp" else "DeepSpeed ZeRO-3"
+    if sharded_params and objective == "grpo":
+        raise ConfigError(f"objective grpo cannot run under {where}: each process samples answers of its own "
+                          "length, while sharded parameters need every process in each forward pass",
+                          fix="use distributed.strategy: ddp, or deepspeed with distributed.deepspeed.stage 1 or 2")
+    if sharded_params and config.method.name == "qlora":
+        raise ConfigError(f"method qlora cannot run under {where}: its 4-bit base weights are not shardable here",
+                          fix="use method lora (bf16 base) with the same strategy, or distributed.strategy: ddp")
+    if dist.strategy == "deepspeed":
+        if config.train.l2_sp:
+            raise ConfigError("train.l2_sp cannot run under distributed.strategy deepspeed: DeepSpeed steps the "
+                              "optimizer inside backward, where L2-SP would add its gradient",
+                              fix="set train.l2_sp: 0, or use distributed.strategy fsdp or ddp")
+        if dist.deepspeed.offload_params and dist.deepspeed.stage != 3:
+            raise ConfigError(f"distributed.deepspeed.offload_params needs stage 3 (it is {dist.deepspeed.stage})",
+                              fix="set distributed.deepspeed.stage: 3, or offload_params: false")
+    if dist.strategy == "fsdp" and dist.fsdp.activation_checkpointing and config.train.gradient_checkpointing:
+        raise ConfigError("train.gradient_checkpointing and distributed.fsdp.activation_checkpointing both "
+                          "recompute activations", fix="keep one: distributed.fsdp.activation_checkpointing "
+                          "wraps each sharded block")

@@ -92,32 +92,3 @@ def check_output(config: Config) -> None:
         raise ConfigError(f"{what} is a file, not a folder", fix="set output.dir to a folder (it is created if missing)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"output.dir: {existing} is not writable by this user", fix="choose a folder you can write to")
-
-
-def check_distributed(config: Config) -> None:
-    """Combinations a sharding strategy cannot run, refused before the run folder exists (the section
-    is checked whether or not this process was launched with several, so the answer does not change
-    between a laptop try and the cluster)."""
-    dist = config.distributed
-    objective = config.objective.name if config.objective is not None else None
-    sharded_params = dist.strategy == "fsdp" or (dist.strategy == "deepspeed" and dist.deepspeed.stage == 3)
-    where = "distributed.strategy fsdp" if dist.strategy == "fsdp" else "DeepSpeed ZeRO-3"
-    if sharded_params and objective == "grpo":
-        raise ConfigError(f"objective grpo cannot run under {where}: each process samples answers of its own "
-                          "length, while sharded parameters need every process in each forward pass",
-                          fix="use distributed.strategy: ddp, or deepspeed with distributed.deepspeed.stage 1 or 2")
-    if sharded_params and config.method.name == "qlora":
-        raise ConfigError(f"method qlora cannot run under {where}: its 4-bit base weights are not shardable here",
-                          fix="use method lora (bf16 base) with the same strategy, or distributed.strategy: ddp")
-    if dist.strategy == "deepspeed":
-        if config.train.l2_sp:
-            raise ConfigError("train.l2_sp cannot run under distributed.strategy deepspeed: DeepSpeed steps the "
-                              "optimizer inside backward, where L2-SP would add its gradient",
-                              fix="set train.l2_sp: 0, or use distributed.strategy fsdp or ddp")
-        if dist.deepspeed.offload_params and dist.deepspeed.stage != 3:
-            raise ConfigError(f"distributed.deepspeed.offload_params needs stage 3 (it is {dist.deepspeed.stage})",
-                              fix="set distributed.deepspeed.stage: 3, or offload_params: false")
-    if dist.strategy == "fsdp" and dist.fsdp.activation_checkpointing and config.train.gradient_checkpointing:
-        raise ConfigError("train.gradient_checkpointing and distributed.fsdp.activation_checkpointing both "
-                          "recompute activations", fix="keep one: distributed.fsdp.activation_checkpointing "
-                          "wraps each sharded block")

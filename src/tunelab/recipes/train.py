@@ -21,7 +21,7 @@ from tunelab import faults
 from tunelab.config import Config
 from tunelab.data.stats import length_histogram
 from tunelab.engine import FitResult, Reporter, Trainer
-from tunelab.engine.accel import make_accelerator, strategy
+from tunelab.engine.accel import check_distributed, make_accelerator, strategy
 from tunelab.engine.checkpoint import intact_checkpoint, latest_checkpoint, trainable_state
 from tunelab.engine.hardware import checkpoint_parameters, resolve_attention, resolve_precision
 from tunelab.engine.reporting import RunPruned
@@ -74,7 +74,7 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
     task.validate_config(config)
     method = METHODS.get(config.method.name)()
     method.validate(config, task)
-    preflight.check_distributed(config)
+    check_distributed(config)
     task.load_kwargs = method.load_kwargs(config)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)

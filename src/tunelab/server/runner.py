@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from tunelab.errors import GATE_FAILED
+from tunelab.recipes.launch import accelerate_command
 from tunelab.workspace import Workspace
 from tunelab.workspace import jobs as queue
 from tunelab.workspace.confine import POLICY_ENV, JobPolicy, stored_read_roots
@@ -116,7 +117,11 @@ class JobRunner:
         raw = yaml.safe_load(job.config_yaml) or {}
         if not (raw.get("output") or {}).get("name"):
             overrides.append(f"output.name=job-{job.id}")
-        command = [sys.executable, "-m", "tunelab", "train", str(config), *overrides]
+        args = ["train", str(config), *overrides]
+        processes = job.processes or 1
+        # several processes: `accelerate launch` in the job's process group, so a cancel reaches them all
+        command = accelerate_command(processes, free_port(), args) if processes > 1 else [
+            sys.executable, "-m", "tunelab", *args]
         env = {**os.environ, "TUNELAB_WORKSPACE": str(self.ws.root), "TUNELAB_ACTOR": job.submitted_by,
                "TUNELAB_JOB": str(job.id), POLICY_ENV: self._policy(job).to_json()}
         with open(folder / "job.log", "ab") as log_file:
@@ -128,7 +133,7 @@ class JobRunner:
                 return
         queue.set_process(self.ws, job.id, process.pid)
         self.running[job.id] = Running(job.id, process, folder)
-        log.info("job %d started (pid %d)", job.id, process.pid)
+        log.info("job %d started (pid %d, %d process%s)", job.id, process.pid, processes, "es" if processes > 1 else "")
 
     def _policy(self, job: object) -> JobPolicy:
         """The job's confinement as it starts: the read roots stored now (an admin may have narrowed them
@@ -171,3 +176,10 @@ def _last_error(log_path: Path) -> str | None:
         if line.startswith("error: "):
             return line[len("error: "):].strip()
     return None
+
+
+def free_port() -> int:
+    """A port nobody listens on now, for a multi-process job's rendezvous on this machine."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -46,18 +46,25 @@ def validate_submission(config_yaml: str, overrides: list[str], policy: JobPolic
 
 
 def submit(ws: Workspace, config_yaml: str, overrides: list[str] | None = None, *,
-           policy: JobPolicy | None = None) -> Job:
+           policy: JobPolicy | None = None, processes: int = 1) -> Job:
     """Queue a job after validating it; `policy` (the server's confinement for this submitter) is
-    checked now and recorded with the job, and checked again when the job starts."""
+    checked now and recorded with the job, and checked again when the job starts. `processes` > 1
+    trains under `accelerate launch` (one per GPU on a GPU machine)."""
     overrides = list(overrides or [])
-    validate_submission(config_yaml, overrides, policy)
+    config = validate_submission(config_yaml, overrides, policy)
+    if processes > 1:
+        from tunelab.engine.accel import check_distributed
+
+        check_distributed(config)
     granted = describe(policy) if policy is not None else None
     with ws.write() as txn:
         job = Job(status="queued", config_yaml=config_yaml, overrides=overrides, submitted_at=now_iso(),
-                  submitted_by=current_actor(), cancel_requested=False, policy=granted)
+                  submitted_by=current_actor(), cancel_requested=False, policy=granted, processes=processes)
         txn.session.add(job)
         txn.session.flush()
         details: dict[str, Any] = {"overrides": overrides}
+        if processes > 1:
+            details["processes"] = processes
         if granted and (granted["read_roots"] or granted["allow_code"]):
             details["policy"] = granted
         txn.audit("job.submit", "job", str(job.id), details)
@@ -208,4 +215,4 @@ def job_dict(job: Job) -> dict[str, Any]:
     return {"id": job.id, "status": job.status, "submitted_at": job.submitted_at, "submitted_by": job.submitted_by,
             "started_at": job.started_at, "ended_at": job.ended_at, "run_id": job.run_id,
             "exit_code": job.exit_code, "error": job.error, "cancel_requested": job.cancel_requested,
-            "overrides": job.overrides}
+            "overrides": job.overrides, "processes": job.processes or 1}

@@ -258,6 +258,8 @@ class Job(Base):
     #: what the job was granted when submitted: extra read-only roots and whether user code may run
     #: (workspace/confine.py); None for jobs queued before the policy existed (treated as the default)
     policy: Mapped[dict[str, Any] | None] = mapped_column(JSONText, nullable=True)
+    #: how many training processes the job asked for (run under `accelerate launch` when more than 1)
+    processes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class ServerSetting(Base):

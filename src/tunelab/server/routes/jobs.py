@@ -25,6 +25,9 @@ class JobSubmission(BaseModel):
                         "workspace, or dataset versions NAME@vN).", max_length=200_000)
     overrides: list[str] = Field(default_factory=list, description="Dotted overrides: train.epochs=1",
                                  max_length=200)
+    processes: int = Field(1, ge=1, le=64, description="Training processes on the server's machine: more than 1 "
+                           "runs under `accelerate launch` (on a GPU machine, one per GPU), sharing the work as "
+                           "the config's distributed.strategy says.")
 
 
 # Job ids are database integers: a larger number is a 422 here, not an overflow (500) in the driver.
@@ -41,7 +44,7 @@ def submit(body: JobSubmission, request: Request, who: Engineer) -> dict[str, An
     only inside the workspace (and the admin's read roots); user code needs --allow-code and an admin (403)."""
     ws = _ws(request)
     policy = job_policy(ws, server_allows_code=request.app.state.allow_code, admin=who.role == "admin")
-    job = queue.submit(ws, body.config, body.overrides, policy=policy)
+    job = queue.submit(ws, body.config, body.overrides, policy=policy, processes=body.processes)
     return queue.job_dict(job)
 
 
