@@ -209,7 +209,10 @@ def test_ray_sweep_runs_trials_in_workers(job, tmp_path, monkeypatch):
                                                   WARMUP: {"type": "float", "low": 0.0, "high": 0.3}})
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env())
     try:
-        outcome = sweep(config, space=space, trials=2, backend="ray")
+        outcome = sweep(config, space=space, trials=2, backend="ray", ray_storage=str(tmp_path / "ray-store"))
+        # a trial asking for a GPU the cluster lacks would wait forever: refused before any trial
+        with pytest.raises(ConfigError, match=r"--trial-gpus 1: the Ray cluster has 0 GPU\(s\)"):
+            sweep(config, space=space, trials=1, backend="ray", trial_gpus=1)
     finally:
         ray.shutdown()
 
@@ -218,7 +221,7 @@ def test_ray_sweep_runs_trials_in_workers(job, tmp_path, monkeypatch):
     assert [r["number"] for r in rows] == [0, 1]
     assert all(r["state"] in ("COMPLETE", "PRUNED") for r in rows) and rows[0]["state"] == "COMPLETE"
     assert all(Path(r["run"]).parent == outcome.sweep_dir / "trials" for r in rows)
-    assert (outcome.sweep_dir / "ray").is_dir()  # Ray's own storage stays inside the sweep folder
+    assert (tmp_path / "ray-store" / "ray").is_dir()  # Ray's experiment state where --ray-storage said
     summary = json.loads((outcome.sweep_dir / "sweep.json").read_text())
     assert summary["backend"] == "ray"
     resolved = load_config(outcome.sweep_dir / "best.yaml")

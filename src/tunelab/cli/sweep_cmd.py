@@ -24,7 +24,7 @@ def sweep(
     trials: Annotated[int | None, typer.Option("--trials", help="Trials to run (a preset runs its whole grid "
                                                    "unless this is smaller).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="optuna (one trial at a time) or ray (parallel, "
-                                          "1 CPU per trial).")] = "optuna",
+                                          "--trial-cpus / --trial-gpus per trial).")] = "optuna",
     preset: Annotated[str | None, typer.Option("--preset", help="Built-in sweep instead of --space: layers "
                                                    "(freeze train_last 0..N and LoRA r 4/8/16).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Sweep folder; default "
@@ -32,6 +32,12 @@ def sweep(
     seed: Annotated[int, typer.Option(help="Sampler seed.")] = 0,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to use; default: "
                                                         "start a local instance.")] = None,
+    trial_cpus: Annotated[int, typer.Option("--trial-cpus", min=1, help="ray: CPUs (torch threads) per trial.")] = 1,
+    trial_gpus: Annotated[float, typer.Option("--trial-gpus", min=0, help="ray: GPUs per trial (fractions share "
+                                              "one).")] = 0.0,
+    ray_storage: Annotated[str | None, typer.Option("--ray-storage", help="ray: where Tune keeps experiment state "
+                                                    "(a shared path or s3:// on a cluster); default: the sweep "
+                                                    "folder.")] = None,
     tolerance: Annotated[float, typer.Option(help="layers preset: recommend the fewest trainable parameters "
                                              "within this (absolute) distance of the best metric.")] = 0.01,
 ) -> None:
@@ -40,7 +46,8 @@ def sweep(
     from tunelab.recipes.sweep import sweep as run_sweep
 
     outcome = run_sweep(config, overrides or [], space=space, preset=preset, trials=trials, backend=backend,
-                        out=out_dir, seed=seed, ray_address=ray_address, tolerance=tolerance, on_trial=_progress)
+                        out=out_dir, seed=seed, ray_address=ray_address, trial_cpus=trial_cpus, trial_gpus=trial_gpus,
+                        ray_storage=ray_storage, tolerance=tolerance, on_trial=_progress)
     summary = outcome.summary
     target = out if out.is_terminal else Console(width=250)  # piped: keep the table's natural width
     target.print(_table(outcome.records, summary))

@@ -43,6 +43,9 @@ def sweep(
     out: str | Path | None = None,
     seed: int | None = 0,
     ray_address: str | None = None,
+    trial_cpus: int = 1,
+    trial_gpus: float = 0.0,
+    ray_storage: str | None = None,
     tolerance: float = 0.01,
     enqueue: list[dict[str, Any]] | None = None,
     on_trial: Callable[[TrialRecord], None] | None = None,
@@ -73,7 +76,8 @@ def sweep(
             on_trial(record)
 
     try:
-        records = _run(setup, backend, n_trials, seed=seed, enqueue=enqueue, address=ray_address, on_trial=collect)
+        ray_options = {"address": ray_address, "cpus": trial_cpus, "gpus": trial_gpus, "storage": ray_storage}
+        records = _run(setup, backend, n_trials, seed=seed, enqueue=enqueue, on_trial=collect, **ray_options)
     except KeyboardInterrupt:  # Ctrl-C: the trials that finished still get their table, best.yaml and plots
         if finished:
             write_outputs(setup, finished, base, backend=backend, seed=seed, tolerance=tolerance)
@@ -122,12 +126,14 @@ def _sweep_dir(out: str | Path | None, base: Config) -> Path:
 def _run(setup: SweepSetup, backend: str, n_trials: int, **options: Any) -> list[TrialRecord]:
     if backend == "ray":
         # each backend imports its optional dependency (ray, optuna) only when chosen
-        from tunelab.sweep.ray_backend import run_ray
+        from tunelab.sweep.ray_backend import TrialResources, run_ray
 
-        return run_ray(setup, n_trials, **options)
+        resources = TrialResources(options.pop("cpus"), options.pop("gpus"), options.pop("storage"))
+        return run_ray(setup, n_trials, resources=resources, **options)
     from tunelab.sweep.optuna_backend import run_optuna
 
-    options.pop("address", None)
+    for ray_only in ("address", "cpus", "gpus", "storage"):
+        options.pop(ray_only, None)
     return run_optuna(setup, n_trials, **options)
 
 

@@ -15,10 +15,11 @@ import os
 import re
 import warnings
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from tunelab.errors import ConfigError
 from tunelab.runs import RunFolder, now_iso
 from tunelab.sweep.optuna_backend import OnTrial, make_sampler
 from tunelab.sweep.trial import FAIL, PRUNED, SweepSetup, TrialRecord, find_run, run_trial, trial_name
@@ -68,22 +69,49 @@ def trial_number(name: str) -> int:
     return int(found.group(1))
 
 
+@dataclass(frozen=True)
+class TrialResources:
+    """What each trial asks Ray for: CPUs (its torch threads) and GPUs (Ray sets CUDA_VISIBLE_DEVICES
+    per trial); `storage` is where Tune keeps its experiment state (a shared path or s3:// URI on a
+    cluster; default: the sweep folder)."""
+
+    cpus: int = 1
+    gpus: float = 0.0
+    storage: str | None = None
+
+
+def check_cluster(resources: TrialResources) -> None:
+    """A trial asking for more than any machine of the cluster has would wait forever: refuse it now."""
+    import ray
+
+    have = ray.cluster_resources()
+    for name, wanted, flag in (("GPU", resources.gpus, "--trial-gpus"), ("CPU", resources.cpus, "--trial-cpus")):
+        if wanted > have.get(name, 0.0):
+            raise ConfigError(f"{flag} {wanted:g}: the Ray cluster has {have.get(name, 0.0):g} {name}(s), so no "
+                              "trial could ever start", fix=f"lower {flag}, or connect --ray-address to a cluster "
+                              f"with {name}s")
+
+
 def run_ray(setup: SweepSetup, n_trials: int, *, seed: int | None = None, enqueue: list[dict[str, Any]] | None = None,
-            address: str | None = None, on_trial: OnTrial | None = None) -> list[TrialRecord]:
-    """Run `n_trials` trials on Ray, 1 CPU each, and return their records in trial order."""
+            address: str | None = None, on_trial: OnTrial | None = None,
+            resources: TrialResources | None = None) -> list[TrialRecord]:
+    """Run `n_trials` trials on Ray (1 CPU each unless `resources` says more) and return their records in
+    trial order."""
     import optuna
     import ray
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler, MedianStoppingRule
     from ray.tune.search.optuna import OptunaSearch
 
-    # One CPU per trial: torch must not start a thread per core in every trial.
-    setup = replace(setup, trial_overrides=[*setup.trial_overrides, "train.num_threads=1"])
+    resources = resources or TrialResources()
+    # As many torch threads as the trial's CPUs: not a thread per core in every trial.
+    setup = replace(setup, trial_overrides=[*setup.trial_overrides, f"train.num_threads={resources.cpus}"])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Tune's new console output ignores verbose=0; the classic one honours it (our own lines show progress).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     started = start_ray(address)
     try:
+        check_cluster(resources)
         objective = {"metric": setup.metric, "mode": "max" if setup.greater_is_better else "min"}
         searcher = OptunaSearch(space=setup.space.suggest, sampler=make_sampler(seed),
                                 points_to_evaluate=list(enqueue) if enqueue else None, **objective)
@@ -91,10 +119,11 @@ def run_ray(setup: SweepSetup, n_trials: int, *, seed: int | None = None, enqueu
         scheduler = FIFOScheduler() if setup.space.grid else MedianStoppingRule(
             time_attr="training_iteration", grace_period=1, min_samples_required=2, **objective)
         tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(ray_trial, setup=setup), {"cpu": 1}),
+            tune.with_resources(tune.with_parameters(ray_trial, setup=setup),
+                                {"cpu": resources.cpus, "gpu": resources.gpus}),
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=n_trials,
                                         trial_name_creator=ray_trial_name, trial_dirname_creator=ray_trial_name),
-            run_config=tune.RunConfig(name="ray", storage_path=str(setup.sweep_dir), verbose=0,
+            run_config=tune.RunConfig(name="ray", storage_path=resources.storage or str(setup.sweep_dir), verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
         with warnings.catch_warnings(), _quiet("ray.tune"):
