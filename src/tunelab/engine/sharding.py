@@ -143,22 +143,14 @@ class FsdpSharding(Sharding):
 
 
 class DeepSpeedSharding(Sharding):
-    """DeepSpeed ZeRO owns the optimizer step (at the accumulation boundary the loop marks), gradient
-    averaging and clipping; each rank's ZeRO partition is gathered to the main process for a checkpoint."""
+    """DeepSpeed ZeRO stage 1/2 owns the optimizer step (at the accumulation boundary the loop marks),
+    gradient averaging and clipping; parameters stay whole on every process, and each rank's partition
+    of the optimizer state is gathered to the main process for a checkpoint. (Stage 3 is refused by
+    engine/accel.py check_distributed.)"""
 
     def __init__(self, accelerator: Accelerator) -> None:
         super().__init__(accelerator)
         self.engine = accelerator.deepspeed_engine_wrapped.engine
-        self.stage = int(self.engine.zero_optimization_stage())
-        self.sharded_forward = lockstep(accelerator)
-
-    def trainable_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        with self._gathered(model):
-            return super().trainable_tensors(model) if self.main else {}
-
-    def load_tensors(self, model: nn.Module, saved: dict[str, torch.Tensor] | None) -> None:
-        with self._gathered(model, modify=True):
-            super().load_tensors(model, saved)
 
     def optimizer_state(self, model: nn.Module, optimizer: Any) -> Any:
         return self.gather(_plain_zero_state(self.engine.optimizer.state_dict()))
@@ -186,17 +178,6 @@ class DeepSpeedSharding(Sharding):
     @contextmanager
     def accumulating(self, model: nn.Module, boundary: bool) -> Iterator[None]:
         yield  # DeepSpeed holds the reduction until the boundary itself
-
-    @contextmanager
-    def _gathered(self, model: nn.Module, modify: bool = False) -> Iterator[None]:
-        if self.stage != 3:
-            yield
-            return
-        import deepspeed
-
-        params = [p for p in model.parameters() if p.requires_grad]
-        with deepspeed.zero.GatheredParameters(params, modifier_rank=0 if modify else None):
-            yield
 
 
 def _reshard(model: nn.Module) -> None:
@@ -228,12 +209,9 @@ SHARDINGS: dict[DistributedType, Callable[[Accelerator], Sharding]] = {
 
 
 def lockstep(accelerator: Accelerator) -> bool:
-    """True when parameters are sharded, so every forward pass is a collective: each process must run
-    as many as the others (evaluation pads its shards, generation runs on every process)."""
-    if accelerator.distributed_type == DistributedType.FSDP:
-        return True
-    plugin = accelerator.state.deepspeed_plugin if accelerator.distributed_type == DistributedType.DEEPSPEED else None
-    return plugin is not None and int(plugin.zero_stage) == 3
+    """True when parameters are sharded (FSDP2), so every forward pass is a collective: each process
+    must run as many as the others (evaluation pads its shards, generation runs on every process)."""
+    return accelerator.distributed_type == DistributedType.FSDP
 
 
 def no_grad_for(model: nn.Module) -> Any:
