@@ -27,7 +27,7 @@ from tunelab.engine.batching import epoch_batches, planned_steps, shard
 from tunelab.engine.evaluation import evaluate, lengths as _lengths, to_device
 from tunelab.engine.flops import FlopMeter, positions
 from tunelab.engine.hardware import measured_peak
-from tunelab.engine.memory import release_free_heap
+from tunelab.engine.memory import peak_rss_mb, release_free_heap
 from tunelab.engine.optim import build_optimizer, build_scheduler
 from tunelab.engine.regularize import L2SP
 from tunelab.engine.sharding import sharding_for
@@ -176,7 +176,9 @@ class Trainer:
         step_seconds = state.train_seconds - state.eval_seconds - state.checkpoint_seconds
         throughput = {**self.flop_meter.summary(state.flops, step_seconds),
                       "peak_tflops": round(self.flop_meter.peak_flops / 1e12, 4),
-                      "peak_device": self.flop_meter.peak_device}
+                      "peak_device": self.flop_meter.peak_device,
+                      # what sharding saves shows here: each process's high-water mark, in rank order
+                      "peak_rss_mb": self.sharding.gather(peak_rss_mb())}
         return FitResult(state.step, epochs_done, best, state.stopped_early, state.train_seconds,
                          state.eval_seconds, state.checkpoint_seconds, self.history, state.flops, throughput)
 
