@@ -199,7 +199,12 @@ def test_two_machines_without_a_shared_path(make_config, tmp_path):
     run = only_run(homes[holders[0]] / "runs", "two")
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "succeeded" and record["processes"] == 2 and record["distributed"] == "fsdp"
-    assert (run / "checkpoints" / "step-0000006" / "rng-1.pt").is_file()  # the other machine's RNG, sent over
+    step = run / "checkpoints" / "step-0000006"
+    assert (step / "rng-1.pt").is_file()  # the other machine's RNG, sent over
+    # each machine keeps its own optimizer shard; the other machine's sits in its cache, named in the manifest
+    assert (step / "optimizer-0.pt").is_file() and not (step / "optimizer-1.pt").exists()
+    assert (tmp_path / f"cache-{other}" / "checkpoint-shards" / run.name / step.name / "optimizer-1.pt").is_file()
+    assert len(json.loads((step / "manifest.json").read_text())["shards"]) == 2
     assert losses(run) == pytest.approx(losses(single.run.path), rel=1e-5, abs=1e-6)
     assert max_difference(run / "model" / "model.safetensors", single.run.path / "model" / "model.safetensors") < 1e-4
 

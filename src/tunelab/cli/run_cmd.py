@@ -28,7 +28,10 @@ def train(
     from tunelab.runs import RunFolder
 
     if resume is not None:
-        previous = RunFolder.open(resume)
+        # Rank 0 holds the run folder; a process on another machine needs only a copy of its config.yaml
+        # (docs/scaling.md): it never reads or writes the folder.
+        elsewhere = not is_main_process() and not (resume / "run.json").is_file() and (resume / "config.yaml").is_file()
+        previous = RunFolder(resume) if elsewhere else RunFolder.open(resume)
         cfg = previous.config()
     elif config is None:
         raise TunelabError("no config given", fix="tunelab train CONFIG.yaml [key=value ...] or --resume RUN")

@@ -30,11 +30,19 @@ def launched_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def launched() -> bool:
+    """True under `accelerate launch` / torchrun, even with a single process (FSDP2 on one GPU)."""
+    return "LOCAL_RANK" in os.environ
+
+
 def strategy(config: Config) -> str:
-    """What this process runs: "single", "ddp", "fsdp" or "deepspeed" (auto is ddp when launched)."""
+    """What this process runs: "single", "ddp", "fsdp" or "deepspeed" (auto is ddp when launched with
+    several processes; fsdp and deepspeed apply to a launched single process too)."""
+    chosen = config.distributed.strategy
+    if chosen in ("fsdp", "deepspeed") and launched():
+        return chosen
     if not launched_distributed():
         return "single"
-    chosen = config.distributed.strategy
     return "ddp" if chosen == "auto" else chosen
 
 
@@ -47,8 +55,8 @@ def make_accelerator(config: Config) -> Accelerator:
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
         PartialState._reset_state()
-        if config.distributed.strategy in ("fsdp", "deepspeed"):
-            log.info("distributed.strategy %s is ignored by a single process (launch with `tunelab launch -n N`)",
+        if config.distributed.strategy in ("fsdp", "deepspeed") and not launched():
+            log.info("distributed.strategy %s is ignored by a process that was not launched (use `tunelab launch`)",
                      config.distributed.strategy)
     import torch
 
@@ -56,12 +64,12 @@ def make_accelerator(config: Config) -> Accelerator:
     ddp = DistributedDataParallelKwargs(find_unused_parameters=False)
     # Without a GPU, Accelerate only forms a process group (gloo) when told it runs on CPU;
     # otherwise every launched process would silently train alone.
-    cpu = launched_distributed() and not torch.cuda.is_available()
+    kind = strategy(config)
+    cpu = (launched_distributed() or kind != "single") and not torch.cuda.is_available()
     if not torch.cuda.is_available():
         # DeepSpeed, when installed, is imported by Accelerate's unwrap_model (save_pretrained calls it) and
         # would warn on the console that it found no GPU
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    kind = strategy(config)
     plugins: dict[str, Any] = {}
     if kind == "fsdp":
         plugins["fsdp_plugin"] = fsdp_plugin(config)

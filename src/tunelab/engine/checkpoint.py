@@ -22,6 +22,7 @@ from torch import nn
 
 from tunelab import faults
 from tunelab.hashing import file_sha256
+from tunelab.paths import cache_dir
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -97,11 +98,18 @@ def save_checkpoint(
     accelerator: Accelerator,
     sharding: Sharding,
 ) -> None:
-    """Write a resumable checkpoint. Every process calls it; only the main process writes (the others
-    send their shards and RNG state through the process group)."""
-    tmp = _begin(target, accelerator)
+    """Write a resumable checkpoint. Every process calls it. The main process writes the weights, loop
+    state and every process's RNG (sent to it); under FSDP2 and ZeRO each process also writes its own
+    optimizer shard, on its own machine: the run folder's checkpoint on the main machine, its cache on
+    the others (`shard_folder`). The manifest, on the main machine, holds every shard's sha256."""
+    tmp = _begin(target, accelerator, sharding)
     weights = trainable_state(model, sharding)
-    optimizer_state = sharding.optimizer_state(model, optimizer)
+    optimizer_state = None if sharding.shards_optimizer else sharding.optimizer_state(model, optimizer)
+    shards = None
+    if sharding.shards_optimizer:
+        mine = shard_folder(tmp, sharding) / shard_name(accelerator.process_index)
+        torch.save(sharding.local_optimizer_state(model, optimizer), mine)
+        shards = sharding.gather(file_sha256(mine))
     rngs = sharding.gather(_rng_state())
     if accelerator.is_main_process:
         save_file(weights, str(tmp / WEIGHTS))
@@ -110,14 +118,28 @@ def save_checkpoint(
             torch.save(rng, tmp / f"rng-{rank}.pt")
         (tmp / STATE).write_text(json.dumps(state, indent=2))
     faults.point("checkpoint.write")
-    _commit(tmp, target, accelerator)
+    _commit(tmp, target, accelerator, sharding, shards)
+
+
+def shard_name(rank: int) -> str:
+    return f"optimizer-{rank}.pt"
+
+
+def shard_folder(checkpoint: Path, sharding: Sharding) -> Path:
+    """Where this process's optimizer shard of `checkpoint` (a path in the run folder) lives: that path on
+    the main machine; on another machine, the same checkpoint's folder in this machine's cache (so the
+    run folder exists on one machine only)."""
+    if sharding.node == 0:
+        return checkpoint
+    return cache_dir() / "checkpoint-shards" / checkpoint.parent.parent.name / checkpoint.name
 
 
 def load_checkpoint(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, accelerator: Accelerator,
     sharding: Sharding,
 ) -> dict[str, Any]:
-    """Restore a checkpoint into every process; the main process reads the files."""
+    """Restore a checkpoint into every process; the main process reads the files, and each process its
+    own optimizer shard (checked against the manifest's sha256)."""
     load_trainable(model, path, sharding)
 
     def read() -> dict[str, Any]:
@@ -128,18 +150,39 @@ def load_checkpoint(
         if missing:
             raise RuntimeError(f"checkpoint {path} was written by another number of processes (no {missing[0]}); "
                                "resume it with as many processes as it was trained with")
+        manifest = json.loads((path / MANIFEST).read_text()) if (path / MANIFEST).is_file() else {}
         return {**saved, "rngs": [torch.load(p, weights_only=True) for p in rngs],
-                "state": json.loads((path / STATE).read_text())}
+                "state": json.loads((path / STATE).read_text()), "shards": manifest.get("shards")}
 
     saved = main_reads(sharding, read)
     main = accelerator.is_main_process
-    sharding.load_optimizer(model, optimizer, saved["optimizer"] if main else None)
+    if sharding.shards_optimizer:
+        expected = sharding.from_main(saved["shards"] if main else None)
+        local = _read_shard(shard_folder(path, sharding) / shard_name(accelerator.process_index), expected,
+                            accelerator.process_index)
+        problems = sharding.gather(local if isinstance(local, str) else None)
+        problem = sharding.from_main(next((p for p in problems or [] if p), None) if main else None)
+        if problem:
+            raise RuntimeError(problem)
+        sharding.load_local_optimizer(model, optimizer, local)
+    else:
+        sharding.load_optimizer(model, optimizer, saved["optimizer"] if main else None)
     scheduler.load_state_dict(sharding.from_main(saved["scheduler"] if main else None))
     rng = sharding.scatter(saved["rngs"] if main else None)
     torch.set_rng_state(rng["cpu"])
     if torch.cuda.is_available() and rng.get("cuda"):
         torch.cuda.set_rng_state_all(rng["cuda"])
     return sharding.from_main(saved["state"] if main else None)
+
+
+def _read_shard(path: Path, expected: list[str] | None, rank: int) -> dict[str, Any] | str:
+    """This process's optimizer shard, or what is wrong with it (a string, raised on every process)."""
+    if not path.is_file():
+        return (f"process {rank}'s optimizer shard {path} is missing: resume on the same machines with as many "
+                "processes as the run was trained with")
+    if expected is None or len(expected) <= rank or file_sha256(path) != expected[rank]:
+        return f"process {rank}'s optimizer shard {path} does not match the checkpoint's manifest (damaged)"
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def main_reads(sharding: Sharding, read: Callable[[], Any]) -> Any:
@@ -194,8 +237,15 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
-def prune_checkpoints(directory: Path, keep: int) -> None:
-    steps = sorted(directory.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+def prune_checkpoints(directory: Path, keep: int, accelerator: Accelerator | None = None,
+                      sharding: Sharding | None = None) -> None:
+    """Keep the newest `keep` checkpoints: the main process in the run folder, the first process of
+    every other machine among its shard folders."""
+    if accelerator is not None and not accelerator.is_main_process:
+        if not _keeps_shards_here(accelerator, sharding):
+            return
+        directory = shard_folder(directory / "x", sharding).parent
+    steps = sorted(directory.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if directory.exists() else []
     for old in steps[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -207,30 +257,55 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
-def _write_manifest(folder: Path) -> None:
+def _write_manifest(folder: Path, shards: list[str] | None = None) -> None:
+    """Every file of the folder with its sha256, and every process's optimizer shard (some may live on
+    other machines) in rank order."""
     files = {f.name: file_sha256(f) for f in sorted(folder.iterdir()) if f.is_file() and f.name != MANIFEST}
-    (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=2))
+    record: dict[str, Any] = {"files": files}
+    if shards is not None:
+        record["shards"] = shards
+    (folder / MANIFEST).write_text(json.dumps(record, indent=2))
 
 
-def _begin(target: Path, accelerator: Accelerator) -> Path:
+def _begin(target: Path, accelerator: Accelerator, sharding: Sharding | None = None) -> Path:
+    """The checkpoint's temporary folder, made fresh by the main process (and, for optimizer shards, by
+    the first process of every other machine in its cache)."""
     tmp = target.parent / f".tmp-{target.name}"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+    elif _keeps_shards_here(accelerator, sharding):
+        local = shard_folder(tmp, sharding)
+        shutil.rmtree(local, ignore_errors=True)
+        local.mkdir(parents=True)
     accelerator.wait_for_everyone()
     return tmp
 
 
-def _commit(tmp: Path, target: Path, accelerator: Accelerator) -> None:
+def _keeps_shards_here(accelerator: Accelerator, sharding: Sharding | None) -> bool:
+    """True for the process that places this machine's shard folder: the first of a machine other than
+    the main one."""
+    return (sharding is not None and sharding.shards_optimizer and sharding.node != 0
+            and accelerator.is_local_main_process)
+
+
+def _commit(tmp: Path, target: Path, accelerator: Accelerator, sharding: Sharding | None = None,
+            shards: list[str] | None = None) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _write_manifest(tmp)
-        if target.exists():
-            old = target.parent / f".old-{target.name}"
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
+        _write_manifest(tmp, shards)
+        _replace(tmp, target)
+    elif _keeps_shards_here(accelerator, sharding):
+        _replace(shard_folder(tmp, sharding), shard_folder(target, sharding))
     accelerator.wait_for_everyone()
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    if target.exists():
+        old = target.parent / f".old-{target.name}"
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(target)

@@ -179,6 +179,8 @@ class Trainer:
                       "peak_device": self.flop_meter.peak_device,
                       # what sharding saves shows here: each process's high-water mark, in rank order
                       "peak_rss_mb": self.sharding.gather(peak_rss_mb())}
+        if self.accelerator.device.type == "cuda":
+            throughput["peak_gpu_mb"] = self.sharding.gather(round(torch.cuda.max_memory_allocated() / 2**20, 1))
         return FitResult(state.step, epochs_done, best, state.stopped_early, state.train_seconds,
                          state.eval_seconds, state.checkpoint_seconds, self.history, state.flops, throughput)
 
@@ -325,8 +327,8 @@ class Trainer:
         state = {"loop": vars(self.state).copy()}
         ckpt.save_checkpoint(target, self.unwrapped, self.optimizer, self.scheduler, state, self.accelerator,
                              self.sharding)
-        if self.accelerator.is_main_process:
-            ckpt.prune_checkpoints(self._checkpoint_dir(), self.config.train.keep_checkpoints)
+        ckpt.prune_checkpoints(self._checkpoint_dir(), self.config.train.keep_checkpoints, self.accelerator,
+                               self.sharding)
         self.state.checkpoint_seconds += time.perf_counter() - started
 
     # ---- helpers --------------------------------------------------------------------------

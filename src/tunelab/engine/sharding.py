@@ -2,13 +2,15 @@
 trainable weights, optimizer state and RNG reach the main process for a checkpoint, and how a
 checkpoint read there reaches every process again.
 
-Only the main process reads or writes the run folder; every other process sends and receives its
-part through the process group (torch.distributed's state-dict API for FSDP2, gather/scatter of each
-rank's ZeRO partition for DeepSpeed), so several machines need no shared filesystem.
+Only the main process reads or writes the run folder's weights and loop state; every other process
+sends and receives its part through the process group (torch.distributed's state-dict API for FSDP2),
+so several machines need no shared filesystem. Optimizer state that is already sharded (FSDP2,
+ZeRO) is never gathered: each process writes its own shard on its own machine.
 """
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -25,6 +27,9 @@ class Sharding:
     """The replicated case: every process holds the same weights and optimizer state."""
 
     sharded_forward = False  # True when a forward pass needs every process (parameters are sharded)
+    # True when each process holds only its part of the optimizer state: each then writes its own
+    # checkpoint shard (engine/checkpoint.py) instead of gathering the whole state to one process
+    shards_optimizer = False
 
     def __init__(self, accelerator: Accelerator) -> None:
         self.accelerator = accelerator
@@ -52,6 +57,18 @@ class Sharding:
 
     def load_optimizer(self, model: nn.Module, optimizer: Any, saved: Any) -> None:
         optimizer.load_state_dict(self.from_main(saved))
+
+    def local_optimizer_state(self, model: nn.Module, optimizer: Any) -> dict[str, Any]:
+        """This process's part of the optimizer state, as plain tensors (shards_optimizer strategies)."""
+        raise NotImplementedError
+
+    def load_local_optimizer(self, model: nn.Module, optimizer: Any, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    @property
+    def node(self) -> int:
+        """This machine's rank among the launch's machines (torchrun's GROUP_RANK; 0 holds the run folder)."""
+        return int(os.environ.get("GROUP_RANK", "0"))
 
     # -- the update ---------------------------------------------------------------------------
     def backward(self, loss: torch.Tensor, boundary: bool) -> None:
@@ -102,10 +119,35 @@ class Sharding:
 
 
 class FsdpSharding(Sharding):
-    """FSDP2: parameters and optimizer state are DTensor shards; torch's state-dict API gathers them to
-    the main process (full_state_dict, cpu_offload) and scatters them back (broadcast_from_rank0)."""
+    """FSDP2: parameters and optimizer state are DTensor shards. Trainable weights are gathered to the
+    main process (torch's state-dict API, broadcast_from_rank0 on the way back); each process keeps
+    its own shard of the optimizer state in a checkpoint of its own."""
 
     sharded_forward = True
+    shards_optimizer = True
+
+    def local_optimizer_state(self, model: nn.Module, optimizer: Any) -> dict[str, Any]:
+        from torch.distributed.tensor import DTensor
+
+        state = _inner(optimizer).state_dict()
+        return {**state, "state": {index: {k: v.to_local() if isinstance(v, DTensor) else v for k, v in entry.items()}
+                                   for index, entry in state["state"].items()}}
+
+    def load_local_optimizer(self, model: nn.Module, optimizer: Any, state: dict[str, Any]) -> None:
+        from torch.distributed.tensor import DTensor
+
+        inner = _inner(optimizer)
+        params = [p for group in inner.param_groups for p in group["params"]]
+        restored = {}
+        for index, entry in state["state"].items():
+            param = params[int(index)]
+            # moments have the parameter's local shape; the step counter stays a plain scalar tensor
+            # (uneven shards: the global shape and stride must be given, from_local would guess them)
+            restored[index] = {k: DTensor.from_local(v, param.device_mesh, param.placements, run_check=False,
+                                                     shape=param.shape, stride=param.stride())
+                               if isinstance(param, DTensor) and v.shape == param.to_local().shape and v.dim() else v
+                               for k, v in entry.items()}
+        inner.load_state_dict({**state, "state": restored})
 
     def trainable_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
         from torch.distributed.tensor import DTensor
@@ -128,37 +170,24 @@ class FsdpSharding(Sharding):
         state = saved if self.main else {n: torch.empty(0) for n in names}
         set_model_state_dict(model, state, options=options)
 
-    def optimizer_state(self, model: nn.Module, optimizer: Any) -> Any:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        state = get_optimizer_state_dict(model, _inner(optimizer), options=options)
-        return state if self.main else None
-
-    def load_optimizer(self, model: nn.Module, optimizer: Any, saved: Any) -> None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-        set_optimizer_state_dict(model, _inner(optimizer), saved if self.main else {}, options=options)
-
 
 class DeepSpeedSharding(Sharding):
     """DeepSpeed ZeRO stage 1/2 owns the optimizer step (at the accumulation boundary the loop marks),
-    gradient averaging and clipping; parameters stay whole on every process, and each rank's partition
-    of the optimizer state is gathered to the main process for a checkpoint. (Stage 3 is refused by
-    engine/accel.py check_distributed.)"""
+    gradient averaging and clipping; parameters stay whole on every process, and each rank writes its
+    own partition of the optimizer state. (Stage 3 is refused by engine/accel.py check_distributed.)"""
 
     def __init__(self, accelerator: Accelerator) -> None:
         super().__init__(accelerator)
         self.engine = accelerator.deepspeed_engine_wrapped.engine
 
-    def optimizer_state(self, model: nn.Module, optimizer: Any) -> Any:
-        return self.gather(_plain_zero_state(self.engine.optimizer.state_dict()))
+    shards_optimizer = True
 
-    def load_optimizer(self, model: nn.Module, optimizer: Any, saved: Any) -> None:
-        mine = self.scatter(saved)
-        slots = [None] * self.world
-        slots[self.accelerator.process_index] = mine
+    def local_optimizer_state(self, model: nn.Module, optimizer: Any) -> dict[str, Any]:
+        return _plain_zero_state(self.engine.optimizer.state_dict())
+
+    def load_local_optimizer(self, model: nn.Module, optimizer: Any, state: dict[str, Any]) -> None:
+        slots: list[Any] = [None] * self.world  # DeepSpeed reads the slot of this rank only
+        slots[self.accelerator.process_index] = state
         self.engine.optimizer.load_state_dict(slots, load_optimizer_states=True, load_from_fp32_weights=True)
 
     def backward(self, loss: torch.Tensor, boundary: bool) -> None:
