@@ -219,3 +219,18 @@ def test_machines_with_different_configs_are_refused(make_config, tmp_path):
         assert "the launched processes read different configs" in result.stderr, f"node {node}: {result.stderr[-2000:]}"
     assert not any((tmp_path / f"node-{n}" / "runs").exists() and any((tmp_path / f"node-{n}" / "runs").iterdir())
                    for n in results)
+
+
+@pytest.mark.slow
+def test_ray_train_workers_match_one_process(make_config, tmp_path):
+    """`tunelab launch --backend ray -n 2`: Ray Train's TorchTrainer places two workers on a local Ray,
+    forms their gloo group and sets their ranks; worker 0 writes the run folder, which equals 1 process."""
+    path = make_config("ray", train=CLASSIFIER, model={"dropout": 0.0})
+    single = train(load_config(path, ["output.name=single"]))
+    result = subprocess.run([sys.executable, "-m", "tunelab", "--quiet", "launch", "--backend", "ray", "-n", "2",
+                             "--ray-storage", str(tmp_path / "ray"), "train", str(path), "output.name=onray"],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(single.run.path.parent, "onray")
+    assert json.loads((run / "run.json").read_text())["processes"] == 2
+    assert losses(run) == pytest.approx(losses(single.run.path), rel=1e-5, abs=1e-6)

@@ -20,20 +20,36 @@ def launch(
                                                    "a free port), the same on every machine.")] = None,
     node_rank: Annotated[int | None, typer.Option(help="This machine's rank (0 holds the run folder); default: "
                                                   "ranked as the machines join.")] = None,
+    backend: Annotated[str, typer.Option(help="torchrun (this machine's share; run it on every machine) or ray "
+                                         "(Ray Train places -n workers on the cluster).")] = "torchrun",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="ray: the cluster; default: a local "
+                                                    "instance.")] = None,
+    worker_cpus: Annotated[int, typer.Option("--worker-cpus", min=1, help="ray: CPUs (torch threads) per "
+                                             "worker.")] = 1,
+    worker_gpus: Annotated[float, typer.Option("--worker-gpus", min=0, help="ray: GPUs per worker.")] = 0.0,
+    ray_storage: Annotated[str | None, typer.Option("--ray-storage", help="ray: where Ray Train keeps its run "
+                                                    "state; default: the tunelab cache.")] = None,
 ) -> None:
-    """Run `tunelab ARGS` (train CONFIG.yaml ...) on N processes per machine: torchrun, c10d rendezvous.
+    """Run `tunelab ARGS` (train CONFIG.yaml ...) on N processes per machine: torchrun, c10d rendezvous;
+    or on N Ray Train workers (--backend ray).
 
     Only the process of rank 0 writes the run folder; other machines need their own copy of the config
     and data at the same relative paths, and no shared filesystem (docs/scaling.md)."""
     import torch
 
-    from tunelab.errors import TunelabError
-    from tunelab.recipes.launch import LaunchPlan, torchrun_command
+    from tunelab.errors import ConfigError, TunelabError
+    from tunelab.recipes.launch import LaunchPlan, ray_launch, torchrun_command
 
     if not ctx.args:
         raise TunelabError("no command to launch", fix="tunelab launch -n 2 train CONFIG.yaml [key=value ...]")
     count = processes or (torch.cuda.device_count() or 2)
     flags = [f for f, on in (("--debug", STATE["debug"]), ("--quiet", STATE["quiet"])) if on]
+    if backend == "ray":
+        ray_launch([*flags, *ctx.args], count, address=ray_address, cpus=worker_cpus, gpus=worker_gpus,
+                   storage=ray_storage)
+        return
+    if backend != "torchrun":
+        raise ConfigError(f"--backend {backend!r} is not a launcher", fix="use torchrun or ray")
     plan = LaunchPlan(processes=count, nodes=nodes, rendezvous=rendezvous, node_rank=node_rank)
     command = torchrun_command(plan, [*flags, *ctx.args])
     env = dict(os.environ)

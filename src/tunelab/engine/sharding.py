@@ -67,8 +67,9 @@ class Sharding:
 
     @property
     def node(self) -> int:
-        """This machine's rank among the launch's machines (torchrun's GROUP_RANK; 0 holds the run folder)."""
-        return int(os.environ.get("GROUP_RANK", "0"))
+        """This machine's rank among the launch's machines (torchrun's GROUP_RANK, Ray Train's NODE_RANK;
+        0 holds the run folder)."""
+        return int(os.environ.get("GROUP_RANK") or os.environ.get("NODE_RANK") or 0)
 
     # -- the update ---------------------------------------------------------------------------
     def backward(self, loss: torch.Tensor, boundary: bool) -> None:

@@ -1,5 +1,6 @@
 """The command lines that start tunelab on several processes: torchrun for `tunelab launch` (one
-machine or several, c10d rendezvous), `accelerate launch` for server jobs that ask for processes.
+machine or several, c10d rendezvous), Ray Train's TorchTrainer for `tunelab launch --backend ray`,
+`accelerate launch` for server jobs that ask for processes.
 
 tunelab writes no launcher of its own: these are the engines users already run on their clusters, and
 each process finds its rank, the world size and the rendezvous in the environment they set.
@@ -7,6 +8,7 @@ each process finds its rank, the world size and the rendezvous in the environmen
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -60,3 +62,60 @@ def accelerate_command(processes: int, port: int, args: list[str]) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
             "--main_process_port", str(port), "-m", "tunelab", *args]
+
+
+def ray_launch(args: list[str], workers: int, *, address: str | None = None, cpus: int = 1, gpus: float = 0.0,
+               storage: str | None = None) -> None:
+    """Run `tunelab ARGS` on `workers` Ray Train workers (TorchTrainer): Ray places the workers, forms
+    the process group (gloo, or nccl with GPUs) and sets each one's rank; tunelab runs in each as under
+    torchrun. The run folder is written by worker 0, in its working directory (the driver's, which a
+    cluster's nodes must have at the same path, as with several machines: docs/scaling.md)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from tunelab.errors import TrainingError
+    from tunelab.paths import cache_dir
+    from tunelab.sweep.ray_backend import start_ray
+
+    if workers < 1:
+        raise ConfigError("--processes must be at least 1")
+    import ray
+
+    started = start_ray(address)
+    try:
+        resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+        trainer = TorchTrainer(
+            _ray_worker, train_loop_config={"args": args, "cwd": os.getcwd(), "threads": cpus},
+            torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
+            run_config=RunConfig(name=f"tunelab-{os.getpid()}", storage_path=storage or str(cache_dir() / "ray-train")),
+        )
+        try:
+            trainer.fit()
+        except Exception as err:  # Ray wraps the worker's error (a traceback) in its own
+            raise TrainingError(f"the Ray Train workers failed: {_last_error_line(err)}") from None
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_worker(settings: dict) -> None:
+    """One Ray Train worker: the driver's working directory, its thread budget, then the tunelab command."""
+    import torch
+    import typer
+
+    from tunelab.cli.main import app
+    from tunelab.errors import TunelabError
+
+    os.chdir(settings["cwd"])
+    torch.set_num_threads(settings["threads"])
+    try:
+        typer.main.get_command(app).main(args=settings["args"], prog_name="tunelab", standalone_mode=False)
+    except TunelabError as err:
+        raise RuntimeError(str(err)) from None
+
+
+def _last_error_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if line.startswith("RuntimeError: ")]
+    return named[-1][len("RuntimeError: "):] if named else (lines[-1] if lines else type(err).__name__)
