@@ -41,7 +41,8 @@ def launch(*args: str, processes: int = 2, env: dict[str, str] | None = None,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
-def launch_two(path: Path, name: str, *overrides: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def launch_two(path: Path, name: str, *overrides: str,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return launch("train", str(path), f"output.name={name}", *overrides, env=env)
 
 
@@ -154,7 +155,8 @@ def test_sharded_run_resumes_bit_exact_after_a_kill(make_config, strategy):
 
 
 # ---- several machines without a shared filesystem -------------------------------------------------
-def launch_nodes(tmp_path: Path, config: Path, overrides: dict[str, list[str]]) -> dict[str, subprocess.CompletedProcess]:
+def launch_nodes(tmp_path: Path, config: Path,
+                 overrides: dict[str, list[str]]) -> dict[str, subprocess.CompletedProcess]:
     """`tunelab launch --nodes 2` from two working directories, each with its own copy of the config and
     data and its own cache: two machines that share nothing but the rendezvous address."""
     body = yaml.safe_load(config.read_text())

@@ -252,7 +252,8 @@ def test_a_job_asking_for_two_processes_equals_the_one_process_job(workspace: Wo
             done = _wait_finished(client, job["id"], tokens["viewer"])
             log = client.get(f"/v1/jobs/{job['id']}/log", headers=_auth(tokens["viewer"])).text
             assert done["status"] == "succeeded", log[-3000:]
-            run = json.loads((queue.job_folder(workspace, job["id"]) / "runs" / done["run_id"] / "run.json").read_text())
+            folder = queue.job_folder(workspace, job["id"]) / "runs" / done["run_id"]
+            run = json.loads((folder / "run.json").read_text())
             curve = client.get(f"/v1/runs/{done['run_id']}/metrics", headers=_auth(tokens["viewer"])).json()
             results[job["id"]] = (run, [m["loss"] for m in curve if "loss" in m and "split" not in m])
     (run_one, curve_one), (run_two, curve_two) = results.values()

@@ -206,6 +206,10 @@ def check_distributed(config: Config) -> None:
         if dist.deepspeed.offload_params and dist.deepspeed.stage != 3:
             raise ConfigError(f"distributed.deepspeed.offload_params needs stage 3 (it is {dist.deepspeed.stage})",
                               fix="set distributed.deepspeed.stage: 3, or offload_params: false")
+    if dist.strategy == "fsdp" and config.train.l2_sp:
+        raise ConfigError("train.l2_sp cannot run under distributed.strategy fsdp: it anchors the parameters "
+                          "before FSDP2 replaces them with their shards", fix="set train.l2_sp: 0, or use "
+                          "distributed.strategy: ddp")
     if dist.strategy == "fsdp" and dist.fsdp.activation_checkpointing and config.train.gradient_checkpointing:
         raise ConfigError("train.gradient_checkpointing and distributed.fsdp.activation_checkpointing both "
                           "recompute activations", fix="keep one: distributed.fsdp.activation_checkpointing "

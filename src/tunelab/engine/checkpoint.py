@@ -2,8 +2,10 @@
 
 A checkpoint holds what is needed to continue to the very same weights as an uninterrupted run:
 the trainable parameters, optimizer and scheduler state, each process's RNG state and the loop
-position. Only the main process touches the folder: under FSDP2 and DeepSpeed the other processes send
-their shards through the process group (engine/sharding.py), so machines need no shared path. It is assembled in `.tmp-step-N/` and renamed into place only when complete, so a crash
+position. The main process writes the weights (gathered from the others under FSDP2), the loop
+state and every process's RNG (sent to it); under FSDP2 and ZeRO each process also writes its own
+optimizer shard, on its own machine (engine/sharding.py), so machines need no shared path. It is
+assembled in `.tmp-step-N/` and renamed into place only when complete, so a crash
 while writing leaves the previous checkpoint untouched. Its `manifest.json` holds every file's sha256:
 resume verifies it and falls back to the newest intact checkpoint when a later one was damaged on disk.
 """

@@ -30,8 +30,8 @@ from tunelab.engine.hardware import measured_peak
 from tunelab.engine.memory import peak_rss_mb, release_free_heap
 from tunelab.engine.optim import build_optimizer, build_scheduler
 from tunelab.engine.regularize import L2SP
-from tunelab.engine.sharding import sharding_for
 from tunelab.engine.reporting import Reporter, SilentReporter
+from tunelab.engine.sharding import sharding_for
 from tunelab.errors import TrainingError
 
 if TYPE_CHECKING:

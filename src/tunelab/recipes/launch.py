@@ -37,7 +37,8 @@ class LaunchPlan:
             raise ConfigError(f"--nodes {self.nodes} needs --rendezvous HOST:PORT",
                               fix="name one machine's address and a free port, the same on every machine")
         if self.rendezvous is not None and not _ENDPOINT.match(self.rendezvous):
-            raise ConfigError(f"--rendezvous {self.rendezvous!r} is not HOST:PORT", fix="e.g. --rendezvous 10.0.0.1:29500")
+            raise ConfigError(f"--rendezvous {self.rendezvous!r} is not HOST:PORT",
+                              fix="e.g. --rendezvous 10.0.0.1:29500")
         if self.node_rank is not None and not 0 <= self.node_rank < self.nodes:
             raise ConfigError(f"--node-rank {self.node_rank} is outside 0..{self.nodes - 1}")
 
