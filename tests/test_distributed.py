@@ -155,30 +155,44 @@ def test_sharded_run_resumes_bit_exact_after_a_kill(make_config, strategy):
 
 
 # ---- several machines without a shared filesystem -------------------------------------------------
-def launch_nodes(tmp_path: Path, config: Path,
-                 overrides: dict[str, list[str]]) -> dict[str, subprocess.CompletedProcess]:
-    """`tunelab launch --nodes 2` from two working directories, each with its own copy of the config and
-    data and its own cache: two machines that share nothing but the rendezvous address."""
+def machine_homes(tmp_path: Path, config: Path) -> dict[str, Path]:
+    """Two working directories, each with its own copy of the config (job.yaml) and data."""
     body = yaml.safe_load(config.read_text())
-    endpoint = f"127.0.0.1:{free_port()}"
-    started = {}
+    homes = {}
     for node in ("a", "b"):
-        home = tmp_path / f"node-{node}"
+        home = homes[node] = tmp_path / f"node-{node}"
         home.mkdir()
-        for split, source in body["data"].items():
+        for source in body["data"].values():
             (home / Path(source).name).write_bytes(Path(source).read_bytes())
         local = {**body, "data": {s: Path(p).name for s, p in body["data"].items()}, "output": {"dir": "runs"}}
         (home / "job.yaml").write_text(yaml.safe_dump(local))
+    return homes
+
+
+def launch_machines(tmp_path: Path, args: dict[str, list[str]],
+                    env: dict[str, str] | None = None) -> dict[str, subprocess.CompletedProcess]:
+    """`tunelab launch --nodes 2 ARGS` from each machine's working directory with its own cache: two
+    machines that share nothing but the rendezvous address."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    started = {}
+    for node, node_args in args.items():
         command = [sys.executable, "-m", "tunelab", "--quiet", "launch", "-n", "1", "--nodes", "2",
-                   "--rendezvous", endpoint, "train", "job.yaml", "output.name=two", *overrides[node]]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TUNELAB_CACHE": str(tmp_path / f"cache-{node}")}
-        started[node] = subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         text=True)
+                   "--rendezvous", endpoint, *node_args]
+        node_env = {**os.environ, "OMP_NUM_THREADS": "1", "TUNELAB_CACHE": str(tmp_path / f"cache-{node}"),
+                    **(env or {})}
+        started[node] = subprocess.Popen(command, cwd=tmp_path / f"node-{node}", env=node_env,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = {}
     for node, process in started.items():
         out, err = process.communicate(timeout=300)
         results[node] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
     return results
+
+
+def launch_nodes(tmp_path: Path, config: Path,
+                 overrides: dict[str, list[str]]) -> dict[str, subprocess.CompletedProcess]:
+    machine_homes(tmp_path, config)
+    return launch_machines(tmp_path, {n: ["train", "job.yaml", "output.name=two", *o] for n, o in overrides.items()})
 
 
 @pytest.mark.slow
@@ -236,3 +250,54 @@ def test_ray_train_workers_match_one_process(make_config, tmp_path):
     run = only_run(single.run.path.parent, "onray")
     assert json.loads((run / "run.json").read_text())["processes"] == 2
     assert losses(run) == pytest.approx(losses(single.run.path), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_two_machines_resume_after_a_kill_from_their_own_shards(make_config, tmp_path):
+    """Both machines are killed while the second checkpoint is written. The machine of rank 0 resumes
+    from its run folder; the other needs only a copy of the run's config.yaml, and reads its optimizer
+    shard from its own cache: the result is bit-identical to an uninterrupted two-machine run."""
+    body = {"max_steps": 6, "batch_size": 8, "checkpoint_every": 2, "learning_rate": 1e-2}
+    path = make_config("resume-nodes", train=body, model={"dropout": 0.1})
+    homes = machine_homes(tmp_path, path)
+    fsdp = ["train", "job.yaml", "distributed.strategy=fsdp"]
+    whole = launch_machines(tmp_path, {n: [*fsdp, "output.name=whole"] for n in homes})
+    assert all(r.returncode == 0 for r in whole.values()), whole["a"].stderr[-3000:]
+    crashed = launch_machines(tmp_path, {n: [*fsdp, "output.name=crashed"] for n in homes},
+                              env={"TUNELAB_FAULT": "checkpoint.write@2"})
+    assert all(r.returncode != 0 for r in crashed.values())
+    holder = next(n for n, home in homes.items() if any((home / "runs").glob("crashed-*")))
+    other = next(n for n in homes if n != holder)
+    broken = only_run(homes[holder] / "runs", "crashed")
+    copy = homes[other] / "runs" / broken.name
+    copy.mkdir(parents=True)
+    (copy / "config.yaml").write_bytes((broken / "config.yaml").read_bytes())
+    # the run folder's machine must get rank 0 again: pinned with --node-rank (c10d ranks as machines join)
+    ranks = {holder: "0", other: "1"}
+    resumed = launch_machines(tmp_path, {n: ["--node-rank", ranks[n], "train", "--resume", f"runs/{broken.name}"]
+                                         for n in homes})
+    assert all(r.returncode == 0 for r in resumed.values()), resumed[holder].stderr[-3000:]
+    assert sorted(p.name for p in copy.iterdir()) == ["config.yaml"]  # still nothing written there
+    reference = next(run for home in homes.values() for run in home.glob("runs/whole-*"))
+    assert losses(broken) == losses(reference)
+    assert bit_equal(broken / "model" / "model.safetensors", reference / "model" / "model.safetensors")
+
+
+def test_launch_builds_torchrun_commands_and_refuses_incomplete_plans():
+    """`tunelab launch`'s torchrun line: standalone on one machine, c10d across machines, static with a
+    pinned --node-rank; a plan that cannot meet is refused with the flag to set."""
+    from tunelab.errors import ConfigError
+    from tunelab.recipes.launch import LaunchPlan, torchrun_command
+
+    one = torchrun_command(LaunchPlan(processes=4), ["train", "job.yaml"])
+    assert one[1:] == ["-m", "torch.distributed.run", "--nproc_per_node", "4", "--nnodes", "1", "--standalone",
+                       "-m", "tunelab", "train", "job.yaml"]
+    joined = torchrun_command(LaunchPlan(processes=8, nodes=2, rendezvous="10.0.0.1:29500"), ["train", "j.yaml"])
+    assert joined[joined.index("--rdzv_backend") + 1] == "c10d" and "10.0.0.1:29500" in joined
+    pinned = torchrun_command(LaunchPlan(processes=8, nodes=2, rendezvous="[fe80::1]:29500", node_rank=1), ["x"])
+    assert pinned[pinned.index("--node_rank") + 1] == "1" and pinned[pinned.index("--master_addr") + 1] == "fe80::1"
+    for plan, message in [(LaunchPlan(nodes=2), "--nodes 2 needs --rendezvous"),
+                          (LaunchPlan(nodes=2, rendezvous="head"), "is not HOST:PORT"),
+                          (LaunchPlan(nodes=2, rendezvous="head:1", node_rank=2), "--node-rank 2 is outside 0..1")]:
+        with pytest.raises(ConfigError, match=message):
+            torchrun_command(plan, ["train"])
