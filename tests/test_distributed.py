@@ -98,10 +98,12 @@ CLASSIFIER = {"max_steps": 8, "batch_size": 5, "gradient_accumulation_steps": 2,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed-1", "deepspeed-2"])
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed-1", "deepspeed-2", "deepspeed-3"])
 def test_sharded_classifier_matches_one_process(make_config, strategy):
     """The loss normalisation holds under sharding: FSDP2 reduce-scatters and DeepSpeed ZeRO reduces
-    the same gradient DDP would, and the final model is gathered into one ordinary folder."""
+    the same gradient DDP would, and the final model is gathered into one ordinary folder. (ZeRO-3
+    re-flattens and partitions the parameters for its optimizer: its float32 noise is larger, 3e-5 of
+    the loss after 8 steps at learning rate 1e-2.)"""
     path = make_config("shard", train=CLASSIFIER, model={"dropout": 0.0})
     single = train(load_config(path, ["output.name=single"]))
     name, _, stage = strategy.partition("-")
@@ -111,38 +113,53 @@ def test_sharded_classifier_matches_one_process(make_config, strategy):
     run = only_run(single.run.path.parent, "sharded")
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "succeeded" and record["processes"] == 2 and record["distributed"] == name
-    assert losses(run) == pytest.approx(losses(single.run.path), rel=1e-5, abs=1e-6)
+    tolerance = 1e-4 if stage == "3" else 1e-5
+    assert losses(run) == pytest.approx(losses(single.run.path), rel=tolerance, abs=1e-6)
     # 8 steps at learning rate 1e-2: float32 reduction-order noise grows to ~1e-5 in the weights
-    assert max_difference(run / "model" / "model.safetensors", single.run.path / "model" / "model.safetensors") < 1e-4
+    weights = max_difference(run / "model" / "model.safetensors", single.run.path / "model" / "model.safetensors")
+    assert weights < 10 * tolerance
 
 
 @pytest.mark.slow
-def test_fsdp_lora_causal_lm_matches_one_process(lm_config):
-    """LoRA on a sharded causal LM: trainable adapters inside FSDP2 units, held-out generation run by
-    both processes in lockstep (every forward pass gathers parameters)."""
-    path = lm_config("fsdp-lm", train={"max_steps": 4, "batch_size": 3}, eval={"base": False, "generate_samples": 2})
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed-3"])
+def test_sharded_lora_causal_lm_matches_one_process(lm_config, strategy):
+    """LoRA on a causal LM with sharded parameters (FSDP2 units, ZeRO-3 partitions): held-out
+    generation runs on both processes in lockstep (every forward pass gathers parameters).
+
+    Under ZeRO-3 transformers loads the model inside `zero.Init`, which draws from the RNG differently,
+    so LoRA's A matrices start from other (equally random) values than in one process: its first loss
+    is the same starting model's (B is zero), the curve after it is not comparable step by step."""
+    path = lm_config("shard-lm", train={"max_steps": 4, "batch_size": 3}, eval={"base": False, "generate_samples": 2})
     single = train(load_config(path, ["output.name=single"]))
-    result = launch_two(path, "sharded", "distributed.strategy=fsdp")
+    name, _, stage = strategy.partition("-")
+    result = launch_two(path, "sharded", f"distributed.strategy={name}",
+                        *([f"distributed.deepspeed.stage={stage}"] if stage else []))
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(single.run.path.parent, "sharded")
-    assert losses(run) == pytest.approx(losses(single.run.path), rel=1e-5, abs=1e-6)
     adapter = "adapter/adapter_model.safetensors"
-    assert max_difference(run / adapter, single.run.path / adapter) < 1e-5
+    if stage == "3":
+        assert losses(run)[0] == pytest.approx(losses(single.run.path)[0], rel=1e-6)
+        assert losses(run)[-1] < losses(run)[0]
+        assert load_file(run / adapter).keys() == load_file(single.run.path / adapter).keys()
+    else:
+        assert losses(run) == pytest.approx(losses(single.run.path), rel=1e-5, abs=1e-6)
+        assert max_difference(run / adapter, single.run.path / adapter) < 1e-5
     assert len((run / "generations.jsonl").read_text().splitlines()) == 2
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed"])
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed-2", "deepspeed-3"])
 def test_sharded_run_resumes_bit_exact_after_a_kill(make_config, strategy):
     """Both processes are SIGKILLed while the second checkpoint (step 4 of 12 in the epoch) is being
     written; the resumed run reads step 2, which only the main process wrote, and sends each process
     its shard of the optimizer state and its RNG: the same losses and bit-identical weights."""
     body = {"max_steps": 6, "batch_size": 8, "checkpoint_every": 2, "keep_checkpoints": 2, "learning_rate": 1e-2}
     path = make_config("resume", train=body, model={"dropout": 0.1})
-    whole = launch_two(path, "whole", f"distributed.strategy={strategy}")
+    name, _, stage = strategy.partition("-")
+    chosen = [f"distributed.strategy={name}"] + ([f"distributed.deepspeed.stage={stage}"] if stage else [])
+    whole = launch_two(path, "whole", *chosen)
     assert whole.returncode == 0, whole.stderr[-3000:]
-    crashed = launch_two(path, "crashed", f"distributed.strategy={strategy}",
-                         env={"TUNELAB_FAULT": "checkpoint.write@2"})
+    crashed = launch_two(path, "crashed", *chosen, env={"TUNELAB_FAULT": "checkpoint.write@2"})
     assert crashed.returncode != 0
     parent = path.parent / "runs"
     broken = only_run(parent, "crashed")

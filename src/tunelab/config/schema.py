@@ -261,8 +261,8 @@ class DeepSpeedConfig(Section):
     """DeepSpeed ZeRO through Accelerate's plugin; DeepSpeed owns the optimizer step, gradient averaging
     and clipping (train.max_grad_norm becomes its gradient_clipping)."""
 
-    stage: Literal[1, 2, 3] = Field(2, description="ZeRO stage: 1 shards optimizer state, 2 also gradients "
-                                                   "(3, parameters too, is refused for now: use strategy fsdp).")
+    stage: Literal[1, 2, 3] = Field(2, description="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also "
+                                                   "parameters.")
     offload_optimizer: bool = Field(False, description="Optimizer state in CPU memory (ZeRO-Offload).")
     offload_params: bool = Field(False, description="Parameters in CPU memory between uses (stage 3 only).")
     config: str | dict | None = Field(

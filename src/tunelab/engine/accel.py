@@ -193,12 +193,6 @@ def check_distributed(config: Config) -> None:
         raise ConfigError(f"method qlora cannot run under {where}: its 4-bit base weights are not shardable here",
                           fix="use method lora (bf16 base) with the same strategy, or distributed.strategy: ddp")
     if dist.strategy == "deepspeed":
-        if dist.deepspeed.stage == 3:
-            # transformers builds every model under zero.Init once ZeRO-3 is configured, so the final
-            # model's copy on the main process alone would wait for the others forever
-            raise ConfigError("distributed.deepspeed.stage 3 is not supported yet",
-                              fix="use distributed.strategy: fsdp (FSDP2 shards parameters as ZeRO-3 does), or "
-                                  "deepspeed stage 1 or 2")
         if config.train.l2_sp:
             raise ConfigError("train.l2_sp cannot run under distributed.strategy deepspeed: DeepSpeed steps the "
                               "optimizer inside backward, where L2-SP would add its gradient",

@@ -65,6 +65,11 @@ class Sharding:
     def load_local_optimizer(self, model: nn.Module, optimizer: Any, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    @contextmanager
+    def building_plain(self) -> Iterator[None]:
+        """The context in which the main process builds an ordinary, unsharded copy of the model."""
+        yield
+
     @property
     def node(self) -> int:
         """This machine's rank among the launch's machines (torchrun's GROUP_RANK, Ray Train's NODE_RANK;
@@ -173,23 +178,40 @@ class FsdpSharding(Sharding):
 
 
 class DeepSpeedSharding(Sharding):
-    """DeepSpeed ZeRO stage 1/2 owns the optimizer step (at the accumulation boundary the loop marks),
-    gradient averaging and clipping; parameters stay whole on every process, and each rank writes its
-    own partition of the optimizer state. (Stage 3 is refused by engine/accel.py check_distributed.)"""
+    """DeepSpeed ZeRO owns the optimizer step (at the accumulation boundary the loop marks), gradient
+    averaging and clipping, and each rank writes its own partition of the optimizer state. Stage 1/2
+    keep parameters whole on every process; stage 3 partitions them too (every forward gathers them,
+    as under FSDP2), and the trainable weights are gathered with `GatheredParameters`."""
+
+    shards_optimizer = True
 
     def __init__(self, accelerator: Accelerator) -> None:
         super().__init__(accelerator)
         self.engine = accelerator.deepspeed_engine_wrapped.engine
+        self.sharded_forward = lockstep(accelerator)
 
-    shards_optimizer = True
+    def trainable_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        with self._gathered(model):
+            return {n: p.detach().to("cpu").clone() for n, p in model.named_parameters()
+                    if p.requires_grad} if self.main else {}
+
+    def load_tensors(self, model: nn.Module, saved: dict[str, torch.Tensor] | None) -> None:
+        saved = self.from_main(saved)
+        params = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        with self._gathered(model, modify=True), torch.no_grad():
+            for name, tensor in saved.items():
+                params[name].copy_(tensor)
 
     def local_optimizer_state(self, model: nn.Module, optimizer: Any) -> dict[str, Any]:
         return _plain_zero_state(self.engine.optimizer.state_dict())
 
     def load_local_optimizer(self, model: nn.Module, optimizer: Any, state: dict[str, Any]) -> None:
+        zero = self.engine.optimizer
+        # the loss scaler (fp16's) is not saved (engine/sharding.py _plain_zero_state): this run's own
+        state = {**state, "loss_scaler": zero.loss_scaler}
         slots: list[Any] = [None] * self.world  # DeepSpeed reads the slot of this rank only
         slots[self.accelerator.process_index] = state
-        self.engine.optimizer.load_state_dict(slots, load_optimizer_states=True, load_from_fp32_weights=True)
+        zero.load_state_dict(slots, load_optimizer_states=True, load_from_fp32_weights=True)
 
     def backward(self, loss: torch.Tensor, boundary: bool) -> None:
         # The loss is already normalised over the step's micro-batches (engine/loop.py): no division by
@@ -209,6 +231,31 @@ class DeepSpeedSharding(Sharding):
     def accumulating(self, model: nn.Module, boundary: bool) -> Iterator[None]:
         yield  # DeepSpeed holds the reduction until the boundary itself
 
+    @contextmanager
+    def building_plain(self) -> Iterator[None]:
+        """transformers builds every model under `zero.Init` (partitioned, a collective) while ZeRO-3 is
+        configured: the main process's own copy is built with it switched off."""
+        from transformers.integrations import deepspeed as hf_deepspeed
+
+        kept = hf_deepspeed._hf_deepspeed_config_weak_ref
+        hf_deepspeed.unset_hf_deepspeed_config()
+        try:
+            yield
+        finally:
+            hf_deepspeed._hf_deepspeed_config_weak_ref = kept
+
+    @contextmanager
+    def _gathered(self, model: nn.Module, modify: bool = False) -> Iterator[None]:
+        """Stage 3: the trainable parameters whole on every process for the block (rank 0's edits kept)."""
+        if not self.sharded_forward:
+            yield
+            return
+        import deepspeed
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=0 if modify else None):
+            yield
+
 
 def _reshard(model: nn.Module) -> None:
     """Register the sharded parameters again: after a forward pass without backward (evaluation), the
@@ -226,7 +273,7 @@ def _inner(optimizer: Any) -> Any:
 
 
 def _plain_zero_state(state: dict[str, Any]) -> dict[str, Any]:
-    """A ZeRO stage 1/2 optimizer state with DeepSpeed's own objects left out (the loss scaler of fp16,
+    """A ZeRO optimizer state with DeepSpeed's own objects left out (the loss scaler of fp16,
     the stage enum, the universal-checkpoint slice map), so it loads with torch.load(weights_only=True)."""
     dropped = {"loss_scaler", "zero_stage", "param_slice_mappings"}
     return {k: v for k, v in state.items() if k not in dropped}
@@ -239,17 +286,21 @@ SHARDINGS: dict[DistributedType, Callable[[Accelerator], Sharding]] = {
 
 
 def lockstep(accelerator: Accelerator) -> bool:
-    """True when parameters are sharded (FSDP2), so every forward pass is a collective: each process
-    must run as many as the others (evaluation pads its shards, generation runs on every process)."""
-    return accelerator.distributed_type == DistributedType.FSDP
+    """True when parameters are sharded (FSDP2, ZeRO-3), so every forward pass is a collective: each
+    process must run as many as the others (evaluation pads its shards, generation runs on every process)."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    plugin = accelerator.state.deepspeed_plugin if accelerator.distributed_type == DistributedType.DEEPSPEED else None
+    return plugin is not None and int(plugin.zero_stage) == 3
 
 
 def no_grad_for(model: nn.Module) -> Any:
-    """torch.inference_mode, or no_grad for an FSDP2 model: parameters gathered under inference mode
-    would become inference tensors that the next training step cannot use."""
+    """torch.inference_mode, or no_grad for a model with sharded parameters (FSDP2, ZeRO-3): parameters
+    gathered under inference mode would become inference tensors that the next training step cannot use."""
     from torch.distributed.fsdp import FSDPModule
 
-    sharded = any(isinstance(m, FSDPModule) for m in model.modules())
+    first = next(model.parameters(), None)
+    sharded = hasattr(first, "ds_id") or any(isinstance(m, FSDPModule) for m in model.modules())
     return torch.no_grad() if sharded else torch.inference_mode()
 
 

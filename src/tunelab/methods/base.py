@@ -47,7 +47,8 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         if id(param) in seen:
             continue
         seen.add(id(param))
-        total += param.numel()
+        count = getattr(param, "ds_numel", None) or param.numel()  # ZeRO-3 keeps a local partition only
+        total += count
         if param.requires_grad:
-            trainable += param.numel()
+            trainable += count
     return trainable, total

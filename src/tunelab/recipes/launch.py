@@ -102,14 +102,19 @@ def ray_launch(args: list[str], workers: int, *, address: str | None = None, cpu
 
 def _ray_worker(settings: dict) -> None:
     """One Ray Train worker: the driver's working directory, its thread budget, then the tunelab command."""
+    import importlib
+
     import torch
     import typer
 
-    from tunelab.cli.main import app
     from tunelab.errors import TunelabError
 
     os.chdir(settings["cwd"])
     torch.set_num_threads(settings["threads"])
+    # The worker runs the tunelab program itself, as torchrun runs `-m tunelab`: the command line is the
+    # top of the stack, looked up at run time (a recipe does not build on the CLI), in Ray's process
+    # and thread, where Ray has formed the process group.
+    app = importlib.import_module("tunelab.cli.main").app
     try:
         typer.main.get_command(app).main(args=settings["args"], prog_name="tunelab", standalone_mode=False)
     except TunelabError as err:

@@ -276,7 +276,8 @@ def _unsharded(trainer: Trainer, config: Config, task: Any, resolved: Any, data:
     state = trainable_state(trainer.unwrapped, trainer.sharding)
     if not trainer.accelerator.is_main_process:
         return None
-    model = _build(config, task, resolved, data)
+    with trainer.sharding.building_plain():
+        model = _build(config, task, resolved, data)
     missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in state]
     if missing:
         raise RunError(f"the gathered model lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
