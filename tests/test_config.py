@@ -45,6 +45,15 @@ def test_unknown_method_key_is_checked_per_method(tmp_path):
     assert "method.layers" in error_for(tmp_path, {**BASE, "method": {"name": "lora", "layers": 2}})
 
 
+def test_unknown_key_inside_a_list_item_names_the_item_and_its_keys(tmp_path):
+    """A reward is one item of a list of tagged sections: the path keeps its index, drops the tag, and the
+    valid keys are that reward's (they were an empty list)."""
+    body = {**BASE, "task": "causal-lm", "objective": {"name": "grpo", "rewards": [{"name": "length", "min": 1}]}}
+    message = error_for(tmp_path, body)
+    assert "unknown key 'objective.rewards.0.min'" in message
+    assert "valid keys: name, min_tokens, max_tokens, weight" in message
+
+
 def test_unknown_method_name_suggests(tmp_path):
     message = error_for(tmp_path, {**BASE, "method": {"name": "lorra"}})
     assert "'lorra'" in message and "'lora'" in message

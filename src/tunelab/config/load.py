@@ -179,6 +179,9 @@ def _walk(loc: tuple[Any, ...]) -> tuple[list[str], type[BaseModel] | None]:
     path: list[str] = []
     pending_union: list[type[BaseModel]] = []
     for part in loc:
+        if isinstance(part, int):  # a list index (objective.rewards.0): in the path; the item's model follows
+            path.append(str(part))
+            continue
         if pending_union:
             match = [m for m in pending_union if _tag(m) == part]
             pending_union = []
@@ -202,7 +205,7 @@ def _model_members(annotation: Any) -> list[type[BaseModel]]:
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         return _model_members(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
+    if origin in (typing.Union, types.UnionType, list, tuple):
         return [m for a in typing.get_args(annotation) for m in _model_members(a)]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]

@@ -196,7 +196,7 @@ def check_distributed(config: Config) -> None:
         if config.train.l2_sp:
             raise ConfigError("train.l2_sp cannot run under distributed.strategy deepspeed: DeepSpeed steps the "
                               "optimizer inside backward, where L2-SP would add its gradient",
-                              fix="set train.l2_sp: 0, or use distributed.strategy fsdp or ddp")
+                              fix="set train.l2_sp: 0, or use distributed.strategy: ddp")
         if dist.deepspeed.offload_params and dist.deepspeed.stage != 3:
             raise ConfigError(f"distributed.deepspeed.offload_params needs stage 3 (it is {dist.deepspeed.stage})",
                               fix="set distributed.deepspeed.stage: 3, or offload_params: false")

@@ -11,16 +11,15 @@ ZeRO) is never gathered: each process writes its own shard on its own machine.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from torch import nn
-
-from collections.abc import Callable
 
 
 class Sharding:
@@ -47,9 +46,14 @@ class Sharding:
         """Copy `saved` (read on the main process; None elsewhere) into every process's model."""
         saved = self.from_main(saved)
         params = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-        with torch.no_grad():
+        with self._whole(model, modify=True), torch.no_grad():
             for name, tensor in saved.items():
                 params[name].copy_(tensor)
+
+    @contextmanager
+    def _whole(self, model: nn.Module, modify: bool = False) -> Iterator[None]:
+        """The trainable parameters whole on every process for the block (they are, unless partitioned)."""
+        yield
 
     # -- optimizer ----------------------------------------------------------------------------
     def optimizer_state(self, model: nn.Module, optimizer: Any) -> Any:
@@ -191,16 +195,9 @@ class DeepSpeedSharding(Sharding):
         self.sharded_forward = lockstep(accelerator)
 
     def trainable_tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        with self._gathered(model):
+        with self._whole(model):  # copied inside: stage 3 frees the gathered data on leaving
             return {n: p.detach().to("cpu").clone() for n, p in model.named_parameters()
                     if p.requires_grad} if self.main else {}
-
-    def load_tensors(self, model: nn.Module, saved: dict[str, torch.Tensor] | None) -> None:
-        saved = self.from_main(saved)
-        params = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-        with self._gathered(model, modify=True), torch.no_grad():
-            for name, tensor in saved.items():
-                params[name].copy_(tensor)
 
     def local_optimizer_state(self, model: nn.Module, optimizer: Any) -> dict[str, Any]:
         return _plain_zero_state(self.engine.optimizer.state_dict())
@@ -245,8 +242,8 @@ class DeepSpeedSharding(Sharding):
             hf_deepspeed._hf_deepspeed_config_weak_ref = kept
 
     @contextmanager
-    def _gathered(self, model: nn.Module, modify: bool = False) -> Iterator[None]:
-        """Stage 3: the trainable parameters whole on every process for the block (rank 0's edits kept)."""
+    def _whole(self, model: nn.Module, modify: bool = False) -> Iterator[None]:
+        """Stage 3: the trainable parameters gathered on every process for the block (rank 0's edits kept)."""
         if not self.sharded_forward:
             yield
             return
