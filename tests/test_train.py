@@ -170,19 +170,30 @@ def test_freeze_keeps_frozen_weights(make_config):
     assert record["trainable_params"] < record["total_params"]
 
 
-@pytest.mark.parametrize("method", ["lora", "dora"])
+@pytest.mark.parametrize("method", [
+    {"name": "lora", "r": 4, "alpha": 8},
+    {"name": "dora", "r": 4, "alpha": 8},
+    {"name": "lora", "r": 4, "alpha": 8, "use_rslora": True, "init": "gaussian", "lr_ratio": 16},
+    {"name": "ia3"},
+    {"name": "loha", "r": 4, "alpha": 4},
+    {"name": "lokr", "r": 4, "alpha": 4},
+], ids=["lora", "dora", "rslora-gaussian-lora+", "ia3", "loha", "lokr"])
 def test_peft_methods_merge_and_keep_adapter(make_config, method):
+    """Each PEFT method trains, saves an adapter that PeftModel loads, and a merged model whose logits
+    equal base + adapter; the adapter file holds exactly the parameters the run counted as trainable."""
     from peft import PeftModel
+    from safetensors.torch import load_file
 
     from tunelab.config.schema import ModelConfig
     from tunelab.models import resolve_model
 
-    outcome = train(load_config(make_config(method={"name": method, "r": 4, "alpha": 8, "target_modules": "auto"},
-                                            train={"max_steps": 4})))
+    outcome = train(load_config(make_config(method={**method, "target_modules": "auto"}, train={"max_steps": 4})))
     run = outcome.run.path
     record = json.loads((run / "run.json").read_text())
     assert 0 < record["trainable_params"] < record["total_params"] * 0.5
     assert (run / "adapter" / "adapter_config.json").is_file()
+    saved = load_file(run / "adapter" / "adapter_model.safetensors")
+    assert sum(t.numel() for t in saved.values()) == record["trainable_params"]
     merged = AutoModelForSequenceClassification.from_pretrained(run / "model").eval()
     base = AutoModelForSequenceClassification.from_pretrained(
         resolve_model(ModelConfig(source="tiny-random-bert")).path, num_labels=3,
@@ -238,3 +249,26 @@ def test_unmerged_adapter_run_predicts_and_evaluates(make_config, text_data):
     assert [sorted(g["label"] for g in p["labels"]) for p in predictions] == [["politics", "sport", "tech"]] * 2
     metrics, _ = evaluate_run(run, text_data["test"])
     assert metrics["accuracy"] == pytest.approx(outcome.results["test"]["accuracy"])
+
+
+def test_lora_plus_trains_the_b_matrices_faster(make_config):
+    """LoRA+ (method.lr_ratio): every lora_B matrix sits in optimizer groups at learning_rate x ratio,
+    every lora_A and the head at learning_rate."""
+    from tunelab.engine.optim import build_optimizer
+    from tunelab.methods import METHODS
+    from tunelab.tasks import TASKS
+
+    config = load_config(make_config(method={"name": "lora", "r": 4, "alpha": 8, "lr_ratio": 16}))
+    task = TASKS.get(config.task)()
+    from tunelab.models import load_tokenizer, resolve_model
+
+    resolved = resolve_model(config.model)
+    data = task.prepare(config, load_tokenizer(resolved, config.model), resolved)
+    lora = METHODS.get("lora")()
+    model = lora.apply(task.build_model(config, resolved, data), config, task)
+    optimizer = build_optimizer(model, config.train, lora.lr_scales(model, config))
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    names = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    b = [n for n in names if ".lora_B." in n]
+    assert b and all(rate[id(names[n])] == pytest.approx(16 * config.train.learning_rate) for n in b)
+    assert all(rate[id(p)] == pytest.approx(config.train.learning_rate) for n, p in names.items() if n not in b)

@@ -171,6 +171,57 @@ class LoraMethod(Section):
         "embedding and lm_head (all), or neither; 'auto' is new-tokens when tokens are added, else none.",
     )
     merge: bool = Field(True, description="Save model/ with the adapter merged in (the adapter is kept beside it).")
+    use_rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha / sqrt(r) instead of alpha / r "
+                                                "(higher ranks keep learning).")
+    init: Literal["default", "gaussian"] = Field(
+        "default", description="How A starts (B is zero either way): default is PEFT's Kaiming-uniform, gaussian "
+        "draws A from N(0, 1/r).",
+    )
+    lr_ratio: float | None = Field(
+        None, gt=0, description="LoRA+: the B matrices train at train.learning_rate times this (the paper uses "
+        "16); null trains A and B at one rate.",
+    )
+
+
+class PeftAdapterMethod(Section):
+    """What the other PEFT adapters share: where they go and whether model/ is saved merged."""
+
+    target_modules: list[str] | Literal["auto", "all-linear"] = Field(
+        "auto", description="Module names to adapt; 'auto' uses PEFT's default for the architecture."
+    )
+    merge: bool = Field(True, description="Save model/ with the adapter merged in (the adapter is kept beside it).")
+
+
+class Ia3Method(PeftAdapterMethod):
+    """IA3: learned vectors that rescale the keys, values and feed-forward activations (the fewest
+    trainable parameters of the adapters)."""
+
+    name: Literal["ia3"] = "ia3"
+    feedforward_modules: list[str] | Literal["auto"] = Field(
+        "auto", description="Which of target_modules are feed-forward layers (their input is rescaled, not their "
+        "output); 'auto' uses PEFT's default.",
+    )
+
+
+class LohaMethod(PeftAdapterMethod):
+    """LoHa: the weight update as the Hadamard product of two low-rank products (LyCORIS)."""
+
+    name: Literal["loha"] = "loha"
+    r: int = Field(8, gt=0, description="Rank of each low-rank factor.")
+    alpha: int = Field(8, gt=0, description="Scaling numerator (scale = alpha / r).")
+    rank_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout over the rank dimension during training.")
+    module_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of skipping an adapted module in a step.")
+
+
+class LokrMethod(PeftAdapterMethod):
+    """LoKr: the weight update as a Kronecker product of a small matrix and a low-rank one (LyCORIS)."""
+
+    name: Literal["lokr"] = "lokr"
+    r: int = Field(8, gt=0, description="Rank of the low-rank Kronecker factor.")
+    alpha: int = Field(8, gt=0, description="Scaling numerator (scale = alpha / r).")
+    rank_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout over the rank dimension during training.")
+    module_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of skipping an adapted module in a step.")
+    decompose_both: bool = Field(False, description="Decompose the left Kronecker factor into a low-rank product too.")
 
 
 class DoraMethod(LoraMethod):
@@ -186,8 +237,9 @@ class QloraMethod(LoraMethod):
 
 
 MethodConfig = Annotated[
-    FullMethod | FreezeMethod | LoraMethod | DoraMethod | QloraMethod,
-    Field(discriminator="name", description="How the model is adapted: full | freeze | lora | dora | qlora."),
+    FullMethod | FreezeMethod | LoraMethod | DoraMethod | QloraMethod | Ia3Method | LohaMethod | LokrMethod,
+    Field(discriminator="name",
+          description="How the model is adapted: full | freeze | lora | dora | qlora | ia3 | loha | lokr."),
 ]
 
 

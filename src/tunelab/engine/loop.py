@@ -33,6 +33,7 @@ from tunelab.engine.regularize import L2SP
 from tunelab.engine.reporting import Reporter, SilentReporter
 from tunelab.engine.sharding import sharding_for
 from tunelab.errors import TrainingError
+from tunelab.methods import METHODS
 
 if TYPE_CHECKING:
     import datasets
@@ -109,7 +110,7 @@ class Trainer:
             raise TrainingError("the training split is empty", fix="check data.train")
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.gradient_accumulation_steps)
         self.total_steps = planned_steps(len(self.lengths), cfg)
-        self.optimizer = build_optimizer(model, cfg)
+        self.optimizer = build_optimizer(model, cfg, METHODS.get(config.method.name)().lr_scales(model, config))
         # Anchored before accelerate.prepare, on the model as the method left it.
         self.l2_sp = L2SP(model, cfg.l2_sp, set(new_parameters)) if cfg.l2_sp else None
         # The scheduler is not passed to accelerator.prepare: Accelerate would step it once per process.

@@ -15,16 +15,19 @@ if TYPE_CHECKING:
     from tunelab.config.schema import TrainConfig
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: TrainConfig, method_scales: dict[int, float] | None = None
+                    ) -> torch.optim.AdamW:
     """AdamW over trainable parameters; biases and norm weights (1-D tensors) get no weight decay.
 
-    With `train.layer_lr_decay`, every block gets its own learning rate (see `layer_scales`); groups
-    are ordered highest rate first so the logged `lr` is the peak one."""
+    With `train.layer_lr_decay`, every block gets its own learning rate (see `layer_scales`);
+    `method_scales` (by parameter id, the method's: LoRA+) multiply in. Groups are ordered highest
+    rate first."""
     scales = layer_scales(model, cfg.layer_lr_decay) if cfg.layer_lr_decay else {}
+    method_scales = method_scales or {}
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for param in model.parameters():
         if param.requires_grad:
-            key = (scales.get(id(param), 1.0), param.ndim >= 2)
+            key = (scales.get(id(param), 1.0) * method_scales.get(id(param), 1.0), param.ndim >= 2)
             groups.setdefault(key, []).append(param)
     ordered = sorted(groups.items(), key=lambda item: (-item[0][0], not item[0][1]))
     param_groups = [

@@ -30,6 +30,10 @@ class Method:
         """Freeze, wrap or otherwise prepare `model` for training; return the model to train."""
         return model
 
+    def lr_scales(self, model: nn.Module, config: Config) -> dict[int, float]:
+        """Learning-rate factors by parameter id for parameters that train faster or slower (LoRA+)."""
+        return {}
+
     def save(self, model: nn.Module, run_model_dir: Path, config: Config) -> dict[str, str]:
         """Write a folder loadable with plain transformers; return {artifact: path} written."""
         model.save_pretrained(run_model_dir, safe_serialization=True)

@@ -2,76 +2,49 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from tunelab.errors import ConfigError
-from tunelab.methods.base import METHODS, Method
+from tunelab.methods.base import METHODS
+from tunelab.methods.peft_method import PeftMethod, head_kwargs, targets
 
 if TYPE_CHECKING:
     from tunelab.config import Config
     from tunelab.tasks.base import Task
 
 
-# For architectures PEFT has no default for (vision transformers, among others): the attention's
-# query and value projections, under the names transformers uses for them.
-FALLBACK_TARGETS = (["q_proj", "v_proj"], ["query", "value"])
-
-
-def _fallback_targets(model: nn.Module) -> list[str] | None:
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
-
-    if getattr(getattr(model, "config", None), "model_type", None) in DEFAULTS:
-        return None  # PEFT's own default applies
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    return next((pair for pair in FALLBACK_TARGETS if set(pair) <= names), None)
-
-
 @METHODS.register("lora")
-class Lora(Method):
+class Lora(PeftMethod):
     name = "lora"
     use_dora = False
 
-    def apply(self, model: nn.Module, config: Config, task: Task) -> nn.Module:
-        from peft import LoraConfig, get_peft_model
+    def peft_config(self, model: nn.Module, config: Config, task: Task) -> Any:
+        from peft import LoraConfig
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
 
         spec = config.method
-        targets = None if spec.target_modules == "auto" else spec.target_modules
-        if targets is None:
-            targets = _fallback_targets(model)
-        peft_config = LoraConfig(
+        return LoraConfig(
             task_type=task.peft_task_type,
             r=spec.r,
             lora_alpha=spec.alpha,
             lora_dropout=spec.dropout,
-            target_modules=targets,
+            target_modules=targets(model, config, DEFAULTS),
             bias=spec.bias,
             use_dora=self.use_dora,
+            use_rslora=spec.use_rslora,
+            init_lora_weights=True if spec.init == "default" else spec.init,
             **_embedding_training(model, config, task),
-            **({"modules_to_save": task.head_modules} if task.peft_task_type is None and task.head_modules else {}),
+            **head_kwargs(task),
         )
-        try:
-            return get_peft_model(model, peft_config)
-        except ValueError as err:
-            if "target_modules" in str(err):
-                model_type = getattr(model.config, "model_type", "?")
-                raise ConfigError(
-                    f"method.target_modules: PEFT has no default for model type {model_type!r}",
-                    fix="list the modules to adapt, e.g. [q_proj, v_proj], or use 'all-linear'",
-                ) from None
-            raise
 
-    def save(self, model: nn.Module, run_model_dir: Path, config: Config) -> dict[str, str]:
-        adapter_dir = run_model_dir.parent / "adapter"
-        model.save_pretrained(adapter_dir)
-        written = {"adapter": str(adapter_dir)}
-        if config.method.merge:
-            merged = model.merge_and_unload()
-            merged.save_pretrained(run_model_dir, safe_serialization=True)
-            written["model"] = str(run_model_dir)
-        return written
+    def lr_scales(self, model: nn.Module, config: Config) -> dict[int, float]:
+        """LoRA+ (method.lr_ratio): the B matrices learn `lr_ratio` times faster than A."""
+        ratio = config.method.lr_ratio
+        if not ratio:
+            return {}
+        return {id(p): ratio for n, p in model.named_parameters() if p.requires_grad and ".lora_B." in n}
 
 
 def _embedding_training(model: nn.Module, config: Config, task: Task) -> dict[str, Any]:

@@ -11,6 +11,8 @@ METHOD_PARAMS: dict[str, tuple[str, ...]] = {
     "lora": ("r", "alpha"),
     "dora": ("r", "alpha"),
     "qlora": ("r", "alpha", "quant_type"),
+    "loha": ("r", "alpha"),
+    "lokr": ("r", "alpha"),
 }
 LOWER_IS_BETTER = {"loss", "perplexity"}
 DASH = "\u2013"  # en dash: a value that does not exist
