@@ -426,3 +426,27 @@ def test_masked_loss_matches_transformers_own_loss() -> None:
         labels[:, 1:] = batch["targets"][:, :-1]
         theirs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
     assert float(ours) == pytest.approx(float(theirs), rel=1e-6)
+
+
+@pytest.mark.parametrize("method", [{"name": "ia3"}, {"name": "loha", "r": 4, "alpha": 4},
+                                    {"name": "lokr", "r": 4, "alpha": 4}, {"name": "vera", "r": 16},
+                                    {"name": "oft", "block_size": 4}], ids=lambda m: m["name"])
+def test_adapter_methods_tune_a_causal_lm(lm_config, method):
+    """The PEFT adapters beyond LoRA on a causal LM: the loss falls, and the merged model's logits equal
+    the base with the saved adapter loaded by PeftModel."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.recipes.train import train
+
+    outcome = train(load_config(lm_config(f"lm-{method['name']}", method=method, train={"max_steps": 6},
+                                          eval={"base": False, "generate_samples": 0})))
+    run = outcome.run.path
+    steps = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "split" not in line]
+    assert steps[-1] < steps[0]
+    merged = AutoModelForCausalLM.from_pretrained(run / "model").eval()
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_folder()), run / "adapter")
+    ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
+    with torch.no_grad():
+        assert torch.allclose(merged(input_ids=ids).logits, adapted.eval()(input_ids=ids).logits, atol=1e-5)

@@ -224,6 +224,26 @@ class LokrMethod(PeftAdapterMethod):
     decompose_both: bool = Field(False, description="Decompose the left Kronecker factor into a low-rank product too.")
 
 
+class VeraMethod(PeftAdapterMethod):
+    """VeRA: one pair of frozen random low-rank matrices shared by every adapted layer, with two learned
+    scaling vectors per layer (far fewer trainable parameters than LoRA at a higher rank)."""
+
+    name: Literal["vera"] = "vera"
+    r: int = Field(256, gt=0, description="Rank of the shared random matrices.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the VeRA input.")
+    d_initial: float = Field(0.1, gt=0, description="Starting value of the learned d vector.")
+
+
+class OftMethod(PeftAdapterMethod):
+    """OFT: each adapted weight is multiplied by a learned block-diagonal orthogonal matrix, which keeps
+    the angles between its neurons (the pretrained structure) intact."""
+
+    name: Literal["oft"] = "oft"
+    block_size: int = Field(32, gt=0, description="Size of each orthogonal block (oft_block_size); it must divide "
+                                                  "the adapted layers' input size.")
+    module_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of skipping an adapted module in a step.")
+
+
 class DoraMethod(LoraMethod):
     name: Literal["dora"] = "dora"  # type: ignore[assignment]
 
@@ -237,9 +257,10 @@ class QloraMethod(LoraMethod):
 
 
 MethodConfig = Annotated[
-    FullMethod | FreezeMethod | LoraMethod | DoraMethod | QloraMethod | Ia3Method | LohaMethod | LokrMethod,
-    Field(discriminator="name",
-          description="How the model is adapted: full | freeze | lora | dora | qlora | ia3 | loha | lokr."),
+    FullMethod | FreezeMethod | LoraMethod | DoraMethod | QloraMethod | Ia3Method | LohaMethod | LokrMethod
+    | VeraMethod | OftMethod,
+    Field(discriminator="name", description="How the model is adapted: full | freeze | lora | dora | qlora | ia3 | "
+          "loha | lokr | vera | oft."),
 ]
 
 

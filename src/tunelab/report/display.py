@@ -13,6 +13,8 @@ METHOD_PARAMS: dict[str, tuple[str, ...]] = {
     "qlora": ("r", "alpha", "quant_type"),
     "loha": ("r", "alpha"),
     "lokr": ("r", "alpha"),
+    "vera": ("r",),
+    "oft": ("block_size",),
 }
 LOWER_IS_BETTER = {"loss", "perplexity"}
 DASH = "\u2013"  # en dash: a value that does not exist

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from tunelab.tasks import HeldOutSet, PreparedData
 
 log = logging.getLogger(__name__)
-PEFT_AT_INIT = {"lora", "dora", "ia3", "loha", "lokr"}  # adapters disabled: the unchanged base
+PEFT_AT_INIT = {"lora", "dora", "ia3", "loha", "lokr", "vera", "oft"}  # adapters disabled: the unchanged base
 
 
 def cache_key(config: Config, fingerprint: str, data: PreparedData, retention: list[HeldOutSet],
