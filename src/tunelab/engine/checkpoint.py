@@ -27,8 +27,6 @@ from tunelab.hashing import file_sha256
 from tunelab.paths import cache_dir
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from tunelab.engine.sharding import Sharding
 
 WEIGHTS = "trainable.safetensors"
@@ -58,26 +56,24 @@ def _running_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
             for name, buffer in module.named_buffers(recurse=False) if buffer is not None}
 
 
+def missing_trainable(model: nn.Module, tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The trainable parameters of `model` that `tensors` lacks."""
+    return [n for n, p in model.named_parameters() if p.requires_grad and n not in tensors]
+
+
 def read_trainable(model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
     """The saved trainable tensors of `path`; every trainable parameter of `model` must be present."""
     saved = load_file(path / WEIGHTS)
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in saved]
+    missing = missing_trainable(model, saved)
     if missing:
         raise RuntimeError(f"checkpoint {path} lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
     return saved
 
 
-def load_trainable(model: nn.Module, path: Path, sharding: Sharding | None = None) -> None:
-    """Copy saved trainable tensors (and running statistics) into `model`. With `sharding`, a
-    collective: the main process reads `path`, every process receives its part."""
-    if sharding is None:
-        saved = read_trainable(model, path)
-        targets = {**dict(model.named_parameters()), **_running_buffers(model)}
-        with torch.no_grad():
-            for name, tensor in saved.items():
-                targets[name].copy_(tensor)
-        return
-    sharding.load_tensors(model, main_reads(sharding, lambda: read_trainable(model, path)))
+def load_trainable(model: nn.Module, path: Path, sharding: Sharding) -> None:
+    """Copy saved trainable tensors (and running statistics) into `model`: a collective, the main
+    process reads `path`, every process receives its part."""
+    sharding.load_tensors(model, sharding.on_main(lambda: read_trainable(model, path)))
 
 
 def save_weights(model: nn.Module, target: Path, accelerator: Accelerator, extra: dict[str, Any],
@@ -156,7 +152,7 @@ def load_checkpoint(
         return {**saved, "rngs": [torch.load(p, weights_only=True) for p in rngs],
                 "state": json.loads((path / STATE).read_text()), "shards": manifest.get("shards")}
 
-    saved = main_reads(sharding, read)
+    saved = sharding.on_main(read)
     main = accelerator.is_main_process
     if sharding.shards_optimizer:
         expected = sharding.from_main(saved["shards"] if main else None)
@@ -185,23 +181,6 @@ def _read_shard(path: Path, expected: list[str] | None, rank: int) -> dict[str, 
     if expected is None or len(expected) <= rank or file_sha256(path) != expected[rank]:
         return f"process {rank}'s optimizer shard {path} does not match the checkpoint's manifest (damaged)"
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def main_reads(sharding: Sharding, read: Callable[[], Any]) -> Any:
-    """`read()` on the main process; its failure raised on every process (not a hang in the next collective)."""
-    outcome: tuple[str, Any] = ("ok", None)
-    if sharding.main:
-        try:
-            outcome = ("ok", read())
-        except Exception as err:  # re-raised below, on every process
-            outcome = ("error", f"{type(err).__name__}: {err}")
-            if sharding.world == 1:
-                raise
-    flag = sharding.from_main(outcome[0] if sharding.main else None)
-    if flag == "error":
-        message = sharding.from_main(outcome[1] if sharding.main else None)
-        raise RuntimeError(message)
-    return outcome[1]
 
 
 def checkpoint_problem(path: Path) -> str | None:

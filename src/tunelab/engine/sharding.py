@@ -45,10 +45,8 @@ class Sharding:
     def load_tensors(self, model: nn.Module, saved: dict[str, torch.Tensor] | None) -> None:
         """Copy `saved` (read on the main process; None elsewhere) into every process's model."""
         saved = self.from_main(saved)
-        params = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-        with self._whole(model, modify=True), torch.no_grad():
-            for name, tensor in saved.items():
-                params[name].copy_(tensor)
+        with self._whole(model, modify=True):
+            copy_tensors(model, saved)
 
     @contextmanager
     def _whole(self, model: nn.Module, modify: bool = False) -> Iterator[None]:
@@ -126,6 +124,25 @@ class Sharding:
         box = [value if self.main else None]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def on_main(self, read: Callable[[], Any], *, share: bool = False) -> Any:
+        """`read()` on the main process (None elsewhere; with `share`, its value on every process). A
+        failure there is raised on every process, as the same exception, instead of leaving the others
+        waiting in the next collective."""
+        if self.world == 1:
+            return read()
+        error = value = None
+        if self.main:
+            try:
+                value = read()
+            except Exception as err:  # re-raised below, on every process
+                error = err
+        sent = self.from_main((_portable(error), value if share else None) if self.main else None)
+        if error is not None:
+            raise error
+        if sent[0] is not None:
+            raise sent[0]
+        return value if self.main else sent[1]
 
 
 class FsdpSharding(Sharding):
@@ -262,6 +279,25 @@ def _reshard(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.reshard()
+
+
+def _portable(error: BaseException | None) -> BaseException | None:
+    """`error` as it can travel to the other processes (pickled), or its one line as a RuntimeError."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # an exception that does not pickle: its type and message still tell what failed
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def copy_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy `tensors` (parameters and buffers, by name) into `model`."""
+    targets = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            targets[name].copy_(tensor)
 
 
 def _inner(optimizer: Any) -> Any:

@@ -22,10 +22,15 @@ from tunelab.config import Config
 from tunelab.data.stats import length_histogram
 from tunelab.engine import FitResult, Reporter, Trainer
 from tunelab.engine.accel import check_distributed, make_accelerator, strategy
-from tunelab.engine.checkpoint import intact_checkpoint, latest_checkpoint, trainable_state
+from tunelab.engine.checkpoint import (
+    intact_checkpoint,
+    latest_checkpoint,
+    missing_trainable,
+    trainable_state,
+)
 from tunelab.engine.hardware import checkpoint_parameters, resolve_attention, resolve_precision
 from tunelab.engine.reporting import RunPruned
-from tunelab.engine.sharding import Sharding
+from tunelab.engine.sharding import Sharding, copy_tensors
 from tunelab.errors import RunError
 from tunelab.logs import add_file_log
 from tunelab.methods import METHODS, count_parameters
@@ -200,13 +205,11 @@ def _check_same_config(peers: Sharding, config: Config) -> None:
         return
     from tunelab.config.load import dump_config
 
-    mine = hashlib.sha256(dump_config(config).encode()).hexdigest()
-    main = peers.from_main(mine)
-    agree = peers.gather(mine == main)
-    if peers.main and not all(agree or []):
-        ranks = [r for r, same in enumerate(agree or []) if not same]
-        log.error("process(es) %s read a config that differs from the main process's", ranks)
-    if not peers.from_main(all(agree) if peers.main else None):
+    hashes = peers.gather(hashlib.sha256(dump_config(config).encode()).hexdigest())
+    differing = peers.from_main([r for r, h in enumerate(hashes) if h != hashes[0]] if peers.main else None)
+    if differing:
+        if peers.main:
+            log.error("process(es) %s read a config that differs from the main process's", differing)
         raise RunError("the launched processes read different configs (or data refs): each machine must have the "
                        "same YAML and overrides", fix="copy the same config file to every machine and launch the "
                        "same command on each")
@@ -238,19 +241,7 @@ def _enable_checkpointing(model: torch.nn.Module) -> None:
 def _last_checkpoint(run: RunFolder, peers: Sharding) -> Path:
     """The newest intact checkpoint (its files match its manifest), found by the main process (which
     holds the run folder) and told to the others; damaged newer ones are named."""
-    if peers.world == 1:
-        return _find_checkpoint(run)
-    found = peers.from_main(_outcome(lambda: str(_find_checkpoint(run))) if peers.main else None)
-    if found[0] == "error":
-        raise RunError(found[1], fix="start a new run with `tunelab train`")
-    return Path(found[1])
-
-
-def _outcome(read: Any) -> tuple[str, Any]:
-    try:
-        return "ok", read()
-    except RunError as err:
-        return "error", err.message
+    return peers.on_main(lambda: _find_checkpoint(run), share=True)
 
 
 def _find_checkpoint(run: RunFolder) -> Path:
@@ -278,13 +269,10 @@ def _unsharded(trainer: Trainer, config: Config, task: Any, resolved: Any, data:
         return None
     with trainer.sharding.building_plain():
         model = _build(config, task, resolved, data)
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in state]
+    missing = missing_trainable(model, state)
     if missing:
         raise RunError(f"the gathered model lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
-    targets = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    with torch.no_grad():
-        for name, tensor in state.items():
-            targets[name].copy_(tensor)
+    copy_tensors(model, state)
     return model
 
 
