@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,9 @@ import time
 from pathlib import Path
 
 import yaml
+
+from tunelab.recipes.launch import accelerate_command
+from tunelab.server.runner import free_port
 
 SIDES = {
     "1 process": [],
@@ -54,22 +56,13 @@ def write_job(root: Path, steps: int) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_side(root: Path, name: str, overrides: list[str], threads: int) -> dict:
     tag = name.replace(" ", "").replace("x", "-")
-    args = ["-m", "tunelab", "--quiet", "train", "job.yaml", f"output.name={tag}", *overrides]
+    args = ["--quiet", "train", "job.yaml", f"output.name={tag}", *overrides]
     if overrides:
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", str(free_port()), *args]
-        per_process = max(1, threads // 2)
+        command, per_process = accelerate_command(2, free_port(), args), max(1, threads // 2)
     else:
-        command, per_process = [sys.executable, *args], threads
+        command, per_process = [sys.executable, "-m", "tunelab", *args], threads
     env = {**os.environ, "OMP_NUM_THREADS": str(per_process), "TOKENIZERS_PARALLELISM": "false"}
     started = time.perf_counter()
     done = subprocess.run(command + [f"train.num_threads={per_process}"], cwd=root, env=env, capture_output=True,

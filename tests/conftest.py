@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tunelab.server.runner import free_port  # noqa: F401  (the server tests import it from here)
+
 WORDS = {
     "sport": ["goal", "match", "team", "coach", "league", "score", "striker", "cup"],
     "tech": ["chip", "software", "phone", "data", "cloud", "robot", "laptop", "code"],
@@ -130,12 +132,6 @@ def workspace(tmp_path: Path, database_url, monkeypatch: pytest.MonkeyPatch):
 
 
 # ---- a real `tunelab serve` process -------------------------------------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(root: Path, port: int):

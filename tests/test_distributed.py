@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +16,9 @@ from safetensors.torch import load_file
 
 from tests.test_causal_lm import lm_config  # noqa: F401  (fixture)
 from tunelab.config import load_config
+from tunelab.recipes.launch import accelerate_command
 from tunelab.recipes.train import train
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tunelab.server.runner import free_port
 
 
 def losses(run: Path) -> list[float]:
@@ -33,10 +28,9 @@ def losses(run: Path) -> list[float]:
 
 def launch(*args: str, processes: int = 2, env: dict[str, str] | None = None,
            cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """`tunelab --quiet ARGS` under `accelerate launch` with `processes` CPU processes."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", str(free_port()), "-m", "tunelab", "--quiet", *args]
+    """`tunelab --quiet ARGS` under `accelerate launch` with `processes` CPU processes (the command line
+    server jobs run with)."""
+    command = accelerate_command(processes, free_port(), ["--quiet", *args])
     return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
