@@ -76,7 +76,7 @@ def ray_launch(args: list[str], workers: int, *, address: str | None = None, cpu
 
     from tunelab.errors import TrainingError
     from tunelab.paths import cache_dir
-    from tunelab.sweep.ray_backend import start_ray
+    from tunelab.sweep.ray_backend import start_ray, worker_error_line
 
     if workers < 1:
         raise ConfigError("--processes must be at least 1")
@@ -94,7 +94,7 @@ def ray_launch(args: list[str], workers: int, *, address: str | None = None, cpu
         try:
             trainer.fit()
         except Exception as err:  # Ray wraps the worker's error (a traceback) in its own
-            raise TrainingError(f"the Ray Train workers failed: {_last_error_line(err)}") from None
+            raise TrainingError(f"the Ray Train workers failed: {worker_error_line(err, RuntimeError)}") from None
     finally:
         if started:
             ray.shutdown()
@@ -120,8 +120,3 @@ def _ray_worker(settings: dict) -> None:
     except TunelabError as err:
         raise RuntimeError(str(err)) from None
 
-
-def _last_error_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    named = [line for line in lines if line.startswith("RuntimeError: ")]
-    return named[-1][len("RuntimeError: "):] if named else (lines[-1] if lines else type(err).__name__)

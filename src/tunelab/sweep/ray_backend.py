@@ -182,7 +182,7 @@ def _record(setup: SweepSetup, result: Any) -> TrialRecord:
     record = TrialRecord(number=number, state=PRUNED, params=params, run=find_run(setup.trials_dir, number),
                          seconds=metrics.get("time_total_s"))
     if result.error is not None:
-        record.state, record.error = FAIL, _error_line(result.error)
+        record.state, record.error = FAIL, worker_error_line(result.error)
     elif record.run:  # stopped by the scheduler: the worker was killed before the recipe could mark it
         RunFolder.open(record.run).update(status="pruned", ended=now_iso())
     if metrics.get("step") is not None and metrics.get(setup.metric) is not None:
@@ -190,10 +190,11 @@ def _record(setup: SweepSetup, result: Any) -> TrialRecord:
     return record
 
 
-def _error_line(error: BaseException) -> str:
-    """The trial's own one-line reason out of Ray's wrapping of the worker's exception (a traceback)."""
+def worker_error_line(error: BaseException, raised: type[BaseException] = TrialFailed) -> str:
+    """The worker's own one-line reason (the message of the `raised` it raised) out of Ray's wrapping of
+    its exception (a traceback); sweeps' trials and `tunelab launch --backend ray` workers."""
     lines = str(error).strip().splitlines()
-    named = [line for line in lines if f"{TrialFailed.__name__}: " in line]
+    named = [line for line in lines if f"{raised.__name__}: " in line]
     if named:
-        return named[-1].split(f"{TrialFailed.__name__}: ", 1)[1].strip()
+        return named[-1].split(f"{raised.__name__}: ", 1)[1].strip()
     return lines[-1].strip() if lines else type(error).__name__
