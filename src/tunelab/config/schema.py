@@ -203,24 +203,25 @@ class Ia3Method(PeftAdapterMethod):
     )
 
 
-class LohaMethod(PeftAdapterMethod):
+class LycorisMethod(PeftAdapterMethod):
+    """What LoHa and LoKr (the LyCORIS adapters) share: a rank, a scale and two dropouts."""
+
+    r: int = Field(8, gt=0, description="Rank of the low-rank factors.")
+    alpha: int = Field(8, gt=0, description="Scaling numerator (scale = alpha / r).")
+    rank_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout over the rank dimension during training.")
+    module_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of skipping an adapted module in a step.")
+
+
+class LohaMethod(LycorisMethod):
     """LoHa: the weight update as the Hadamard product of two low-rank products (LyCORIS)."""
 
     name: Literal["loha"] = "loha"
-    r: int = Field(8, gt=0, description="Rank of each low-rank factor.")
-    alpha: int = Field(8, gt=0, description="Scaling numerator (scale = alpha / r).")
-    rank_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout over the rank dimension during training.")
-    module_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of skipping an adapted module in a step.")
 
 
-class LokrMethod(PeftAdapterMethod):
+class LokrMethod(LycorisMethod):
     """LoKr: the weight update as a Kronecker product of a small matrix and a low-rank one (LyCORIS)."""
 
     name: Literal["lokr"] = "lokr"
-    r: int = Field(8, gt=0, description="Rank of the low-rank Kronecker factor.")
-    alpha: int = Field(8, gt=0, description="Scaling numerator (scale = alpha / r).")
-    rank_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout over the rank dimension during training.")
-    module_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of skipping an adapted module in a step.")
     decompose_both: bool = Field(False, description="Decompose the left Kronecker factor into a low-rank product too.")
 
 
