@@ -57,7 +57,8 @@ def _print_results(run_path: Path, results: dict) -> None:
     names = [n for n in dict.fromkeys(k for s in splits for k in results[s]) if n not in HIDDEN_METRICS
              and all(isinstance(results[s].get(n, 0.0), (int, float)) for s in splits)]
     base = results.get("base") or {}
-    base_label = "majority" if base.get("kind") == "majority-class" else "base"
+    trivial = base.get("kind") not in (None, "pretrained")  # a baseline, not the starting model
+    base_label = base.get("label") or ("majority" if trivial else "base")
     rows: list[tuple[str, dict, str]] = []  # (label, metrics, style): each split after its baseline
     for split in splits:
         if split in base:
@@ -78,7 +79,7 @@ def _print_results(run_path: Path, results: dict) -> None:
         for name in names:
             table.add_row(name, *(_fmt_metric(metrics.get(name)) for _, metrics, _ in rows))
     out.print(table)
-    if base.get("kind") == "majority-class":
+    if trivial:
         out.print(f"[dim]{base['note']}[/]")
     if results.get("best_reason"):
         out.print(f"[dim]{results['best_reason']}; model saved with the {results['weights']} weights[/]")
@@ -149,13 +150,16 @@ def predict(
     if predictions and "entities" in predictions[0]:
         _print_entities(predictions)
         return
+    values = bool(predictions) and "values" in predictions[0]  # regression: numbers, not labels
     table = Table(show_edge=False)
-    for column in ("text", "label", "score"):
-        table.add_column(column)
+    for column in ("text", "target", "value") if values else ("text", "label", "score"):
+        table.add_column(column, justify="right" if column == "value" else "left")
     for item in predictions:
         text = item["text"] if len(item["text"]) < 60 else item["text"][:57] + "..."
-        for i, guess in enumerate(item["labels"]):
-            table.add_row(text if i == 0 else "", guess["label"], f"{guess['score']:.3f}")
+        pairs = list(item["values"].items()) if values else [(g["label"], g["score"]) for g in item["labels"]]
+        for i, (name, number) in enumerate(pairs or [("(none)", None)]):  # multi-label: none may pass
+            shown = "" if number is None else f"{number:.4g}" if values else f"{number:.3f}"
+            table.add_row(text if i == 0 else "", name, shown)
     out.print(table)
 
 

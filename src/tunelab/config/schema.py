@@ -109,7 +109,15 @@ class DataConfig(Section):
     text_pair_column: str | None = Field(
         None, description="Optional second text column (sentence pairs, e.g. question + passage)."
     )
-    label_column: str = Field("label", description="Column holding the class label (string or integer).")
+    label_column: str = Field(
+        "label", description="Column holding the class label (string or integer); multi-label classification: a "
+        "list of labels, or a string of labels joined by multi_label.delimiter; regression: the numeric target.",
+    )
+    label_columns: list[str] | None = Field(
+        None, min_length=1, description="Several target columns instead of label_column: multi-label "
+        "classification reads one 0/1 column per label (its name is the label), regression one numeric column per "
+        "target.",
+    )
     validation_size: float = Field(
         0.1, gt=0, lt=1, description="Fraction of train held out for validation when `validation` is absent."
     )
@@ -365,6 +373,32 @@ class SftObjective(Section):
     name: Literal["sft"] = "sft"
 
 
+class BinaryCrossEntropyObjective(Section):
+    """Binary cross-entropy of one logit per label (multi-label classification): one term per row and label."""
+
+    name: Literal["binary-cross-entropy"] = "binary-cross-entropy"
+    pos_weight: Literal["none", "balanced"] | dict[str, float] = Field(
+        "none", description="Weight of a label's positive examples: none (1), balanced (negatives / positives in "
+        "the training data, capped at 100), or a mapping label -> weight (others 1).",
+    )
+
+
+class MseObjective(Section):
+    """Mean squared error of the predicted values (regression), on standardized targets when
+    regression.standardize is on: one term per row and target."""
+
+    name: Literal["mse"] = "mse"
+
+
+class HuberObjective(Section):
+    """Huber loss of the predicted values (regression): squared below `delta`, linear above, so a few
+    outlying targets pull less than under mse."""
+
+    name: Literal["huber"] = "huber"
+    delta: float = Field(1.0, gt=0, description="Where the loss turns from squared to linear (in standardized "
+                         "units when regression.standardize is on).")
+
+
 class CrossEntropyObjective(Section):
     """Cross-entropy of a classification head over its classes: one term per row (text and image
     classification) or per labelled token (token classification)."""
@@ -569,10 +603,10 @@ class GrpoObjective(Section):
 # Objectives are registered in tunelab.objectives (OBJECTIVES) and their settings listed here, so the
 # whole config validates and exports a JSON schema without importing torch (as methods do).
 ObjectiveConfig = Annotated[
-    SftObjective | CrossEntropyObjective | DpoObjective | OrpoObjective | SimpoObjective | KtoObjective
-    | GrpoObjective,
-    Field(discriminator="name", description="What training optimises: sft | cross-entropy | dpo | orpo | simpo | "
-          "kto | grpo."),
+    SftObjective | CrossEntropyObjective | BinaryCrossEntropyObjective | MseObjective | HuberObjective
+    | DpoObjective | OrpoObjective | SimpoObjective | KtoObjective | GrpoObjective,
+    Field(discriminator="name", description="What training optimises: sft | cross-entropy | binary-cross-entropy | "
+          "mse | huber | dpo | orpo | simpo | kto | grpo."),
 ]
 
 
@@ -597,6 +631,10 @@ class RetentionSet(Section):
         "scored on its first train.max_length tokens), every row of a file.",
     )
     max_forgetting: float | None = Field(None, ge=0, description="Gate for this set; default: eval.max_forgetting.")
+    label_column: str | None = Field(
+        None, description="Classifiers: the column holding this set's class labels; default: data.label_column "
+        "('label' for multi-label and regression runs, whose own targets are not one class).",
+    )
 
 
 class EvalConfig(Section):
@@ -666,6 +704,28 @@ class TokenClassificationConfig(Section):
         "many tokens; predictions are merged back (each token scored by the window where it is most central). "
         "Default: 32, or half a window when train.max_length is too short for 32.",
     )
+
+
+class MultiLabelConfig(Section):
+    """Settings of the multi-label classification task: how labels are read and how scores become labels."""
+
+    delimiter: str = Field(",", min_length=1, description="Separator of labels written in one string "
+                           "(\"E11.9,I10\"); list columns need none.")
+    allow_empty: bool = Field(True, description="Whether a row may have no label at all (false: such a row stops "
+                              "with its file and line).")
+    threshold: float = Field(0.5, gt=0, lt=1, description="Probability above which a label is predicted, before "
+                             "tuning.")
+    tune_threshold: Literal["none", "global", "per_label"] = Field(
+        "per_label", description="After training, choose the threshold that maximises F1 on validation: one for "
+        "every label (global: micro F1) or one per label; saved with the model and used on test and in predict.",
+    )
+
+
+class RegressionConfig(Section):
+    """Settings of the regression task."""
+
+    standardize: bool = Field(True, description="Train on targets scaled to mean 0 and standard deviation 1 (from "
+                              "the training data); predictions are scaled back. The scale is saved with the model.")
 
 
 class AugmentConfig(Section):
@@ -781,13 +841,16 @@ class Config(Section):
     method: MethodConfig = Field(default_factory=FullMethod)
     objective: ObjectiveConfig | None = Field(
         None, description="What training optimises; default: the task's (sft for causal-lm, cross-entropy for "
-        "classifiers and token classification), written into the run's config.yaml.",
+        "classifiers and token classification, binary-cross-entropy for multi-label, mse for regression), written "
+        "into the run's config.yaml.",
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     lm: LanguageModelConfig = Field(default_factory=LanguageModelConfig)
     token_classification: TokenClassificationConfig = Field(default_factory=TokenClassificationConfig)
+    multi_label: MultiLabelConfig = Field(default_factory=MultiLabelConfig)
+    regression: RegressionConfig = Field(default_factory=RegressionConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)

@@ -81,6 +81,7 @@ def check_splits(
     splits: dict[str, SplitData],
     *,
     label_column: str | None,
+    label_delimiter: str | None = None,
     text_rows: bool = True,
     tokenizer: Any = None,
     max_length: int | None = None,
@@ -95,6 +96,7 @@ def check_splits(
     `tokenizer` and `max_length`, when given, add token lengths and the truncation rate, measured on the
     row text with the tokenizer's special tokens (an estimate for chat rows: no chat template is applied).
     `drop_empty` (data.empty_text: drop) makes empty rows a warning: the user chose to drop them.
+    `label_delimiter` splits a string label into several (multi-label rows written "a,b").
     """
     found = _Findings()
     order = sorted(splits, key=lambda s: SPLIT_ORDER.index(s) if s in SPLIT_ORDER else len(SPLIT_ORDER))
@@ -112,10 +114,11 @@ def check_splits(
     for name, data in loaded.items():
         report_splits[name] = _split_section(
             name, data.rows, texts[name], indexes[name], locators[name], found,
-            label_column=label_column, tokenizer=tokenizer if text_rows else None, max_length=max_length,
+            label_column=label_column, label_delimiter=label_delimiter, tokenizer=tokenizer if text_rows else None,
+            max_length=max_length,
             check_empty=text_rows, drop_empty=drop_empty, threshold=governance.near_duplicate_threshold,
         )
-    _label_coverage(report_splits, locators, loaded, label_column, found)
+    _label_coverage(report_splits, locators, loaded, label_column, label_delimiter, found)
     schema = _schema_section(loaded, found, label_column)
     leaks = _leakage_section(indexes, locators, governance.near_duplicate_threshold, found)
     pii = _pii_section(loaded, locators, label_column, governance)
@@ -136,8 +139,8 @@ def check_splits(
 
 def _split_section(
     name: str, rows: list[dict], texts: list[str], index: dup.TextIndex, locate: _Locator, found: _Findings, *,
-    label_column: str | None, tokenizer: Any, max_length: int | None, check_empty: bool, drop_empty: bool,
-    threshold: float,
+    label_column: str | None, label_delimiter: str | None, tokenizer: Any, max_length: int | None,
+    check_empty: bool, drop_empty: bool, threshold: float,
 ) -> dict:
     if not rows:
         found.errors.append(f"{name}: no rows")
@@ -150,7 +153,7 @@ def _split_section(
     near = dup.near_groups(index, threshold)
     _warn_groups(found, name, "exact duplicate", exact, locate)
     _warn_groups(found, name, f"near-duplicate (Jaccard >= {threshold:g})", near, locate, joiner=" ~ ")
-    labels = _label_counts(rows, label_column)
+    labels = _label_counts(rows, label_column, label_delimiter)
     ratio = _imbalance(labels)
     if name == "train" and ratio is not None and ratio > IMBALANCE_RATIO:
         most, least = max(labels, key=labels.get), min(labels, key=labels.get)
@@ -198,16 +201,18 @@ def _warn_groups(
                               f"e.g. {joiner.join(locate(i) for i in groups[0][:3])}")
 
 
-def _label_values(value: Any) -> list[str]:
+def _label_values(value: Any, delimiter: str | None = None) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
+    if delimiter is not None and isinstance(value, str):
+        return [part.strip() for part in value.split(delimiter) if part.strip()]
     return ["null" if value is None else str(value)]
 
 
-def _label_counts(rows: list[dict], label_column: str | None) -> dict[str, int] | None:
+def _label_counts(rows: list[dict], label_column: str | None, delimiter: str | None) -> dict[str, int] | None:
     if not label_column or not rows or not any(label_column in row for row in rows):
         return None
-    counts = Counter(label for row in rows for label in _label_values(row.get(label_column)))
+    counts = Counter(label for row in rows for label in _label_values(row.get(label_column), delimiter))
     return dict(sorted(counts.items()))
 
 
@@ -219,7 +224,7 @@ def _imbalance(labels: dict[str, int] | None) -> float | None:
 
 def _label_coverage(
     sections: dict, locators: dict[str, _Locator], loaded: dict[str, SplitData], label_column: str | None,
-    found: _Findings,
+    delimiter: str | None, found: _Findings,
 ) -> None:
     """Labels of validation/test that train never shows: the model cannot predict them."""
     train = sections.get("train", {}).get("labels")
@@ -232,7 +237,7 @@ def _label_coverage(
         unseen = sorted(set(section["labels"]) - set(train))
         if unseen:
             rows = [i for i, row in enumerate(loaded[name].rows)
-                    if set(_label_values(row.get(label_column))) & set(unseen)]
+                    if set(_label_values(row.get(label_column), delimiter)) & set(unseen)]
             shown = ", ".join(repr(label) for label in unseen[:5])
             found.errors.append(f"{name}: label(s) {shown} never occur in train, e.g. {_some(rows, locators[name])}")
 

@@ -39,12 +39,6 @@ def _task(config: Config) -> type[Task]:
     return TASKS.get(config.task)
 
 
-def label_column(config: Config) -> str | None:
-    """The column that holds class labels (not scanned for PII, not part of the row text), if the task has one."""
-    columns = _task(config).label_columns(config)
-    return columns[0] if columns else None
-
-
 def load_splits(config: Config) -> dict[str, SplitData]:
     """Each configured split (train, then validation and test when configured) as rows; a split that
     cannot be loaded carries its one-line error instead of stopping the check."""
@@ -74,14 +68,17 @@ def run_data_check(config: Config, *, out_dir: Path, tokenizer: Any = None) -> d
     Token lengths and truncation are measured only when `tokenizer` is given (see
     `load_check_tokenizer`). Nothing is written until the report is complete.
     """
+    task = _task(config)
+    classes = task.class_labels(config)  # None: targets that are not classes (numbers, 0/1 columns)
     report = check_splits(
         load_splits(config),
-        label_column=label_column(config),
-        text_rows=_task(config).uses_tokenizer,
+        label_column=classes[0] if classes else None,
+        label_delimiter=classes[1] if classes else None,
+        text_rows=task.uses_tokenizer,
         tokenizer=tokenizer,
         max_length=config.train.max_length,
         governance=config.governance,
-        ignore_columns=set(_task(config).annotation_columns(config)),
+        ignore_columns={*task.annotation_columns(config), *task.label_columns(config)},
         drop_empty=config.data.empty_text == "drop",
     )
     out_dir = Path(out_dir)
@@ -146,8 +143,7 @@ def redact_file(src: Path, dst: Path, config: Config) -> int:
     table = load_table(src, config.data.model_copy(update={"max_rows": None}), "train")
     if table.format not in REDACTABLE_FORMATS:
         raise _unsupported(str(table.format))
-    label = label_column(config)
-    skip = {label} if label else set()
+    skip = set(_task(config).label_columns(config))
     entities, presidio = list(config.governance.pii_entities), config.governance.presidio
     lines, total = [], 0
     for row in table.dataset.to_list():

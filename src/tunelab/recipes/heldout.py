@@ -90,7 +90,7 @@ def after_training(
     warnings; writes generations.jsonl and samples_test.jsonl on the main process."""
     clock = clock or Timings()
     with clock.phase("final_eval"):
-        results, outputs = _final_evaluation(trainer, config, data, fit)
+        results, outputs = _final_evaluation(trainer, config, task, data, fit)
     main = trainer.accelerator.is_main_process
     base = _base_section(task, data, before, outputs, config)
     with clock.phase("generation"):
@@ -115,7 +115,7 @@ def after_training(
 
 
 def _final_evaluation(
-    trainer: Trainer, config: Config, data: PreparedData, fit: FitResult
+    trainer: Trainer, config: Config, task: Task, data: PreparedData, fit: FitResult
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     used = "last"
     if config.eval.load_best and fit.best and trainer.load_best():
@@ -127,6 +127,10 @@ def _final_evaluation(
         )
     outputs: dict[str, Any] = {}
     results["validation"], outputs["validation"] = trainer.evaluate(data.validation, keep_outputs=True)
+    fitted = task.calibrate(outputs["validation"], data)  # e.g. thresholds: test is scored with them
+    if fitted is not None:
+        results["calibration"] = fitted
+        results["validation"] = trainer.objective.compute_metrics(outputs["validation"], data)
     if data.test is not None and len(data.test):
         results["test"], outputs["test"] = trainer.evaluate(data.test, keep_outputs=True)
     return results, outputs
@@ -149,9 +153,9 @@ def _base_section(
         if trivial is None:
             return None
         section[split] = task.compute_metrics(trivial, data)
-    note = (f"{config.model.source} has no {task.name} head for these labels yet, so the baseline is the "
-            "majority class of the training data")
-    return {"kind": "majority-class", "note": note, **section}
+    kind, label, what = task.baseline
+    note = f"{config.model.source} has no {task.name} head for these labels yet, so the baseline is {what}"
+    return {"kind": kind, "label": label, "note": note, **section}
 
 
 def _generation_results(

@@ -16,7 +16,7 @@ METHOD_PARAMS: dict[str, tuple[str, ...]] = {
     "vera": ("r",),
     "oft": ("block_size",),
 }
-LOWER_IS_BETTER = {"loss", "perplexity"}
+LOWER_IS_BETTER = {"loss", "perplexity", "rmse", "mae"}
 DASH = "\u2013"  # en dash: a value that does not exist
 
 

@@ -209,14 +209,15 @@ def confusion(run: RunData) -> dict[str, Any] | None:
 
 
 def per_class(run: RunData) -> dict[str, Any] | None:
-    """Precision/recall/F1/support per class (classifiers) or per entity type (NER)."""
-    found = _evaluated_split(run, "per_class", "per_type")
+    """Precision/recall/F1/support per class (classifiers), per label (multi-label) or per entity type (NER)."""
+    found = _evaluated_split(run, "per_class", "per_label", "per_type")
     if found is None:
         return None
     split, key, scores = found
     rows = [{"name": name, **{k: fmt.number(s.get(k)) for k in ("precision", "recall", "f1", "support")}}
             for name, s in scores.items() if isinstance(s, dict)]
-    return {"split": split, "kind": "entity type" if key == "per_type" else "class", "scores": scores, "rows": rows}
+    kind = {"per_type": "entity type", "per_label": "label"}.get(key, "class")
+    return {"split": split, "kind": kind, "scores": scores, "rows": rows}
 
 
 def lengths(run: RunData) -> list[dict[str, str]] | None:

@@ -56,7 +56,7 @@ def score_sets(trainer: Trainer, sets: list[HeldOutSet], config: Config, task: T
     scores: dict[str, Any] = {}
     for held in sets:
         model = held.score_with(trainer.unwrapped)
-        metrics = trainer.evaluate(held.data.test, model=model, data=held.data, scorer=task)
+        metrics = trainer.evaluate(held.data.test, model=model, data=held.data, scorer=held.scorer or task)
         scores[held.name] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
         if held.prompts and trainer.generates_here:
             prompts = held.prompts[: config.eval.generate_samples]

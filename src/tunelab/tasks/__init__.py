@@ -3,6 +3,8 @@
 from tunelab.tasks import (  # noqa: F401  (registration)
     causal_lm,
     image_classification,
+    multi_label,
+    regression,
     text_classification,
     token_classification,
 )

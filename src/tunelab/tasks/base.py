@@ -67,12 +67,15 @@ class HeldOutSet:
     #: the module that scores the set, given the model being trained (classifiers: the earlier task's
     #: head on the shared backbone); identity for causal LMs
     score_with: Callable[[nn.Module], nn.Module] = lambda model: model
+    #: the task that scores the set when it is not the run's own (a text-classification set kept by a
+    #: multi-label or regression run); None: the run's task
+    scorer: Task | None = None
     prompts: list[dict[str, Any]] = field(default_factory=list)  #: causal LMs: generation prompts
     info: dict[str, Any] = field(default_factory=dict)  #: source, rows, overlap removed
 
 
 #: config sections that belong to one kind of task; a task reads only those in its `sections`
-TASK_SECTIONS = ("lm", "generation", "token_classification", "image")
+TASK_SECTIONS = ("lm", "generation", "token_classification", "multi_label", "regression", "image")
 log = logging.getLogger(__name__)
 
 
@@ -93,6 +96,8 @@ class Task:
     generates: bool = False
     #: modules trained in full beside a LoRA adapter when PEFT has no task type for the task (new heads)
     head_modules: list[str] = []
+    #: what `baseline_outputs` scores: (kind, short label, description) in eval.json's base section
+    baseline: tuple[str, str, str] = ("majority-class", "majority", "the majority class of the training data")
     #: the retention set `eval.retention: auto` measures (None: no default)
     default_retention: str | None = None
     #: model outputs an objective can be computed from (`Objective.consumes`), via `loss_logits`
@@ -167,6 +172,13 @@ class Task:
         return []
 
     @classmethod
+    def class_labels(cls, config: Config) -> tuple[str, str | None] | None:
+        """The column of class labels the data check counts (balance, labels missing from train), and
+        the delimiter of labels written in one string; None when the targets are not classes."""
+        columns = cls.label_columns(config)
+        return (columns[0], None) if columns else None
+
+    @classmethod
     def annotation_columns(cls, config: Config) -> list[str]:
         """Columns that annotate the text rather than being text (left out of duplicates and lengths)."""
         return []
@@ -222,6 +234,12 @@ class Task:
     def added_token_ids(self) -> list[int]:
         """Ids of tokens the run added to the tokenizer (methods may train their embedding rows)."""
         return []
+
+    def calibrate(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any] | None:
+        """After training, fit what the task decides from the validation outputs of the final weights
+        (multi-label: decision thresholds), used from then on for test, saving and serving; returns
+        what was fitted for eval.json, or None when the task fits nothing."""
+        return None
 
     def finalize_saved(self, folder: Path) -> None:
         """Adjust a saved model folder (model/ or adapter/) after the method wrote it."""
@@ -356,7 +374,8 @@ def classifier_retention(
     if metric not in task.metrics:
         raise ConfigError(f"{where}: metric {metric!r} is not a {task.name} metric",
                           fix=f"choose one of {', '.join(task.metrics)}")
-    limited = config.model_copy(update={"data": config.data.model_copy(update={"max_rows": spec.max_rows})})
+    reading = {"max_rows": spec.max_rows, **({"label_column": spec.label_column} if spec.label_column else {})}
+    limited = config.model_copy(update={"data": config.data.model_copy(update=reading)})
     prepared = task.prepare_heldout(limited, tokenizer, model, spec.source, labels)
     if not len(prepared.test):
         raise ConfigError(f"{where}: {spec.source} has no row with a label of {head_source}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,9 @@ class TextClassification(ClassifierTask):
     peft_task_type = "SEQ_CLS"
     metrics = {"accuracy": True, "macro_f1": True, "weighted_f1": True, "loss": False}
     default_metric = "macro_f1"
+    #: the head's problem_type in the Hugging Face config, and the dtype of collated targets
+    problem_type = "single_label_classification"
+    label_dtype = torch.long
 
     def __init__(self) -> None:
         super().__init__()
@@ -71,6 +75,7 @@ class TextClassification(ClassifierTask):
         self._use_tokenizer(tokenizer)
         tables = self._load_tables(config)
         labels = self._label_names(tables["train"], config)
+        self._check_known_labels(tables, labels, config)
         tokenized = {
             split: self._tokenize(table, config, tokenizer, model, labels) for split, table in tables.items()
         }
@@ -80,15 +85,12 @@ class TextClassification(ClassifierTask):
         seed = config.train.seed
         splits, info["split_from_train"] = hold_out_missing(
             splits, config.data.validation_size, config.data.test_size,
-            lambda ds, size, what: stratified_split(ds, "labels", size, seed))
+            lambda ds, size, what: self._split(ds, size, seed))
         for split in ("validation", "test"):
             if splits.get(split) is not None:
                 splits[split] = self._drop_unseen(splits[split], split, labels, info)
         info["rows"] = {s: len(d) for s, d in splits.items() if d is not None}
-        info["label_counts"] = {
-            s: {labels[int(k)]: v for k, v in value_counts(d, "labels").items()}
-            for s, d in splits.items() if d is not None
-        }
+        info.update(self._label_info({s: d for s, d in splits.items() if d is not None}, labels))
         info["truncated_rows"] = {s: int(_sum_column(d, "truncated")) for s, d in splits.items() if d is not None}
         log.info("data: %s; %d labels; tokenized %s", ", ".join(f"{s} {n}" for s, n in info["rows"].items()),
                  len(labels), "from cache" if all(info["cache_hits"].values()) else "and cached")
@@ -113,7 +115,7 @@ class TextClassification(ClassifierTask):
     def _load_checked(self, path: str, config: Config, split: str) -> Table:
         data = config.data
         table = load_table(path, data, split)
-        keys = {data.text_column: "data.text_column", data.label_column: "data.label_column"}
+        keys = {data.text_column: "data.text_column", **self._label_keys(config)}
         if data.text_pair_column:
             keys[data.text_pair_column] = "data.text_pair_column"
         require_columns(table, list(keys), keys=keys)
@@ -135,6 +137,33 @@ class TextClassification(ClassifierTask):
             log.warning("%s: dropping %d rows with empty %r", table.files[0], len(rows), column)
             keep = np.setdiff1d(np.arange(len(table.dataset)), rows)
             table.dataset = table.dataset.select(keep)
+
+    # ---- targets: what tasks with other targets (multi-label, regression) change ---------------
+    def _label_keys(self, config: Config) -> dict[str, str]:
+        """The columns holding the targets -> the config key that names them (for missing-column errors)."""
+        return {config.data.label_column: "data.label_column"}
+
+    def _label_cache_key(self, config: Config) -> dict[str, Any]:
+        """Settings beyond the columns that change how targets are encoded (part of the token cache key)."""
+        return {}
+
+    def _label_encoder(self, config: Config, labels: list[str]) -> Callable[[dict[str, list[Any]]], list[Any]]:
+        """A batch of rows -> each row's target as the dataset stores it (here: the class id)."""
+        label_ids = {name: i for i, name in enumerate(labels)}
+        column = config.data.label_column
+        return lambda batch: [label_ids.get(str(v), UNSEEN) for v in batch[column]]
+
+    def _split(self, ds: datasets.Dataset, size: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
+        return stratified_split(ds, "labels", size, seed)
+
+    def _check_known_labels(self, tables: dict[str, Table], labels: list[str], config: Config) -> None:
+        """Refuse held-out files whose targets training cannot learn (single-label classification drops
+        such rows from evaluation with a warning instead, in `_drop_unseen`)."""
+
+    def _label_info(self, splits: dict[str, datasets.Dataset], labels: list[str]) -> dict[str, Any]:
+        """What data.json records about the targets of each split."""
+        return {"label_counts": {s: {labels[int(k)]: v for k, v in value_counts(d, "labels").items()}
+                                 for s, d in splits.items()}}
 
     def _check_labels_present(self, table: Table, config: Config) -> None:
         rows = blank_rows(table, config.data.label_column)
@@ -166,17 +195,18 @@ class TextClassification(ClassifierTask):
             "rows": len(table.dataset),
             "tokenizer": model.fingerprint,
             "max_length": config.train.max_length,
-            "columns": [data.text_column, data.text_pair_column, data.label_column],
+            "columns": [data.text_column, data.text_pair_column, *self._label_keys(config)],
             "labels": labels,
+            **self._label_cache_key(config),
         }
-        label_ids = {name: i for i, name in enumerate(labels)}
+        encode_labels = self._label_encoder(config, labels)
         max_length = config.train.max_length
 
         def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             texts = batch[data.text_column]
             pairs = batch[data.text_pair_column] if data.text_pair_column else None
             enc, truncated = _encode_truncating(tokenizer, texts, pairs, max_length)
-            enc["labels"] = [label_ids.get(str(v), UNSEEN) for v in batch[data.label_column]]
+            enc["labels"] = encode_labels(batch)
             enc["length"] = [len(ids) for ids in enc["input_ids"]]
             enc["truncated"] = truncated
             return enc
@@ -217,7 +247,7 @@ class TextClassification(ClassifierTask):
             num_labels=len(labels),
             id2label=dict(enumerate(labels)),
             label2id={name: i for i, name in enumerate(labels)},
-            problem_type="single_label_classification",
+            problem_type=self.problem_type,
             trust_remote_code=config.model.trust_remote_code,
             ignore_mismatched_sizes=True,  # a classifier with other labels as the start: new head
             dtype=torch.float32,
@@ -232,7 +262,7 @@ class TextClassification(ClassifierTask):
         batch = {
             "input_ids": pad_sequences(rows["input_ids"], self.pad_id),
             "attention_mask": pad_sequences(rows["attention_mask"], 0),
-            "labels": torch.as_tensor(rows["labels"], dtype=torch.long),
+            "labels": torch.as_tensor(rows["labels"], dtype=self.label_dtype),
         }
         if "token_type_ids" in rows:
             batch["token_type_ids"] = pad_sequences(rows["token_type_ids"], 0)
@@ -286,6 +316,19 @@ class TextClassification(ClassifierTask):
                 labels = [{"label": names[i], "score": s} for i, s in zip(row_ids, row_scores)]
                 results.append({"text": text, "labels": labels})
         return results
+
+
+def scored_as_text_classification(
+    config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel, spec: RetentionSet, data: PreparedData
+) -> HeldOutSet:
+    """A retention set of a previous single-label text-classification task (its head on the backbone
+    being trained), for runs whose own targets are not classes (multi-label, regression): the set
+    reads its `label_column` ('label' by default) and is scored by a text-classification task of its own."""
+    scorer = TextClassification()
+    spec = spec.model_copy(update={"label_column": spec.label_column or "label"})
+    held = scorer.prepare_retention(config, tokenizer, model, spec, data)
+    held.scorer = scorer
+    return held
 
 
 def text_onnx_example(

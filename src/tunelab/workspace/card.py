@@ -122,7 +122,8 @@ def _training_data(run: Run, config: Config, data: dict[str, Any]) -> str:
 def _evaluation(evaluation: dict[str, Any]) -> str:
     base = evaluation.get("base") if isinstance(evaluation.get("base"), dict) else {}
     gains = evaluation.get("gain") if isinstance(evaluation.get("gain"), dict) else {}
-    label = "baseline (majority class)" if base.get("kind") == "majority-class" else "base"
+    trivial = base.get("kind") not in (None, "pretrained")
+    label = f"baseline ({base.get('label') or 'majority class'})" if trivial else "base"
     rows = []
     for split in SPLITS:
         metrics = evaluation.get(split)
