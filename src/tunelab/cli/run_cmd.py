@@ -106,7 +106,8 @@ def _print_retention(results: dict) -> None:
         out.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
 
 
-HIDDEN_METRICS = {"tokens", "samples", "per_class", "confusion_matrix", "labels", "support"}
+HIDDEN_METRICS = {"tokens", "samples", "per_class", "confusion_matrix", "labels", "support", "queries",
+                  "documents"}
 
 
 def _fmt_metric(value: object) -> str:
@@ -161,6 +162,34 @@ def predict(
             shown = "" if number is None else f"{number:.4g}" if values else f"{number:.3f}"
             table.add_row(text if i == 0 else "", name, shown)
     out.print(table)
+
+
+@app.command()
+def search(
+    run: Annotated[Path, typer.Argument(help="Run folder of an embedding run.")],
+    queries: Annotated[list[str], typer.Argument(help="Queries; '-' reads one per line from stdin.")],
+    corpus: Annotated[Path, typer.Option("--corpus", help="Documents to search: .jsonl/.csv/.parquet/.txt.")],
+    column: Annotated[str, typer.Option(help="The corpus column holding each document's text.")] = "text",
+    top_k: Annotated[int, typer.Option(help="How many documents to show per query.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """The documents of a corpus nearest to each query (the corpus is indexed once, in the run folder)."""
+    from tunelab.recipes.search import search as run_search
+
+    if queries == ["-"]:
+        queries = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    found = run_search(run, queries, corpus, column=column, top_k=top_k)
+    if as_json:
+        for item in found:
+            out.print(json.dumps(item), soft_wrap=True)
+        return
+    for item in found:
+        table = Table(title=item["query"], show_edge=False)
+        for name in ("rank", "score", "document"):
+            table.add_column(name, justify="right" if name != "document" else "left")
+        for hit in item["results"]:
+            table.add_row(str(hit["rank"]), f"{hit['score']:.3f}", hit["document"])
+        out.print(table)
 
 
 def _print_entities(predictions: list[dict]) -> None:

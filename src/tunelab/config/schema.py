@@ -399,6 +399,30 @@ class HuberObjective(Section):
                          "units when regression.standardize is on).")
 
 
+class ContrastiveObjective(Section):
+    """In-batch negatives (sentence-transformers' MultipleNegativesRankingLoss): each anchor's positive
+    against every other positive of the micro-batch (and every hard negative), one term per anchor."""
+
+    name: Literal["contrastive"] = "contrastive"
+    scale: float = Field(20.0, gt=0, description="Cosine similarities are multiplied by this (1 / temperature: "
+                         "20 is a temperature of 0.05).")
+
+
+class TripletObjective(Section):
+    """Triplet loss: the anchor closer to its positive than to its negative by `margin`, one term per row."""
+
+    name: Literal["triplet"] = "triplet"
+    distance: Literal["euclidean", "cosine"] = Field("euclidean", description="Distance between embeddings.")
+    margin: float = Field(5.0, gt=0, description="Required gap between the negative's and the positive's distance "
+                          "(5 suits euclidean distance of unnormalized embeddings; about 0.5 suits cosine).")
+
+
+class CosineSimilarityObjective(Section):
+    """Scored pairs: the squared error between the pair's cosine similarity and its score, one term per row."""
+
+    name: Literal["cosine-similarity"] = "cosine-similarity"
+
+
 class CrossEntropyObjective(Section):
     """Cross-entropy of a classification head over its classes: one term per row (text and image
     classification) or per labelled token (token classification)."""
@@ -604,9 +628,10 @@ class GrpoObjective(Section):
 # whole config validates and exports a JSON schema without importing torch (as methods do).
 ObjectiveConfig = Annotated[
     SftObjective | CrossEntropyObjective | BinaryCrossEntropyObjective | MseObjective | HuberObjective
+    | ContrastiveObjective | TripletObjective | CosineSimilarityObjective
     | DpoObjective | OrpoObjective | SimpoObjective | KtoObjective | GrpoObjective,
     Field(discriminator="name", description="What training optimises: sft | cross-entropy | binary-cross-entropy | "
-          "mse | huber | dpo | orpo | simpo | kto | grpo."),
+          "mse | huber | contrastive | triplet | cosine-similarity | dpo | orpo | simpo | kto | grpo."),
 ]
 
 
@@ -726,6 +751,27 @@ class RegressionConfig(Section):
 
     standardize: bool = Field(True, description="Train on targets scaled to mean 0 and standard deviation 1 (from "
                               "the training data); predictions are scaled back. The scale is saved with the model.")
+
+
+class EmbeddingConfig(Section):
+    """Settings of the embedding task: which columns pair up, and how token vectors become one embedding."""
+
+    anchor_column: str = Field("anchor", description="Column of the query / anchor text.")
+    positive_column: str = Field("positive", description="Column of the matching text (the answer, the document).")
+    negative_column: str | None = Field(None, description="Optional column of a hard negative (a text that must "
+                                        "not match); the triplet objective needs it.")
+    score_column: str | None = Field(
+        None, description="Column of a similarity score in [0, 1] per pair (the cosine-similarity objective); "
+        "scored pairs are evaluated by Spearman correlation.",
+    )
+    pooling: Literal["auto", "mean", "cls", "max"] = Field(
+        "auto", description="Token vectors -> one embedding; auto: the model's sentence-transformers pooling "
+        "(1_Pooling/config.json), else mean over the non-padding tokens.",
+    )
+    normalize: Literal["auto"] | bool = Field(
+        "auto", description="Scale embeddings to unit length; auto: as the model's sentence-transformers modules "
+        "say (a Normalize module), else no.",
+    )
 
 
 class AugmentConfig(Section):
@@ -851,6 +897,7 @@ class Config(Section):
     token_classification: TokenClassificationConfig = Field(default_factory=TokenClassificationConfig)
     multi_label: MultiLabelConfig = Field(default_factory=MultiLabelConfig)
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)

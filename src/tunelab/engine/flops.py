@@ -46,10 +46,17 @@ class FlopMeter:
         return {"tflops": round(achieved / 1e12, 4), "mfu": round(achieved / self.peak_flops, 4) if self.peak_flops else 0.0}
 
 
+def real_tokens(batch: dict[str, Any]) -> int:
+    """Tokens of a collated batch that are not padding (every side of a pair batch); 0 for images."""
+    return sum(int(v.sum()) for k, v in batch.items() if k.endswith("attention_mask") and isinstance(v, torch.Tensor))
+
+
 def positions(batch: dict[str, torch.Tensor]) -> int:
-    """Input positions of a collated batch: tokens (padding included: it is computed) or images."""
-    ids = batch.get("input_ids")
-    if ids is not None:
-        return int(ids.numel())
+    """Input positions of a collated batch: tokens (padding included: it is computed) or images. A
+    batch of several sequences per row (embedding pairs: anchor_input_ids, positive_input_ids) counts
+    every side."""
+    ids = [v for k, v in batch.items() if k.endswith("input_ids") and isinstance(v, torch.Tensor)]
+    if ids:
+        return sum(int(v.numel()) for v in ids)
     first = next((v for v in batch.values() if isinstance(v, torch.Tensor)), None)
     return int(first.shape[0]) if first is not None else 1

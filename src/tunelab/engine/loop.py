@@ -25,7 +25,7 @@ from tunelab.engine import checkpoint as ckpt
 from tunelab.engine.accel import fit_fsdp_to_model
 from tunelab.engine.batching import epoch_batches, planned_steps, shard
 from tunelab.engine.evaluation import evaluate, lengths as _lengths, to_device
-from tunelab.engine.flops import FlopMeter, positions
+from tunelab.engine.flops import FlopMeter, positions, real_tokens
 from tunelab.engine.hardware import measured_peak
 from tunelab.engine.memory import peak_rss_mb, release_free_heap
 from tunelab.engine.optim import build_optimizer, build_scheduler
@@ -219,7 +219,7 @@ class Trainer:
         global_items = self.sum_across(float(local_items))
         # several updates on one prepared batch (GRPO's num_iterations); their mean is logged
         updates = [self._update(micro, global_items) for _ in range(self.objective.iterations)]
-        tokens = sum(int(b["attention_mask"].sum()) * w if "attention_mask" in b else 0 for b, w in micro)
+        tokens = sum(real_tokens(b) * w for b, w in micro)
         flops = self.sum_across(self.flop_meter.step_flops(sum(positions(b) for b, _ in micro)))
         extra = {"l2_sp": float(np.mean([u["l2_sp"] for u in updates]))} if self.l2_sp else {}
         for name, (total, count) in self.objective.pop_step_stats().items():

@@ -5,6 +5,7 @@ from tunelab.objectives import (  # noqa: F401  (registration)
     binary_cross_entropy,
     cross_entropy,
     dpo,
+    embedding,
     grpo,
     kto,
     orpo,

@@ -2,6 +2,7 @@
 
 from tunelab.tasks import (  # noqa: F401  (registration)
     causal_lm,
+    embedding,
     image_classification,
     multi_label,
     regression,

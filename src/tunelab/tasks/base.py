@@ -75,7 +75,7 @@ class HeldOutSet:
 
 
 #: config sections that belong to one kind of task; a task reads only those in its `sections`
-TASK_SECTIONS = ("lm", "generation", "token_classification", "multi_label", "regression", "image")
+TASK_SECTIONS = ("lm", "generation", "token_classification", "multi_label", "regression", "embedding", "image")
 log = logging.getLogger(__name__)
 
 
