@@ -192,7 +192,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClien
         ws = Workspace.init(root)
         runs = {name: train(load_config(_config(root, name, task))).run.id
                 for name, task in (("topics", "text-classification"), ("tagger", "token-classification"),
-                                   ("support-bot", "causal-lm"))}
+                                   ("support-bot", "causal-lm"), ("faq", "embedding"))}
         for name, run_id in runs.items():
             registry.register(ws, run_id, name)
             assert registry.promote(ws, f"{name}@v1", "production").passed
@@ -214,6 +214,10 @@ def _config(root: Path, name: str, task: str) -> Path:
     if task == "text-classification":
         body = {**common, "model": {"source": "tiny-random-bert"},
                 "data": {"train": str(write_jsonl(root / "topics.jsonl", synthetic_rows(48, seed=1)))}}
+    elif task == "embedding":
+        pairs = [{"anchor": r["text"], "positive": f"about {r['label']}"} for r in synthetic_rows(48, seed=1)]
+        body = {**common, "model": {"source": "tiny-random-bert"},
+                "data": {"train": str(write_jsonl(root / "pairs.jsonl", pairs))}}
     elif task == "token-classification":
         body = {**common, "model": {"source": "tiny-random-bert"},
                 "data": {"train": str(write_jsonl(root / "ner.jsonl", ner_rows(48, seed=1)))}}
@@ -265,6 +269,32 @@ def test_predict_refusals(served) -> None:
     assert lm.status_code == 422 and "/v1/chat/completions" in lm.json()["detail"]
     assert client.post("/v1/models/topics/predict", json={"inputs": []}, headers=viewer).status_code == 422
     assert client.post("/v1/models/topics/predict", json={"inputs": ["x"]}).status_code == 401
+
+
+def test_embeddings_in_openai_shape_equal_the_runs_own(served) -> None:
+    import base64
+
+    import numpy as np
+
+    from tunelab.recipes.predict import load_predictor
+
+    client, tokens = served
+    viewer = _auth(tokens["viewer"])
+    answer = client.post("/v1/models/faq/embeddings", json={"input": ["goal match", "vote tax"]}, headers=viewer)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["object"] == "list" and body["model"] == "faq@v1" and body["usage"]["prompt_tokens"] > 0
+    assert [d["index"] for d in body["data"]] == [0, 1] and all(d["object"] == "embedding" for d in body["data"])
+    run = client.app.state.workspace.root / "runs"
+    own = load_predictor(next(p for p in run.iterdir() if p.name.startswith("faq"))).predict(["goal match"])
+    assert np.allclose(body["data"][0]["embedding"], own[0]["embedding"], atol=1e-6)
+    packed = client.post("/v1/models/faq/embeddings", json={"input": "goal match", "encoding_format": "base64"},
+                         headers=viewer).json()["data"][0]["embedding"]
+    assert np.allclose(np.frombuffer(base64.b64decode(packed), dtype="<f4"), own[0]["embedding"], atol=1e-6)
+    refused = client.post("/v1/models/topics/embeddings", json={"input": "x"}, headers=viewer)
+    assert refused.status_code == 422 and "task: embedding" in refused.json()["detail"]
+    assert client.post("/v1/models/faq/embeddings", json={"input": []}, headers=viewer).status_code == 422
+    assert client.post("/v1/models/faq/embeddings", json={"input": "x"}).status_code == 401
 
 
 def test_chat_completions_plain_and_streamed_agree(served) -> None:

@@ -176,7 +176,8 @@ def data_check(
 def data_example(
     name: Annotated[str, typer.Argument(
         help="bbc-news, bbc-news-text, bbc-headlines, bbc-headline-pairs, bbc-headline-feedback, bbc-topic-prompts, "
-        "chatterbot-en, chatterbot-pairs, clinical-ner or mnist-digits (an unknown name lists them all)")],
+        "chatterbot-en, chatterbot-pairs, chatterbot-faq, clinical-ner or mnist-digits (an unknown name lists them "
+        "all)")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write train/validation/test jsonl into.")],
 ) -> None:
     """Materialize a packaged example corpus as jsonl files, with a README.md saying how it was made."""

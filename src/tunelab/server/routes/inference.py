@@ -1,4 +1,5 @@
-"""/v1/models/{name}/predict and /v1/chat/completions: registered models answering requests.
+"""/v1/models/{name}/predict, /v1/models/{name}/embeddings and /v1/chat/completions: registered models
+answering requests.
 
 A request names a registered model and a version (a stage, `latest` or `vN`; production by default),
 and is served by that version's run folder, so what answers is exactly what was registered and promoted.
@@ -131,6 +132,48 @@ def predict(name: str, body: PredictRequest, request: Request, _who: Viewer) -> 
     with loaded.lock:
         predictions = loaded.predictor.predict(body.inputs, top_k=body.top_k)
     return {"model": served.ref, "task": served.task, "predictions": predictions}
+
+
+class EmbeddingsRequest(BaseModel):
+    """OpenAI's embeddings request (`model` is the path's name; a body `model` is accepted and ignored)."""
+
+    input: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)] | list[
+        Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]] = Field(
+        description="A text or a list of texts to embed.")
+    model: str | None = Field(None, description="Ignored: the model is the path's name and `version`.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="float: lists of numbers; base64: little-endian float32 bytes (the OpenAI SDK's default).")
+    version: str = Field("production", pattern=VERSION, description="A stage, 'latest' or 'vN'.")
+
+
+@router.post("/models/{name}/embeddings")
+def embeddings(name: str, body: EmbeddingsRequest, request: Request, _who: Viewer) -> dict[str, Any]:
+    """Embedding models: one vector per input, in the shape of OpenAI's embeddings API."""
+    import base64
+
+    import numpy as np
+
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not 1 <= len(texts) <= MAX_INPUTS:
+        raise HTTPException(422, f"input: give 1 to {MAX_INPUTS} texts")
+    served = served_version(request.app.state.workspace, f"{name}@{body.version}")
+    if not hasattr(TASKS.get(served.task), "embed"):
+        raise HTTPException(422, f"{served.ref} is a {served.task} model; embeddings come from embedding models "
+                                 "(task: embedding)")
+    loaded = request.app.state.model_cache.get(f"predict:{served.run_path}", lambda: load_classifier(served.run_path))
+    predictor = loaded.predictor
+    with loaded.lock:
+        vectors = predictor.task.embed(predictor.model, predictor.tokenizer, texts, predictor.config.train.max_length)
+        tokens = sum(len(ids) for ids in predictor.tokenizer(texts, truncation=True,
+                                                             max_length=predictor.config.train.max_length)["input_ids"])
+    def encoded(vector: Any) -> Any:
+        if body.encoding_format == "base64":
+            return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+        return [float(v) for v in vector]
+
+    data = [{"object": "embedding", "index": i, "embedding": encoded(v)} for i, v in enumerate(vectors)]
+    return {"object": "list", "data": data, "model": served.ref,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 # ---- chat completions ---------------------------------------------------------------------------
