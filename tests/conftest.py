@@ -49,6 +49,20 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def write_config(path: Path, body: dict, sections: dict) -> Path:
+    """Write `body`, each of `sections` merged into its section, as YAML at `path`."""
+    for section, values in sections.items():
+        body[section] = {**body.get(section, {}), **values}
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def train_losses(run) -> list[float]:
+    """The loss of each logged training step of a run (validation lines carry no learning rate)."""
+    lines = (run.path / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if "lr" in r]
+
+
 @pytest.fixture
 def text_data(tmp_path: Path) -> dict[str, Path]:
     """Train/validation/test jsonl files for a 3-topic problem a tiny model can learn."""

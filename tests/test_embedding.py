@@ -4,7 +4,6 @@ vs tuned, the saved model loaded by sentence-transformers, eval parity, LoRA, re
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
@@ -12,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from sentence_transformers import SentenceTransformer, losses
 from sentence_transformers.models import Pooling
 
-from conftest import FILLER, WORDS, write_jsonl
+from conftest import FILLER, WORDS, train_losses, write_config, write_jsonl
 from tunelab.config import load_config
 from tunelab.config.schema import ContrastiveObjective, CosineSimilarityObjective, TripletObjective
 from tunelab.errors import ConfigError, DataError
@@ -64,15 +62,7 @@ def emb_config(tmp_path: Path, files: dict[str, Path], name: str = "emb", **sect
         "train": {"epochs": 3, "batch_size": 16, "learning_rate": 3e-3, "max_length": 32, "seed": 0, "log_every": 1},
         "output": {"dir": str(tmp_path / "runs")},
     }
-    for section, values in sections.items():
-        body[section] = {**body.get(section, {}), **values}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(body))
-    return path
-
-
-def step_losses(run) -> list[float]:
-    return [r["loss"] for r in map(json.loads, (run.path / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    return write_config(tmp_path / f"{name}.yaml", body, sections)
 
 
 # ---- metrics and losses ---------------------------------------------------------------------
@@ -153,7 +143,7 @@ def test_objectives_and_columns_must_fit(tmp_path, pairs):
 def test_contrastive_run_beats_its_base_and_saves_a_sentence_transformers_model(tmp_path, pairs):
     outcome = train(load_config(emb_config(tmp_path, pairs)))
     run, results = outcome.run, outcome.results
-    assert step_losses(run)[:4] == pytest.approx(GOLDEN, abs=2e-5), step_losses(run)
+    assert train_losses(run)[:4] == pytest.approx(GOLDEN, abs=2e-5), train_losses(run)
     assert results["base"]["kind"] == "pretrained"
     assert results["test"]["ndcg@10"] > results["base"]["test"]["ndcg@10"] + 0.05
     assert results["test"]["documents"] == 30  # every distinct answer of the split is a candidate
@@ -186,7 +176,7 @@ def test_hard_negatives_triplets_and_scored_pairs_train(tmp_path, pairs):
     triplet = train(load_config(emb_config(tmp_path, pairs, name="triplet", train={"epochs": 1},
                                            embedding={"negative_column": "negative"},
                                            objective={"name": "triplet", "distance": "cosine", "margin": 0.5})))
-    assert step_losses(triplet.run)[0] > 0
+    assert train_losses(triplet.run)[0] > 0
     scored = {split: write_jsonl(tmp_path / "scored" / f"{split}.jsonl", pair_rows(n, seed, scored=True))
               for split, n, seed in [("train", 96, 1), ("validation", 30, 2)]}
     results = train(load_config(emb_config(tmp_path, scored, name="scored", train={"epochs": 4},

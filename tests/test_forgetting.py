@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from torch import nn
 
-from tests.conftest import write_jsonl
+from tests.conftest import write_config, write_jsonl
 from tunelab.config import load_config
 from tunelab.data import general_text
 from tunelab.engine.optim import build_optimizer, layer_scales
@@ -38,11 +37,7 @@ def lm_config(tmp_path: Path, name: str, **sections) -> Path:
                  "generate_samples": 0},
         "output": {"dir": str(tmp_path / "runs")},
     }
-    for section, values in sections.items():
-        body[section] = {**body.get(section, {}), **values}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(body))
-    return path
+    return write_config(tmp_path / f"{name}.yaml", body, sections)
 
 
 def test_training_on_a_shifted_distribution_raises_retention_loss_and_fails_the_gate(tmp_path):

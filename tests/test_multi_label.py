@@ -14,7 +14,7 @@ import torch
 import yaml
 from sklearn.metrics import average_precision_score, f1_score
 
-from conftest import FILLER, WORDS, write_jsonl
+from conftest import FILLER, WORDS, train_losses, write_config, write_jsonl
 from tunelab.config import load_config
 from tunelab.errors import ConfigError, DataError
 from tunelab.metrics.multi_label import multi_label_metrics, tune_thresholds
@@ -54,16 +54,7 @@ def ml_config(tmp_path: Path, files: dict[str, Path], name: str = "ml", **sectio
         "train": {"epochs": 2, "batch_size": 16, "learning_rate": 5e-3, "max_length": 64, "seed": 0, "log_every": 1},
         "output": {"dir": str(tmp_path / "runs")},
     }
-    for section, values in sections.items():
-        body[section] = {**body.get(section, {}), **values}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(body))
-    return path
-
-
-def losses(run) -> list[float]:
-    lines = (run.path / "metrics.jsonl").read_text().splitlines()
-    return [r["loss"] for r in map(json.loads, lines) if "lr" in r]  # training steps (validation lines have none)
+    return write_config(tmp_path / f"{name}.yaml", body, sections)
 
 
 # ---- metrics --------------------------------------------------------------------------------
@@ -133,7 +124,7 @@ def test_lists_strings_and_indicator_columns_train_the_same_run(tmp_path):
     curves = {}
     for layout, (files, extra) in _layouts(tmp_path, rows).items():
         config = load_config(ml_config(tmp_path, files, name=layout, train={"epochs": 1}, **extra))
-        curves[layout] = losses(train(config).run)
+        curves[layout] = train_losses(train(config).run)
     assert len(curves["list"]) == 3
     assert curves["string"] == curves["list"] and curves["indicators"] == curves["list"]
 
@@ -230,7 +221,7 @@ def test_balanced_positive_weights_are_negatives_over_positives(tmp_path, ml_dat
 def test_run_tunes_thresholds_on_validation_uses_them_for_test_and_serves_with_them(tmp_path, ml_data):
     outcome = train(load_config(ml_config(tmp_path, ml_data, train={"epochs": 8})))
     run, results = outcome.run, outcome.results
-    assert losses(run)[:6] == pytest.approx(GOLDEN, abs=2e-5), losses(run)
+    assert train_losses(run)[:6] == pytest.approx(GOLDEN, abs=2e-5), train_losses(run)
     assert results["test"]["map"] > results["base"]["test"]["map"] + 0.1  # it learned the topics' words
     fitted = results["calibration"]
     assert fitted["mode"] == "per_label" and sorted(fitted["thresholds"]) == sorted(NAMES)

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from conftest import FILLER, WORDS, write_jsonl
+from conftest import FILLER, WORDS, train_losses, write_config, write_jsonl
 from tunelab.config import load_config
 from tunelab.errors import DataError
 from tunelab.metrics.regression import regression_metrics
@@ -53,16 +52,7 @@ def reg_config(tmp_path: Path, files: dict[str, Path], name: str = "reg", **sect
         "train": {"epochs": 6, "batch_size": 16, "learning_rate": 3e-3, "max_length": 64, "seed": 0, "log_every": 1},
         "output": {"dir": str(tmp_path / "runs")},
     }
-    for section, values in sections.items():
-        body[section] = {**body.get(section, {}), **values}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(body))
-    return path
-
-
-def losses(run) -> list[float]:
-    lines = (run.path / "metrics.jsonl").read_text().splitlines()
-    return [r["loss"] for r in map(json.loads, lines) if "lr" in r]
+    return write_config(tmp_path / f"{name}.yaml", body, sections)
 
 
 def test_metrics_match_a_hand_computation():
@@ -123,7 +113,7 @@ def test_continuous_targets_pass_the_data_check_that_class_labels_would_fail(tmp
 def test_run_learns_the_score_saves_its_scale_and_predicts_in_target_units(tmp_path, reg_data):
     outcome = train(load_config(reg_config(tmp_path, reg_data)))
     run, results = outcome.run, outcome.results
-    assert losses(run)[:6] == pytest.approx(GOLDEN, abs=2e-5), losses(run)
+    assert train_losses(run)[:6] == pytest.approx(GOLDEN, abs=2e-5), train_losses(run)
     train_scores = np.array([r["score"] for r in scored_rows(96, 1)])
     # the baseline predicts the training mean: its test RMSE by hand
     test_scores = np.array([r["score"] for r in scored_rows(32, 3)])
@@ -148,13 +138,13 @@ def test_without_standardizing_the_head_learns_raw_values(tmp_path, reg_data):
     run = train(load_config(reg_config(tmp_path, reg_data, regression={"standardize": False},
                                        train={"epochs": 1}))).run
     assert json.loads((run.path / "targets.json").read_text())["mean"] == [0.0]
-    assert losses(run)[0] > 1000  # (about 70 - 0)^2: the raw scale, which standardizing avoids
+    assert train_losses(run)[0] > 1000  # (about 70 - 0)^2: the raw scale, which standardizing avoids
 
 
 def test_huber_with_a_wide_delta_is_half_the_mse_and_several_targets_train(tmp_path, reg_data):
     one_step = {"max_steps": 1, "epochs": 1}
-    mse = losses(train(load_config(reg_config(tmp_path, reg_data, name="mse", train=one_step))).run)
-    huber = losses(train(load_config(reg_config(tmp_path, reg_data, name="huber", train=one_step,
+    mse = train_losses(train(load_config(reg_config(tmp_path, reg_data, name="mse", train=one_step))).run)
+    huber = train_losses(train(load_config(reg_config(tmp_path, reg_data, name="huber", train=one_step,
                                                 objective={"name": "huber", "delta": 100.0}))).run)
     assert huber[0] == pytest.approx(mse[0] / 2, rel=1e-6)  # 0.5 x^2 below delta
     two = train(load_config(reg_config(tmp_path, reg_data, name="two", train={"epochs": 1},

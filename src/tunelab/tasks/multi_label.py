@@ -29,7 +29,7 @@ from tunelab.data import Table
 from tunelab.data.split import random_split
 from tunelab.errors import ConfigError, DataError
 from tunelab.tasks.base import TASKS, HeldOutSet, PreparedData
-from tunelab.tasks.text_classification import TextClassification, scored_as_text_classification
+from tunelab.tasks.text_classification import TextClassification, label_matrix, scored_as_text_classification
 
 if TYPE_CHECKING:
     import datasets
@@ -157,7 +157,7 @@ class MultiLabelClassification(TextClassification):
     def _label_info(self, splits: dict[str, datasets.Dataset], labels: list[str]) -> dict[str, Any]:
         counts, empty = {}, {}
         for split, ds in splits.items():
-            matrix = _matrix(ds)
+            matrix = label_matrix(ds)
             counts[split] = {name: int(n) for name, n in zip(labels, matrix.sum(0))}
             empty[split] = int((matrix.sum(1) == 0).sum())
         train = counts.get("train", {})
@@ -348,8 +348,3 @@ def _indicator_rows(table: Table, columns: list[str]) -> list[list[str]]:
         rows.append(labels)
     return rows
 
-
-def _matrix(ds: datasets.Dataset) -> np.ndarray:
-    """The [rows, labels] 0/1 matrix of a tokenized split."""
-    column = ds.with_format("numpy")["labels"]
-    return np.asarray(column, dtype=np.float32).reshape(len(ds), -1) if len(ds) else np.zeros((0, 0))

@@ -25,7 +25,7 @@ from tunelab.data import Table
 from tunelab.data.split import random_split
 from tunelab.errors import DataError
 from tunelab.tasks.base import TASKS, HeldOutSet, PreparedData
-from tunelab.tasks.text_classification import TextClassification, scored_as_text_classification
+from tunelab.tasks.text_classification import TextClassification, label_matrix, scored_as_text_classification
 
 if TYPE_CHECKING:
     import datasets
@@ -91,7 +91,7 @@ class Regression(TextClassification):
     def _label_info(self, splits: dict[str, datasets.Dataset], labels: list[str]) -> dict[str, Any]:
         stats = {}
         for split, ds in splits.items():
-            values = _targets(ds)
+            values = label_matrix(ds, np.float64)
             stats[split] = {name: {"mean": float(values[:, j].mean()), "std": float(values[:, j].std()),
                                    "min": float(values[:, j].min()), "max": float(values[:, j].max())}
                             for j, name in enumerate(labels)} if len(values) else {}
@@ -109,7 +109,7 @@ class Regression(TextClassification):
     def _fit_scale(self, config: Config, data: PreparedData) -> None:
         """The training split's mean and standard deviation per target (0 and 1 when not standardizing);
         a target with one value throughout cannot be learned, so it stops here."""
-        values = _targets(data.train)
+        values = label_matrix(data.train, np.float64)
         count = len(self.names)
         for j, name in enumerate(self.names):
             if len(values) and np.ptp(values[:, j]) == 0:
@@ -244,9 +244,3 @@ def _as_number(value: Any) -> float | None:
             return None
     return None
 
-
-def _targets(ds: datasets.Dataset | None) -> np.ndarray:
-    """The [rows, targets] matrix of a tokenized split."""
-    if ds is None or not len(ds):
-        return np.zeros((0, 0))
-    return np.asarray(ds.with_format("numpy")["labels"], dtype=np.float64).reshape(len(ds), -1)

@@ -363,6 +363,13 @@ def _encode_truncating(
     return dict(enc), [len(ids) > max_length for ids in full["input_ids"]]
 
 
+def label_matrix(ds: datasets.Dataset | None, dtype: Any = np.float32) -> np.ndarray:
+    """The [rows, k] matrix of a tokenized split's list-valued `labels` (multi-hot labels, targets)."""
+    if ds is None or not len(ds):
+        return np.zeros((0, 0), dtype=dtype)
+    return np.asarray(ds.with_format("numpy")["labels"], dtype=dtype).reshape(len(ds), -1)
+
+
 def _sum_column(ds: datasets.Dataset, column: str) -> int:
     """Sum a numeric/bool column batch by batch (respects select/split index mappings)."""
     import pyarrow.compute as pc
