@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from tunelab.config import load_config
 from tunelab.engine.reporting import SilentReporter
-from tunelab.errors import TrainingError
+from tunelab.errors import ConfigError, TrainingError
 from tunelab.recipes.train import train
 
 
@@ -207,6 +207,50 @@ def test_peft_methods_merge_and_keep_adapter(make_config, method):
     enc = tokenizer(["goal match team", "vote tax law"], padding=True, return_tensors="pt")
     with torch.no_grad():
         assert torch.allclose(merged(**enc).logits, adapted(**enc).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_lora_inits_from_the_base_weights_save_a_plain_lora(make_config, init):
+    """PiSSA/OLoRA start the adapter from each weight's principal directions and take them out of the
+    frozen base: before the first step the model computes the base's logits; after training, adapter/ is a
+    rank-2r LoRA on the original weights whose logits equal the merged model/."""
+    from peft import PeftModel
+
+    from tunelab.config.schema import ModelConfig
+    from tunelab.methods import METHODS
+    from tunelab.models import load_tokenizer, resolve_model
+    from tunelab.tasks import TASKS
+
+    config = load_config(make_config(method={"name": "lora", "r": 4, "alpha": 8, "init": init},
+                                     train={"max_steps": 4}))
+    task, resolved = TASKS.get(config.task)(), resolve_model(config.model)
+    tokenizer = load_tokenizer(resolved, config.model)
+    enc = tokenizer(["goal match team", "vote tax law"], padding=True, return_tensors="pt")
+    data = task.prepare(config, tokenizer, resolved)
+    torch.manual_seed(0)
+    model = task.build_model(config, resolved, data).eval()
+    with torch.no_grad():
+        before = model(**enc).logits
+        adapted = METHODS.get("lora")().apply(model, config, task).eval()
+        moved = [n for n, p in adapted.named_parameters() if ".lora_A." in n and p.abs().sum() > 0]
+        assert moved  # A starts non-zero (the singular vectors), unlike the default init
+        assert torch.allclose(adapted(**enc).logits, before, atol=1e-5)
+
+    run = train(config).run.path
+    saved = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert saved["r"] == 8 and saved["init_lora_weights"] is True
+    merged = AutoModelForSequenceClassification.from_pretrained(run / "model").eval()
+    base = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model(ModelConfig(source="tiny-random-bert")).path, num_labels=3,
+        id2label=merged.config.id2label, label2id=merged.config.label2id)
+    loaded = PeftModel.from_pretrained(base, run / "adapter").eval()
+    with torch.no_grad():
+        assert torch.allclose(merged(**enc).logits, loaded(**enc).logits, atol=1e-5)
+
+
+def test_base_moving_inits_are_lora_only(make_config):
+    with pytest.raises(ConfigError, match="method.init: pissa changes the frozen base weights"):
+        train(load_config(make_config(method={"name": "dora", "r": 4, "init": "pissa"})))
 
 
 def test_tokenization_is_cached_across_runs(make_config):

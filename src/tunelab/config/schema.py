@@ -181,9 +181,12 @@ class LoraMethod(Section):
     merge: bool = Field(True, description="Save model/ with the adapter merged in (the adapter is kept beside it).")
     use_rslora: bool = Field(False, description="Rank-stabilised LoRA: scale by alpha / sqrt(r) instead of alpha / r "
                                                 "(higher ranks keep learning).")
-    init: Literal["default", "gaussian"] = Field(
-        "default", description="How A starts (B is zero either way): default is PEFT's Kaiming-uniform, gaussian "
-        "draws A from N(0, 1/r).",
+    init: Literal["default", "gaussian", "pissa", "pissa-fast", "olora"] = Field(
+        "default", description="How the adapter starts. default (PEFT's Kaiming-uniform A) and gaussian (A from "
+        "N(0, 1/r)) start B at zero. pissa starts A and B at the top-r singular vectors of each weight, olora at its "
+        "QR factors, and both take that part out of the frozen base, so training moves the principal directions; "
+        "pissa-fast uses a randomized SVD (16 iterations) for large models. LoRA only; adapter/ is saved converted "
+        "to a plain LoRA of rank 2r on the original base.",
     )
     lr_ratio: float | None = Field(
         None, gt=0, description="LoRA+: the B matrices train at train.learning_rate times this (the paper uses "

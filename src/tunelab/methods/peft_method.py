@@ -43,13 +43,18 @@ class PeftMethod(Method):
 
     def save(self, model: nn.Module, run_model_dir: Path, config: Config) -> dict[str, str]:
         adapter_dir = run_model_dir.parent / "adapter"
-        model.save_pretrained(adapter_dir)
+        self.save_adapter(model, adapter_dir)
         written = {"adapter": str(adapter_dir)}
         if config.method.merge:
             merged = model.merge_and_unload()
             merged.save_pretrained(run_model_dir, safe_serialization=True)
             written["model"] = str(run_model_dir)
         return written
+
+
+    def save_adapter(self, model: nn.Module, adapter_dir: Path) -> None:
+        """adapter/: what `PeftModel.from_pretrained` loads onto the original base model."""
+        model.save_pretrained(adapter_dir)
 
 
 def targets(model: nn.Module, config: Config, defaults: dict[str, Any]) -> Any:

@@ -142,9 +142,22 @@ def check_fits(objective_name: str, task: Task) -> None:
 
 def base_function(model: nn.Module) -> Any:
     """A context in which `model` computes what the starting model did: a PEFT model with its adapters
-    disabled (a fresh LoRA/DoRA adapter is the identity only up to rounding), anything else as it is."""
+    disabled (a fresh LoRA/DoRA adapter is the identity only up to rounding), anything else as it is.
+    GRPO calls it during training, so `Lora.validate` refuses PiSSA/OLoRA there."""
     disable = getattr(model, "disable_adapter", None)
-    return disable() if callable(disable) else nullcontext()
+    if not callable(disable) or _moves_base(model):
+        # PiSSA/OLoRA took part of each weight into the adapter: adapters off is W_res, and before the
+        # first step the adapted model is the starting one (callers score the base before training).
+        return nullcontext()
+    return disable()
+
+
+def _moves_base(model: nn.Module) -> bool:
+    """Whether the active PEFT adapter was initialised from the base weights (PiSSA, OLoRA, CorDA)."""
+    configs = getattr(model, "peft_config", {})
+    active = getattr(model, "active_adapter", "default")
+    init = str(getattr(configs.get(active), "init_lora_weights", True)).lower()
+    return init.startswith(("pissa", "olora", "corda"))
 
 
 def build_objective(config: Config, task: Task) -> Objective[Any]:
