@@ -4,6 +4,7 @@ vs tuned, the saved model loaded by sentence-transformers, eval parity, LoRA, re
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -80,6 +81,9 @@ def test_retrieval_metrics_by_hand_on_a_five_document_corpus():
             (1 / math.log2(6)) / 1]
     assert got["ndcg@10"] == pytest.approx(sum(ndcg) / 3)
     assert (got["queries"], got["documents"]) == (3, 5)
+    # hit@k: a relevant document anywhere in the top k (only query 1's is first); precision over the 5 ranked
+    assert got["hit@1"] == pytest.approx(1 / 3) and got["hit@5"] == pytest.approx(1.0)
+    assert got["precision@10"] == pytest.approx((1 / 5 + 2 / 5 + 1 / 5) / 3)
 
 
 class _Sides:
@@ -200,3 +204,34 @@ def test_lora_adapter_without_merge_embeds_as_the_merged_model_and_retention_is_
     kept = runs[True].results["retention"]["general"]
     assert kept["metric"] == "ndcg@10" and 0 <= kept["before"]["ndcg@10"] <= 1
     assert not Embedding.label_columns(load_config(emb_config(tmp_path, pairs)))
+
+
+def test_an_evaluation_corpus_joins_the_ranking_and_leaves_training_alone(tmp_path, pairs):
+    """embedding.corpus: every validation/test query is ranked against its split's answers plus the
+    corpus documents (duplicates of an answer count once); the metrics equal a direct computation over
+    the run's own embeddings, `tunelab eval` ranks the same collection, and training is unchanged."""
+    test_rows = [json.loads(line) for line in pairs["test"].read_text().splitlines()]
+    rng = random.Random(7)
+    extra = [f"note on {topic}: " + " ".join(rng.choices(WORDS[topic], k=5)) for topic in TOPICS for _ in range(7)]
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"body": t} for t in extra[:20]]
+                         + [{"body": r["positive"]} for r in test_rows[:5]])
+    outcome = train(load_config(emb_config(tmp_path, pairs, train={"max_steps": 4},
+                                           embedding={"corpus": str(corpus), "corpus_column": "body"})))
+    plain = train(load_config(emb_config(tmp_path, pairs, "plain", train={"max_steps": 4})))
+    assert train_losses(outcome.run) == train_losses(plain.run)
+    test = outcome.results["test"]
+    assert (test["queries"], test["documents"]) == (30, 30 + 20)
+    assert outcome.results["base"]["test"]["documents"] == 50
+
+    predictor = load_predictor(outcome.run.path)
+    questions = list(dict.fromkeys(r["anchor"] for r in test_rows))
+    documents = list(dict.fromkeys([r["positive"] for r in test_rows] + extra[:20]))
+    relevant = [{documents.index(r["positive"]) for r in test_rows if r["anchor"] == q} for q in questions]
+    embed = lambda texts: np.array([p["embedding"] for p in predictor.predict(texts)])  # noqa: E731
+    q, d = embed(questions), embed(documents)
+    q, d = q / np.linalg.norm(q, axis=1, keepdims=True), d / np.linalg.norm(d, axis=1, keepdims=True)
+    direct = retrieval_metrics(q @ d.T, relevant)
+    for metric in ("ndcg@10", "mrr@10", "recall@1", "recall@10"):
+        assert test[metric] == pytest.approx(direct[metric], abs=1e-5), metric
+    again, _ = evaluate_run(outcome.run.path, pairs["test"])
+    assert again["documents"] == 50 and again["ndcg@10"] == pytest.approx(test["ndcg@10"], abs=1e-6)

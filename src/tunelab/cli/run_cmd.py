@@ -151,6 +151,9 @@ def predict(
     if predictions and "entities" in predictions[0]:
         _print_entities(predictions)
         return
+    if predictions and "embedding" in predictions[0]:
+        _print_embeddings(predictions)
+        return
     values = bool(predictions) and "values" in predictions[0]  # regression: numbers, not labels
     table = Table(show_edge=False)
     for column in ("text", "target", "value") if values else ("text", "label", "score"):
@@ -167,9 +170,12 @@ def predict(
 @app.command()
 def search(
     run: Annotated[Path, typer.Argument(help="Run folder of an embedding run.")],
-    queries: Annotated[list[str], typer.Argument(help="Queries; '-' reads one per line from stdin.")],
-    corpus: Annotated[Path, typer.Option("--corpus", help="Documents to search: .jsonl/.csv/.parquet/.txt.")],
-    column: Annotated[str, typer.Option(help="The corpus column holding each document's text.")] = "text",
+    queries: Annotated[list[str], typer.Argument(help="Queries (image runs: image paths); '-' reads one per line "
+                                                     "from stdin.")],
+    corpus: Annotated[Path, typer.Option("--corpus", help="Documents to search: .jsonl/.csv/.parquet/.txt, or an "
+                                                         "image folder for image runs.")],
+    column: Annotated[str | None, typer.Option(help="The corpus column holding each document (default: text; "
+                                                    "image for image runs).")] = None,
     top_k: Annotated[int, typer.Option(help="How many documents to show per query.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
@@ -190,6 +196,19 @@ def search(
         for hit in item["results"]:
             table.add_row(str(hit["rank"]), f"{hit['score']:.3f}", hit["document"])
         out.print(table)
+
+
+def _print_embeddings(predictions: list[dict]) -> None:
+    """Embedding runs: each input's dimension, length and first values (--json prints the vectors)."""
+    table = Table(show_edge=False, caption="--json prints the whole vectors")
+    for column in ("input", "dimension", "norm", "first values"):
+        table.add_column(column)
+    for item in predictions:
+        vector = item["embedding"]
+        text = item["text"] if len(item["text"]) < 60 else item["text"][:57] + "..."
+        norm = sum(v * v for v in vector) ** 0.5
+        table.add_row(text, str(len(vector)), f"{norm:.3f}", " ".join(f"{v:+.3f}" for v in vector[:4]) + " ...")
+    out.print(table)
 
 
 def _print_entities(predictions: list[dict]) -> None:
@@ -280,19 +299,25 @@ def chat(
 @app.command()
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder.")],
-    format: Annotated[str, typer.Option("--format", help="merged (safetensors folder), adapter, gguf or onnx.")] = "merged",
+    format: Annotated[str, typer.Option("--format", help="merged (safetensors folder), adapter, gguf, onnx, or "
+                                                        "index (embedding runs: a corpus's vectors).")] = "merged",
     out_path: Annotated[Path | None, typer.Option("--out", help="Where to write; default runs/<id>/exports/.")] = None,
     dtype: Annotated[str, typer.Option(help="GGUF tensor type: f16 or f32.")] = "f16",
+    corpus: Annotated[Path | None, typer.Option("--corpus", help="--format index: the documents (a table, or an "
+                                                                 "image folder) to embed.")] = None,
+    column: Annotated[str | None, typer.Option(help="--format index: the corpus column (default text / image).")]
+    = None,
 ) -> None:
     """Export a trained run: merged safetensors (default), the adapter alone, GGUF (Llama-family causal
-    LMs) or ONNX (classifiers, verified in onnxruntime)."""
+    LMs), ONNX (classifiers, verified in onnxruntime) or an embedding index of a corpus (numpy,
+    safetensors, and FAISS when installed)."""
     from tunelab.recipes.export import export_run
 
-    if format not in ("merged", "adapter", "gguf", "onnx"):
-        raise TunelabError(f"--format {format!r} is not supported", fix="use merged, adapter, gguf or onnx")
+    if format not in ("merged", "adapter", "gguf", "onnx", "index"):
+        raise TunelabError(f"--format {format!r} is not supported", fix="use merged, adapter, gguf, onnx or index")
     if dtype not in ("f16", "f32"):
         raise TunelabError(f"--dtype {dtype!r} is not supported", fix="use f16 or f32")
-    summary = export_run(run, format, out_path, dtype)  # type: ignore[arg-type]
+    summary = export_run(run, format, out_path, dtype, corpus, column)  # type: ignore[arg-type]
     from tunelab.workspace.workspace import record_action
 
     record_action("model.export", "run", Path(run).name, {"format": summary["format"], "path": str(summary["path"]),

@@ -767,6 +767,12 @@ class EmbeddingConfig(Section):
         None, description="Column of a similarity score in [0, 1] per pair (the cosine-similarity objective); "
         "scored pairs are evaluated by Spearman correlation.",
     )
+    corpus: str | None = Field(
+        None, description="Text embeddings: a file of further documents (column corpus_column) ranked with the "
+        "held-out answers at every evaluation, so validation and test search the real collection, not only the "
+        "answers of their own pairs.",
+    )
+    corpus_column: str = Field("text", description="The column of embedding.corpus holding each document.")
     pooling: Literal["auto", "mean", "cls", "max"] = Field(
         "auto", description="Token vectors -> one embedding; auto: the model's sentence-transformers pooling "
         "(1_Pooling/config.json), else mean over the non-padding tokens.",

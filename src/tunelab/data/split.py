@@ -52,18 +52,6 @@ def stratified_split(
     return dataset.select(np.flatnonzero(~mask)), dataset.select(np.flatnonzero(mask))
 
 
-def random_split(dataset: datasets.Dataset, size: float, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """Split into (kept, held_out) with `size` of the rows held out at random (targets that cannot be
-    stratified: label sets, numbers). Deterministic for a seed; both sides keep the row order."""
-    total = dataset.num_rows
-    if total < 2:
-        raise DataError(f"cannot split {total} row(s) into two parts", fix="add rows, or provide the split as a file")
-    target = min(max(round(size * total), 1), total - 1)
-    mask = np.zeros(total, dtype=bool)
-    mask[np.random.default_rng(seed).permutation(total)[:target]] = True
-    return dataset.select(np.flatnonzero(~mask)), dataset.select(np.flatnonzero(mask))
-
-
 def _label_codes(dataset: datasets.Dataset, label_column: str) -> np.ndarray:
     """One small integer per row identifying its label (nulls form their own class)."""
     column = arrow_column(dataset, label_column)

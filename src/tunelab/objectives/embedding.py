@@ -21,7 +21,8 @@ class _PairObjective(Objective[Any]):
     consumes = "embeddings"
 
     def count_items(self, batch: dict[str, torch.Tensor]) -> int:
-        return int(batch["anchor_input_ids"].shape[0])
+        """Anchors in the batch (texts: anchor_input_ids, images: anchor_pixel_values)."""
+        return int(next(v for k, v in batch.items() if k.startswith("anchor_")).shape[0])
 
     def loss_sum(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.terms(self.task.pair_embeddings(model, batch), batch)  # type: ignore[attr-defined]
@@ -37,7 +38,8 @@ def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @OBJECTIVES.register("contrastive")
 class Contrastive(_PairObjective):
     """Row i's positive is the right answer among all positives (and hard negatives) of the micro-batch:
-    cross-entropy over scaled cosine similarities. Negatives come from this process's micro-batch."""
+    cross-entropy over scaled cosine similarities. Negatives come from this process's micro-batch; where
+    the batch names groups (labelled images), other rows of the anchor's group are left out of them."""
 
     name = "contrastive"
     settings: ContrastiveObjective
@@ -46,7 +48,18 @@ class Contrastive(_PairObjective):
         candidates = torch.cat([sides["positive"], *([sides["negative"]] if "negative" in sides else [])])
         scores = cosine_matrix(sides["anchor"], candidates) * self.settings.scale
         target = torch.arange(len(scores), device=scores.device)
+        if "anchor_group" in batch:
+            scores = scores.masked_fill(false_negatives(batch, len(candidates)), float("-inf"))
         return F.cross_entropy(scores, target, reduction="sum")
+
+
+def false_negatives(batch: dict[str, torch.Tensor], candidates: int) -> torch.Tensor:
+    """[anchors, candidates] True where another row's positive is of the anchor's own group (labelled
+    images: the same class), so it is no negative; each anchor's own positive stays."""
+    anchor, positive = batch["anchor_group"], batch["positive_group"]
+    same = anchor[:, None] == positive[None, :]
+    same &= ~torch.eye(len(anchor), dtype=torch.bool, device=same.device)
+    return F.pad(same, (0, candidates - same.shape[1]), value=False)
 
 
 @OBJECTIVES.register("triplet")

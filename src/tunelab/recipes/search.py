@@ -1,6 +1,8 @@
 """`tunelab search`: the nearest documents of a corpus to a query, with an embedding run's model.
 
-The corpus is embedded once per (model, corpus bytes) and kept as an index in the run folder,
+Text runs search a table of texts with text queries; image runs an image folder (or a table of image
+paths) with query images. The corpus is embedded once per (model, corpus bytes) and kept as an index in
+the run folder,
 `indexes/<corpus name>/` (embeddings.safetensors, documents.jsonl, index.json naming the corpus
 sha256 and the model files it came from); later searches read it. Writes are atomic: a search killed
 while indexing leaves no index, and the next one builds it again.
@@ -16,8 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from tunelab.config.schema import DataConfig
-from tunelab.data import load_table, require_columns
 from tunelab.errors import ConfigError
 from tunelab.hashing import file_sha256
 from tunelab.recipes.predict import Predictor, load_predictor
@@ -34,13 +34,14 @@ class Index:
     path: Path
 
 
-def search(run_path: str | Path, queries: list[str], corpus: str | Path, *, column: str = "text",
+def search(run_path: str | Path, queries: list[str], corpus: str | Path, *, column: str | None = None,
            top_k: int = 5) -> list[dict[str, Any]]:
-    """For each query, the `top_k` documents of `corpus` by cosine similarity, best first."""
+    """For each query (a text, or an image path for image runs), the `top_k` documents of `corpus` by
+    cosine similarity, best first."""
     predictor = load_predictor(run_path)
     if not hasattr(predictor.task, "embed"):
         raise ConfigError(f"{run_path} is a {predictor.config.task} run; search needs an embedding run",
-                          fix="train one with task: embedding")
+                          fix="train one with task: embedding or image-embedding")
     index = build_index(predictor, Path(run_path), Path(corpus), column)
     task, max_length = predictor.task, predictor.config.train.max_length
     wanted = _unit(task.embed(predictor.model, predictor.tokenizer, queries, max_length))
@@ -54,19 +55,19 @@ def search(run_path: str | Path, queries: list[str], corpus: str | Path, *, colu
     return results
 
 
-def build_index(predictor: Predictor, run_dir: Path, corpus: Path, column: str) -> Index:
+def build_index(predictor: Predictor, run_dir: Path, corpus: Path, column: str | None) -> Index:
     """The run's index of `corpus`, built now unless an index of the same bytes and model exists."""
     from safetensors.numpy import load_file, save_file
 
-    key = {"version": INDEX_VERSION, "corpus": file_sha256(corpus), "column": column,
+    if not corpus.exists():
+        raise ConfigError(f"--corpus {corpus}: no such file or folder", fix="name the documents to search")
+    key = {"version": INDEX_VERSION, "corpus": corpus_sha256(corpus), "column": column,
            "model": _model_files(run_dir)}
     target = run_dir / "indexes" / corpus.stem
     if (target / "index.json").is_file() and json.loads((target / "index.json").read_text()) == key:
         documents = [json.loads(line)["text"] for line in (target / "documents.jsonl").read_text().splitlines()]
         return Index(documents, load_file(target / "embeddings.safetensors")["embeddings"], target)
-    table = load_table(corpus, DataConfig(train=str(corpus)), "train")
-    require_columns(table, [column], keys={column: "--column"})
-    documents = [str(v) for v in table.dataset[column]]
+    documents = predictor.task.read_corpus(corpus, column)
     vectors = _unit(predictor.task.embed(predictor.model, predictor.tokenizer, documents,
                                          predictor.config.train.max_length)).astype(np.float32)
     staging = target.with_name(f".{target.name}.building")
@@ -78,6 +79,18 @@ def build_index(predictor: Predictor, run_dir: Path, corpus: Path, column: str) 
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return Index(documents, vectors, target)
+
+
+def corpus_sha256(path: Path) -> str:
+    """sha256 of a corpus file, or of a folder's files (their relative paths and bytes)."""
+    if path.is_file():
+        return file_sha256(path)
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(f"{file.relative_to(path)}\0{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
 
 
 def _model_files(run_dir: Path) -> dict[str, str]:

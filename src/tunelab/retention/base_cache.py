@@ -48,7 +48,7 @@ def cache_key(config: Config, fingerprint: str, data: PreparedData, retention: l
         "eval_batch": config.eval.batch_size or 2 * config.train.batch_size, "base": config.eval.base,
         "generation": config.generation.model_dump(mode="json"),
         "generate_max_new_tokens": config.eval.generate_max_new_tokens,
-        "validation": _rows(data.validation), "test": _rows(data.test),
+        "validation": _rows(data.validation), "test": _rows(data.test), "files": _files(data),
         "prompts": [[p["prompt_ids"], p["reference"]] for p in data.extra.get("prompts") or []],
         "retention": [[s.name, s.metric, s.greater_is_better, _rows(s.data.test),
                        [[p["prompt_ids"], p["reference"]] for p in s.prompts[: config.eval.generate_samples]]]
@@ -90,12 +90,21 @@ def store(key: str, scores: dict[str, Any]) -> None:
 
 
 def _rows(ds: datasets.Dataset | None) -> str | None:
-    """A digest of the token ids (and labels) a split scores."""
+    """A digest of every column a split scores: token ids and labels, but also the other sides of a pair
+    (anchor_input_ids, positive_input_ids) and image paths, which `_files` backs with their bytes."""
     if ds is None:
         return None
-    columns = sorted(c for c in ds.column_names if c in ("input_ids", "labels", "position_ids", "length"))
-    table = ds.select_columns(columns).with_format(None)[:]
-    return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
+    table = ds.with_format(None)[:]
+    return hashlib.sha256(json.dumps(table, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _files(data: PreparedData) -> list[Any]:
+    """The sha256 of the files the scored splits were read from (an image's bytes change under the same
+    path); every split's where validation or test was cut from train."""
+    entries = data.info.get("files") or []
+    held = [e for e in entries if isinstance(e, dict) and e.get("split") in ("validation", "test")]
+    chosen = held if len(held) == len([s for s in (data.validation, data.test) if s is not None]) else entries
+    return [[f.get("sha256") for f in e.get("files", [])] for e in chosen if isinstance(e, dict)]
 
 
 def _path(key: str) -> Path:

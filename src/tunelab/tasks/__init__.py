@@ -4,6 +4,7 @@ from tunelab.tasks import (  # noqa: F401  (registration)
     causal_lm,
     embedding,
     image_classification,
+    image_embedding,
     multi_label,
     regression,
     text_classification,

@@ -81,6 +81,9 @@ class Embedding(Task):
             raise ConfigError("embedding.score_column is read by the cosine-similarity objective, not "
                               f"{objective.name}",
                               fix="set objective.name: cosine-similarity, or remove embedding.score_column")
+        if spec.corpus and spec.score_column:
+            raise ConfigError("embedding.corpus adds documents to rank; scored pairs are not ranked",
+                              fix="remove embedding.corpus, or train on (anchor, positive) pairs")
         wanted = SCORED if spec.score_column else RETRIEVAL
         if config.eval.metric not in (*wanted, "loss"):
             raise ConfigError(f"eval.metric {config.eval.metric} is not measured on "
@@ -117,6 +120,8 @@ class Embedding(Task):
             lambda ds, size, what: random_split(ds, size, seed))
         info["rows"] = {s: len(d) for s, d in splits.items() if d is not None}
         info["truncated_rows"] = {s: int(sum(d["truncated"])) for s, d in splits.items() if d is not None}
+        if config.embedding.corpus:
+            splits = self._with_corpus(splits, config, tokenizer, model, info)
         info["pooling"], info["normalize"] = self.pooling, self.normalize
         log.info("data: %s pairs; pooling %s%s", ", ".join(f"{s} {n}" for s, n in info["rows"].items()),
                  self.pooling, ", normalized" if self.normalize else "")
@@ -132,7 +137,50 @@ class Embedding(Task):
         ds, hit = self._tokenize(table, config, tokenizer, model)
         info = {"labels": [], "files": [fingerprint_table(table)], "cache_hits": {"test": hit},
                 "rows": {"test": len(ds)}}
+        if config.embedding.corpus:
+            ds = self._with_corpus({"test": ds}, config, tokenizer, model, info)["test"]
         return PreparedData(train=None, validation=None, test=ds, info=info)
+
+    def _with_corpus(self, splits: dict[str, Any], config: Config, tokenizer: PreTrainedTokenizerBase,
+                     model: ResolvedModel, info: dict[str, Any]) -> dict[str, Any]:
+        """Validation and test with embedding.corpus appended as document-only rows (is_query 0): each
+        row's positive is a corpus document, its anchor an empty text that no query is made of."""
+        import datasets as hf_datasets
+
+        spec = config.embedding
+        assert spec.corpus is not None
+        table = load_table(spec.corpus, config.data.model_copy(update={"max_rows": None}), "corpus")
+        require_columns(table, [spec.corpus_column], keys={spec.corpus_column: "embedding.corpus_column"})
+        texts = list(dict.fromkeys(str(t) for t in table.dataset[spec.corpus_column] if str(t).strip()))
+        key = {"task": self.name, "version": TOKENIZE_VERSION, "corpus": fingerprint_table(table)["files"],
+               "column": spec.corpus_column, "tokenizer": model.fingerprint, "max_length": config.train.max_length,
+               "sides": list(self.sides)}
+
+        def build() -> datasets.Dataset:
+            empty = tokenizer([""], truncation=True, max_length=config.train.max_length)
+            enc = tokenizer(texts, truncation=True, max_length=config.train.max_length)
+            rows: dict[str, list[Any]] = {}
+            for side in self.sides:
+                own = side == "anchor"
+                rows[f"{side}_input_ids"] = [empty["input_ids"][0]] * len(texts) if own else enc["input_ids"]
+                rows[f"{side}_attention_mask"] = ([empty["attention_mask"][0]] * len(texts) if own
+                                                  else enc["attention_mask"])
+                rows[f"{side}_id"] = [-1] * len(texts) if own else [text_id(t) for t in texts]
+            rows["length"] = [len(ids) for ids in enc["input_ids"]]
+            rows["truncated"] = [False] * len(texts)
+            rows["is_query"] = [0] * len(texts)
+            return hf_datasets.Dataset.from_dict(rows)
+
+        documents, _ = cached_dataset(key, build)
+        info["corpus"] = {"file": str(spec.corpus), "documents": len(documents)}
+        out = dict(splits)
+        for split in ("validation", "test"):
+            ds = splits.get(split)
+            if ds is None:
+                continue
+            ds = ds.add_column("is_query", [1] * len(ds))
+            out[split] = hf_datasets.concatenate_datasets([ds, documents.cast(ds.features)])
+        return out
 
     def prepare_retention(
         self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel, spec: RetentionSet,
@@ -221,6 +269,8 @@ class Embedding(Task):
             batch[f"{side}_id"] = torch.as_tensor(rows[f"{side}_id"], dtype=torch.long)
         if "score" in rows:
             batch["score"] = torch.as_tensor(rows["score"], dtype=torch.float32)
+        if "is_query" in rows:
+            batch["is_query"] = torch.as_tensor(rows["is_query"], dtype=torch.bool)
         return batch
 
     def encode(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -241,21 +291,24 @@ class Embedding(Task):
         out["loss"] = (1 - F.cosine_similarity(sides["anchor"], sides["positive"])).cpu().numpy()
         if "score" in batch:
             out["score"] = batch["score"].cpu().numpy()
+        if "is_query" in batch:
+            out["is_query"] = batch["is_query"].cpu().numpy()
         return out
 
     def compute_metrics(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, Any]:
-        loss = float(outputs["loss"].mean()) if len(outputs["loss"]) else float("nan")
+        pairs = outputs["is_query"].astype(bool) if "is_query" in outputs else np.ones(len(outputs["loss"]), bool)
+        loss = float(outputs["loss"][pairs].mean()) if pairs.any() else float("nan")
         if "score" in outputs:
             from tunelab.metrics.regression import regression_metrics
 
-            cosine = 1 - outputs["loss"]
-            scores = regression_metrics(outputs["score"][:, None], cosine[:, None], ["score"])
-            return {"spearman": scores["spearman"], "pearson": scores["pearson"], "support": len(cosine),
+            similarity = 1 - outputs["loss"]
+            scores = regression_metrics(outputs["score"][:, None], similarity[:, None], ["score"])
+            return {"spearman": scores["spearman"], "pearson": scores["pearson"], "support": len(similarity),
                     "loss": loss}
         from tunelab.metrics.retrieval import retrieval_metrics
 
         queries, documents, relevant = retrieval_problem(outputs)
-        return {**retrieval_metrics(_cosine(queries, documents), relevant), "loss": loss}
+        return {**retrieval_metrics(cosine(queries, documents), relevant), "loss": loss}
 
     def worst_samples(
         self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int
@@ -264,8 +317,9 @@ class Embedding(Task):
         if self.tokenizer is None or not len(outputs["loss"]):
             return []
         decode = self.tokenizer.decode
-        order = np.argsort(-outputs["loss"], kind="stable")[:k]
-        documents = _cosine(outputs["anchor"][order], outputs["positive"])
+        pairs = outputs["is_query"].astype(bool) if "is_query" in outputs else np.ones(len(outputs["loss"]), bool)
+        order = [i for i in np.argsort(-outputs["loss"], kind="stable") if pairs[i]][:k]
+        documents = cosine(outputs["anchor"][order], outputs["positive"])
         rows = []
         for rank, i in enumerate(order):
             top = int(documents[rank].argmax())
@@ -324,6 +378,15 @@ class Embedding(Task):
         self._use_tokenizer(tokenizer)
         return net.eval(), tokenizer
 
+    def read_corpus(self, path: Path, column: str | None) -> list[str]:
+        """The texts of a search corpus (`column`, default "text", of a table)."""
+        from tunelab.config.schema import DataConfig
+
+        column = column or "text"
+        table = load_table(path, DataConfig(train=str(path)), "train")
+        require_columns(table, [column], keys={column: "--column"})
+        return [str(v) for v in table.dataset[column]]
+
     def embed(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int,
               batch_size: int = 32) -> np.ndarray:
         """[texts, dimension] embeddings of raw texts, as training embedded them."""
@@ -376,8 +439,8 @@ def text_id(text: str) -> int:
 
 
 def retrieval_problem(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[set[int]]]:
-    """Distinct anchors as queries, distinct positives and negatives as the corpus, and each query's
-    relevant documents (every positive paired with that anchor)."""
+    """Distinct anchors as queries, distinct positives and negatives (and embedding.corpus documents) as
+    the corpus, and each query's relevant documents (every positive paired with that anchor)."""
     doc_index: dict[int, int] = {}
     docs = []
     for side in ("positive", "negative"):
@@ -389,7 +452,10 @@ def retrieval_problem(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.nd
                 docs.append(vector)
     query_index: dict[int, int] = {}
     queries, relevant = [], []
-    for vector, key, positive in zip(outputs["anchor"], outputs["anchor_id"], outputs["positive_id"]):
+    asks = outputs["is_query"].astype(bool) if "is_query" in outputs else np.ones(len(outputs["anchor"]), bool)
+    for vector, key, positive, ask in zip(outputs["anchor"], outputs["anchor_id"], outputs["positive_id"], asks):
+        if not ask:  # an embedding.corpus document: ranked, never a query
+            continue
         if int(key) not in query_index:
             query_index[int(key)] = len(queries)
             queries.append(vector)
@@ -400,7 +466,7 @@ def retrieval_problem(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.nd
     return stack(queries), stack(docs), relevant
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.clip(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12, None)
     b = b / np.clip(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12, None)
     return a @ b.T

@@ -104,7 +104,7 @@ class ImageClassification(ClassifierTask):
                             keys={config.data.image_column: "data.image_column",
                                   config.data.label_column: "data.label_column"})
             good, checks[split] = check_images(table, config.data)
-            splits[split] = _rows(table, good, config)
+            splits[split] = image_rows(table, good, config.data.image_column, config.data.label_column)
         labels = _label_names(splits["train"], tables["train"], config)
         ids = {name: i for i, name in enumerate(labels)}
         info: dict[str, Any] = {"labels": labels, "files": [fingerprint_table(t) for t in tables.values()],
@@ -129,15 +129,13 @@ class ImageClassification(ClassifierTask):
         require_columns(table, [config.data.image_column, config.data.label_column])
         good, check = check_images(table, config.data)
         info: dict[str, Any] = {"labels": labels, "files": [fingerprint_table(table)], "images": {"test": check}}
-        ds = _with_label_ids(_rows(table, good, config), {n: i for i, n in enumerate(labels)}, "test", config, info)
+        rows = image_rows(table, good, config.data.image_column, config.data.label_column)
+        ds = _with_label_ids(rows, {n: i for i, n in enumerate(labels)}, "test", config, info)
         info["rows"] = {"test": len(ds)}
         return PreparedData(train=None, validation=None, test=ds, info=info)
 
     def _setup(self, config: Config, model_path: Path) -> None:
-        cfg = vision_data_config(model_path)
-        size = config.image.size or int(cfg["input_size"][-1])
-        self.preprocess = Preprocess(size, tuple(cfg["mean"]), tuple(cfg["std"]), cfg["crop_pct"],
-                                     cfg["interpolation"])
+        self.preprocess = preprocess_for(config, model_path)
         self.config = config
         self.rng = random.Random(config.train.seed)
 
@@ -165,13 +163,8 @@ class ImageClassification(ClassifierTask):
 
     def collate(self, rows: dict[str, list[Any]]) -> dict[str, torch.Tensor]:
         assert self.preprocess is not None and self.config is not None
-        augment = self.config.image.augment
-        pixels = []
-        for value, base, train in zip(rows["image"], rows["base"], rows.get("augment") or [False] * len(rows["image"]),
-                                      strict=True):
-            image = open_image(value, Path(base))
-            pixels.append(self.preprocess.train(image, augment, self.rng) if train else self.preprocess.evaluate(image))
-        pixel_values = torch.stack(pixels).contiguous(memory_format=torch.channels_last)
+        pixel_values = pixel_batch(self.preprocess, rows["image"], rows["base"], rows.get("augment"),
+                                   self.config, self.rng)
         return {"pixel_values": pixel_values, "labels": torch.as_tensor(rows["labels"], dtype=torch.long)}
 
     def _logits(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -207,10 +200,7 @@ class ImageClassification(ClassifierTask):
     def finalize_saved(self, folder: Path) -> None:
         """Keep the preprocessing beside the weights, so the folder is usable on its own."""
         assert self.preprocess is not None
-        p = self.preprocess
-        settings = {"input_size": [3, p.size, p.size], "mean": list(p.mean), "std": list(p.std),
-                    "crop_pct": p.crop_pct, "interpolation": p.interpolation}
-        (folder / "tunelab_preprocess.json").write_text(json.dumps(settings, indent=2) + "\n")
+        write_preprocess(folder, self.preprocess)
 
     # ---- inference ------------------------------------------------------------------------
     def load_trained(self, run_dir: Path, config: Config) -> tuple[nn.Module, Any]:
@@ -252,18 +242,41 @@ class ImageClassification(ClassifierTask):
         return example, {"pixel_values": {0: "batch"}}
 
 
-def _rows(table: Any, good: np.ndarray, config: Config) -> datasets.Dataset:
-    """The usable rows as {image, base (folder relative paths start from), label}."""
-    column, label = config.data.image_column, config.data.label_column
+def preprocess_for(config: Config, model_path: Path) -> Preprocess:
+    """The model's evaluation transform (resize, center crop, normalisation), at image.size if set."""
+    cfg = vision_data_config(model_path)
+    size = config.image.size or int(cfg["input_size"][-1])
+    return Preprocess(size, tuple(cfg["mean"]), tuple(cfg["std"]), cfg["crop_pct"], cfg["interpolation"])
+
+
+def pixel_batch(preprocess: Preprocess, values: list[Any], bases: list[str], augment: list[bool] | None,
+                config: Config, rng: random.Random) -> torch.Tensor:
+    """Decoded, transformed images as one NHWC-strided batch: training rows (`augment`) get image.augment,
+    the others the evaluation transform."""
+    pixels = []
+    for value, base, train in zip(values, bases, augment or [False] * len(values), strict=True):
+        image = open_image(value, Path(base))
+        pixels.append(preprocess.train(image, config.image.augment, rng) if train else preprocess.evaluate(image))
+    return torch.stack(pixels).contiguous(memory_format=torch.channels_last)
+
+
+def write_preprocess(folder: Path, p: Preprocess) -> None:
+    settings = {"input_size": [3, p.size, p.size], "mean": list(p.mean), "std": list(p.std),
+                "crop_pct": p.crop_pct, "interpolation": p.interpolation}
+    (folder / "tunelab_preprocess.json").write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def image_rows(table: Any, good: np.ndarray, image_column: str, label_column: str | None) -> datasets.Dataset:
+    """The usable rows as {image, base (folder relative paths start from)[, label]}."""
     starts = table.starts or [0]
     folders = [str(f.parent) for f in table.files]
     base = [folders[max(bisect.bisect_right(starts, int(i)) - 1, 0)] if len(starts) == len(folders) else folders[0]
             for i in good]
-    ds = table.dataset.select(good).select_columns([column, label])
-    if column != "image":
-        ds = ds.rename_column(column, "image")
-    if label != "label":
-        ds = ds.rename_column(label, "label")
+    ds = table.dataset.select(good).select_columns([image_column, *([label_column] if label_column else [])])
+    if image_column != "image":
+        ds = ds.rename_column(image_column, "image")
+    if label_column and label_column != "label":
+        ds = ds.rename_column(label_column, "label")
     return ds.add_column("base", base)
 
 
