@@ -15,4 +15,5 @@ bench: setup
 	.venv/bin/python benchmarks/bench_text_classification.py
 	.venv/bin/python benchmarks/bench_token_classification.py
 	.venv/bin/python benchmarks/bench_causal_lm.py
+	.venv/bin/python benchmarks/bench_embedding.py
 	.venv/bin/python benchmarks/bench_workspace.py

@@ -10,6 +10,7 @@ and nDCG@10, and the tunelab/ST ratios.
 
     python benchmarks/bench_embedding.py               # 940 training pairs, 1 epoch, batch 32
     python benchmarks/bench_embedding.py --epochs 2
+    python benchmarks/bench_embedding.py --st-bf16     # the ST side with bf16 autocast too
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def prepare_data() -> None:
 def settings(args: argparse.Namespace) -> dict:
     return {"data": str(DATA), "epochs": args.epochs, "batch_size": 32, "learning_rate": 2e-5,
             "warmup_ratio": 0.1, "weight_decay": 0.01, "max_grad_norm": 1.0, "scale": 20.0, "seed": 0,
-            "max_length": 64, "threads": args.threads}
+            "max_length": 64, "threads": args.threads, "st_bf16": args.st_bf16}
 
 
 def _rows(split: str) -> list[dict]:
@@ -84,7 +85,7 @@ def run_tunelab(s: dict) -> dict:
     outcome = train(config)
     rows = outcome.run.read_json("data.json")["rows"]["train"]
     return {"train_seconds": outcome.fit.step_seconds, "train_rows": rows,
-            "model": str(outcome.run.path / "model")}
+            "model": str(outcome.run.path / "model"), "precision": outcome.run.read_json("run.json")["precision"]}
 
 
 def run_st(s: dict) -> dict:
@@ -107,7 +108,7 @@ def run_st(s: dict) -> dict:
         learning_rate=s["learning_rate"], warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"],
         max_grad_norm=s["max_grad_norm"], lr_scheduler_type="linear", seed=s["seed"], eval_strategy="no",
         save_strategy="no", report_to=[], logging_strategy="no", dataloader_num_workers=0, use_cpu=True,
-        disable_tqdm=True, batch_sampler=BatchSamplers.BATCH_SAMPLER,  # shuffled batches, as tunelab draws them
+        disable_tqdm=True, bf16=s["st_bf16"], batch_sampler=BatchSamplers.BATCH_SAMPLER,  # shuffled batches, as tunelab draws them
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
                                          loss=losses.MultipleNegativesRankingLoss(model, scale=s["scale"]))
@@ -115,7 +116,8 @@ def run_st(s: dict) -> dict:
     trainer.train()
     seconds = time.perf_counter() - started
     model.save(str(out / "model"))
-    return {"train_seconds": seconds, "train_rows": len(train), "model": str(out / "model")}
+    return {"train_seconds": seconds, "train_rows": len(train), "model": str(out / "model"),
+            "precision": "bf16" if s["st_bf16"] else "fp32"}
 
 
 WORKERS = {"tunelab": run_tunelab, "st": run_st}
@@ -136,7 +138,8 @@ def worker(name: str, s: dict) -> None:
 def report(s: dict, ours: dict, theirs: dict) -> None:
     print(f"\n== MiniLM-L6 retrieval tuning: {ours['train_rows']} FAQ pairs x {s['epochs']} epoch(s), batch "
           f"{s['batch_size']}, in-batch negatives (scale {s['scale']:g}), max_length {s['max_length']}, "
-          f"{s['threads']} threads")
+          f"{s['threads']} threads; precision tunelab {ours['precision']} (train.precision: auto), ST "
+          f"{theirs['precision']}")
     print(f"{'':22}{'tunelab':>12}{'ST trainer':>12}{'ratio':>10}")
     rows = [("throughput pairs/s", "pairs_per_s", "{:.2f}"), ("peak RSS MB", "peak_rss_mb", "{:.0f}"),
             ("test recall@10", "recall@10", "{:.4f}"), ("test nDCG@10", "ndcg@10", "{:.4f}")]
@@ -150,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--st-bf16", action="store_true", help="ST trainer with bf16=True (default: its fp32)")
     add_worker_args(parser)
     args = parser.parse_args()
     if args.worker:

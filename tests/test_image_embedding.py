@@ -135,6 +135,20 @@ def test_image_embedding_refuses_what_it_cannot_do(tmp_path, folders):
         train(load_config(config_for(tmp_path, {"train": one, "validation": folders["validation"]}, "one")))
 
 
+def test_base_scores_are_reused_only_for_the_same_pixels(tmp_path, folders):
+    """The base-score cache hits for an unchanged rerun, and misses when the task's section changes
+    (pooling here; image.size likewise) or an evaluated image gets new bytes under the same path
+    (neither shows in the rows' paths)."""
+    def cached(name: str, **sections) -> bool:
+        config = config_for(tmp_path, folders, name, train={"max_steps": 1}, **sections)
+        return train(load_config(config)).run.read_json("run.json")["base_scores"]["cached"]
+
+    assert cached("first") is False and cached("again") is True
+    assert cached("mean", embedding={"pooling": "mean"}) is False
+    Image.new("RGB", (24, 24), (10, 10, 200)).save(folders["validation"] / "red" / "0.png")
+    assert cached("edited") is False
+
+
 @pytest.mark.slow
 def test_efficientnet_lite0_visual_search_on_digits_beats_its_imagenet_features(tmp_path: Path) -> None:
     """examples/visual-search.yaml, shortened (64 px, 40 steps), on the real MNIST-5k digits: the tuned

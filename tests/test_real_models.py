@@ -46,7 +46,12 @@ def test_minilm_faq_retrieval_improves_on_the_chatterbot_pairs(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     outcome = train(load_config(Path(__file__).parents[1] / "examples" / "faq-retrieval.yaml"))
     base, tuned = outcome.results["base"]["test"], outcome.results["test"]
-    assert base["ndcg@10"] > 0.5  # MiniLM already retrieves: its pooling and normalisation were read
-    assert tuned["ndcg@10"] > base["ndcg@10"] + 0.03 and tuned["recall@1"] > base["recall@1"]
+    print({k: (round(base[k], 4), round(tuned[k], 4)) for k in ("ndcg@10", "mrr@10", "recall@1", "recall@10")})
+    # MiniLM already retrieves among all 1,137 answers (chance nDCG@10 is ~0.005): its pooling and
+    # normalisation were read
+    assert base["ndcg@10"] > 0.3
+    # measured: nDCG@10 0.346 -> 0.423, recall@10 0.496 -> 0.627, recall@1 0.202 -> 0.219
+    assert tuned["ndcg@10"] > base["ndcg@10"] + 0.04 and tuned["recall@10"] > base["recall@10"] + 0.06
+    assert tuned["recall@1"] > base["recall@1"]
     assert tuned["documents"] == 1137  # embedding.corpus: every distinct answer is ranked, not the split's own
     assert SentenceTransformer(str(outcome.run.model_dir), device="cpu").encode(["hi"]).shape == (1, 384)

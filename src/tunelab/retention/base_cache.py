@@ -49,12 +49,23 @@ def cache_key(config: Config, fingerprint: str, data: PreparedData, retention: l
         "generation": config.generation.model_dump(mode="json"),
         "generate_max_new_tokens": config.eval.generate_max_new_tokens,
         "validation": _rows(data.validation), "test": _rows(data.test), "files": _files(data),
+        "sections": _task_sections(config),
         "prompts": [[p["prompt_ids"], p["reference"]] for p in data.extra.get("prompts") or []],
         "retention": [[s.name, s.metric, s.greater_is_better, _rows(s.data.test),
                        [[p["prompt_ids"], p["reference"]] for p in s.prompts[: config.eval.generate_samples]]]
                       for s in retention],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _task_sections(config: Config) -> dict[str, Any]:
+    """The task's own config sections (image size, pooling, an evaluation corpus, target scaling): how
+    the scored rows become inputs and scores, which the rows' digest does not show."""
+    from tunelab.tasks import TASKS
+
+    sections = TASKS.get(config.task).sections
+    return {name: getattr(config, name).model_dump(mode="json") for name in sections
+            if getattr(config, name, None) is not None}
 
 
 def _objective(config: Config) -> Any:
