@@ -450,3 +450,82 @@ def test_adapter_methods_tune_a_causal_lm(lm_config, method):
     ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
     with torch.no_grad():
         assert torch.allclose(merged(input_ids=ids).logits, adapted.eval()(input_ids=ids).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("peft_config", ["prompt", "prefix"])
+def test_prompt_learning_loss_matches_peft_with_transformers_labels(peft_config) -> None:
+    """With virtual tokens in front (prompt tuning) or in the attention cache (prefix tuning), our
+    masked loss equals the loss the PEFT model computes from the same labels (it pads them for the
+    virtual tokens itself): the trained positions are shifted correctly."""
+    from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_folder(), dtype=torch.float32).eval()
+    task = CausalLM()
+    task.tokenizer, task.pad_id = tokenizer, tokenizer.pad_token_id
+    task._install_selector(model)
+    spec = (PromptTuningConfig if peft_config == "prompt" else PrefixTuningConfig)(task_type="CAUSAL_LM",
+                                                                                    num_virtual_tokens=5)
+    model = get_peft_model(model, spec).eval()
+    samples = [render_chat(r["messages"], tokenizer, "assistant") for r in chat_rows(4, seed=4)]
+    batch = task.collate({"input_ids": [s.input_ids for s in samples], "labels": [to_labels(s) for s in samples]})
+    with torch.no_grad():
+        sft = SFT(task, SftObjective())
+        ours = sft.loss_sum(model, batch) / sft.count_items(batch)
+        labels = torch.full_like(batch["input_ids"], IGNORE)
+        labels[:, 1:] = batch["targets"][:, :-1]
+        theirs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
+
+
+@pytest.mark.parametrize("method, trainable", [
+    ({"name": "prompt-tuning", "num_virtual_tokens": 6, "init_text": "Answer the question:"}, 6 * 32),
+    ({"name": "prefix-tuning", "num_virtual_tokens": 6}, None),
+], ids=["prompt", "prefix"])
+def test_prompt_and_prefix_tuning_train_a_causal_lm_and_answer(lm_config, method, trainable):
+    """The loss falls, only the virtual tokens train, adapter/ is the result (nothing merges), the base
+    is scored with the virtual tokens off, and the held-out prompts are answered through them."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tunelab.recipes.train import train
+
+    outcome = train(load_config(lm_config(method["name"], method=method, train={"max_steps": 6,
+                                                                                "learning_rate": 3e-2})))
+    run = outcome.run.path
+    steps = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "split" not in line]
+    assert steps[-1] < steps[0]
+    record = json.loads((run / "run.json").read_text())
+    if trainable is not None:  # prompt tuning: one embedding row (hidden size 32) per virtual token
+        assert record["trainable_params"] == trainable
+    assert record["trainable_params"] < 0.05 * record["total_params"]
+    assert not (run / "model").exists() and (run / "adapter" / "adapter_config.json").is_file()
+    results = json.loads((run / "eval.json").read_text())
+    assert results["base"]["validation"]["loss"] != pytest.approx(results["validation"]["loss"])
+    assert results["generation"]["samples"] == 3
+    answers = [json.loads(line) for line in (run / "generations.jsonl").read_text().splitlines()]
+    assert len(answers) == 3 and all(isinstance(a["tuned"], str) for a in answers)
+    loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_folder()), run / "adapter")
+    ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
+    with torch.no_grad():
+        tuned = loaded.eval()(input_ids=ids).logits[0, -1]
+        with loaded.disable_adapter():
+            base = loaded(input_ids=ids).logits[0, -1]
+    assert (tuned - base).abs().max() > 1e-2  # the saved virtual tokens change what the model predicts
+    from tunelab.errors import ExportError
+    from tunelab.recipes.export import export_run
+
+    with pytest.raises(ExportError, match="cannot merge"):
+        export_run(run, "merged")
+
+
+def test_prompt_learning_refuses_packing_and_other_tasks(lm_config, make_config):
+    from tunelab.recipes.train import train
+
+    with pytest.raises(ConfigError, match="lm.packing: false"):
+        train(load_config(lm_config("packed", method={"name": "prompt-tuning"}, lm={"packing": True})))
+    with pytest.raises(ConfigError, match="method prefix-tuning adapts causal LMs"):
+        train(load_config(make_config(method={"name": "prefix-tuning"})))

@@ -256,6 +256,28 @@ class OftMethod(PeftAdapterMethod):
     module_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of skipping an adapted module in a step.")
 
 
+class PromptTuningMethod(Section):
+    """Prompt tuning (causal LMs): learned embeddings of `num_virtual_tokens` tokens put before every
+    input; the model's own weights do not change, so nothing merges and adapter/ is the result."""
+
+    name: Literal["prompt-tuning"] = "prompt-tuning"
+    num_virtual_tokens: int = Field(20, gt=0, description="How many learned tokens precede each input.")
+    init_text: str | None = Field(
+        None, description="Start the virtual tokens from this text's token embeddings (repeated to length), e.g. "
+        "'Answer the customer's question politely:'; null starts them at random.",
+    )
+
+
+class PrefixTuningMethod(Section):
+    """Prefix tuning (causal LMs): learned keys and values of `num_virtual_tokens` positions in every
+    attention layer; the model's own weights do not change, so nothing merges and adapter/ is the result."""
+
+    name: Literal["prefix-tuning"] = "prefix-tuning"
+    num_virtual_tokens: int = Field(20, gt=0, description="How many learned positions each attention layer sees.")
+    projection: bool = Field(False, description="Reparameterise the prefix through a two-layer MLP while training "
+                                                "(the paper's prefix_projection; more parameters, steadier).")
+
+
 class DoraMethod(LoraMethod):
     name: Literal["dora"] = "dora"  # type: ignore[assignment]
 
@@ -270,9 +292,9 @@ class QloraMethod(LoraMethod):
 
 MethodConfig = Annotated[
     FullMethod | FreezeMethod | LoraMethod | DoraMethod | QloraMethod | Ia3Method | LohaMethod | LokrMethod
-    | VeraMethod | OftMethod,
+    | VeraMethod | OftMethod | PromptTuningMethod | PrefixTuningMethod,
     Field(discriminator="name", description="How the model is adapted: full | freeze | lora | dora | qlora | ia3 | "
-          "loha | lokr | vera | oft."),
+          "loha | lokr | vera | oft | prompt-tuning | prefix-tuning."),
 ]
 
 

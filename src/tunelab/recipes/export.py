@@ -78,6 +78,10 @@ def _merged_folder(run: RunFolder, scratch: Path) -> Path:
         return run.model_dir
     config = run.config()
     task = TASKS.get(config.task)()
+    if config.method.name in ("prompt-tuning", "prefix-tuning"):
+        # PEFT's merge_and_unload would hand back the bare base: the virtual tokens are no weights
+        raise ExportError(f"{run.path} was trained with {config.method.name}: its virtual tokens cannot merge "
+                          "into the weights", fix="export --format adapter, and load it with PeftModel")
     model, tokenizer = task.load_trained(run.path, config)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from tunelab.tasks import HeldOutSet, PreparedData
 
 log = logging.getLogger(__name__)
-PEFT_AT_INIT = {"lora", "dora", "ia3", "loha", "lokr", "vera", "oft"}  # adapters disabled: the unchanged base
+# adapters disabled: the unchanged base
+PEFT_AT_INIT = {"lora", "dora", "ia3", "loha", "lokr", "vera", "oft", "prompt-tuning", "prefix-tuning"}
 
 
 def cache_key(config: Config, fingerprint: str, data: PreparedData, retention: list[HeldOutSet],

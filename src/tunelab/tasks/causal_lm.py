@@ -457,8 +457,15 @@ class CausalLM(Task):
         real token sees it, and transformers builds the block-diagonal mask of packed rows from the
         position ids (a mask would switch that off)."""
         mask = batch["targets"] != IGNORE
-        with self._selecting(mask):
-            out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+        virtual = prompt_tokens(model)
+        if virtual is None:
+            with self._selecting(mask):
+                out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+        else:
+            # Prompt/prefix tuning (unpacked rows only): PEFT ignores position ids; prompt tuning puts its
+            # virtual tokens before the row, so the decoder's positions are shifted by that many.
+            with self._selecting(F.pad(mask, (virtual, 0), value=False)):
+                out = model(input_ids=batch["input_ids"], use_cache=False)
         return out.logits[0].float(), batch["targets"][mask]
 
     def eval_step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -589,3 +596,17 @@ def check_packing_isolation(net: nn.Module) -> None:
 
 def _fmt_rows(rows: dict[str, int]) -> str:
     return ", ".join(f"{s} {n}" for s, n in rows.items())
+
+
+def prompt_tokens(model: nn.Module) -> int | None:
+    """For a PEFT prompt-learning model, how many virtual tokens precede the input in the decoder's
+    hidden states (prompt tuning: num_virtual_tokens; prefix tuning: 0, its prefix lives in the
+    attention cache); None for every other model."""
+    inner = getattr(model, "module", model)  # DDP wraps the PEFT model
+    configs = getattr(inner, "peft_config", None)
+    if not configs or getattr(inner, "_adapters_disabled", False):  # disable_adapter(): the plain base forward
+        return None
+    spec = configs.get(getattr(inner, "active_adapter", "default"))
+    if spec is None or not getattr(spec, "is_prompt_learning", False):
+        return None
+    return 0 if str(spec.peft_type).endswith("PREFIX_TUNING") else int(spec.num_virtual_tokens)
