@@ -430,7 +430,8 @@ def test_masked_loss_matches_transformers_own_loss() -> None:
 
 @pytest.mark.parametrize("method", [{"name": "ia3"}, {"name": "loha", "r": 4, "alpha": 4},
                                     {"name": "lokr", "r": 4, "alpha": 4}, {"name": "vera", "r": 16},
-                                    {"name": "oft", "block_size": 4}], ids=lambda m: m["name"])
+                                    {"name": "oft", "block_size": 4},
+                                    {"name": "boft", "block_size": 4, "butterfly_factors": 2}], ids=lambda m: m["name"])
 def test_adapter_methods_tune_a_causal_lm(lm_config, method):
     """The PEFT adapters beyond LoRA on a causal LM: the loss falls, and the merged model's logits equal
     the base with the saved adapter loaded by PeftModel."""

@@ -179,7 +179,8 @@ def test_freeze_keeps_frozen_weights(make_config):
     {"name": "lokr", "r": 4, "alpha": 4},
     {"name": "vera", "r": 16},
     {"name": "oft", "block_size": 4},
-], ids=["lora", "dora", "rslora-gaussian-lora+", "ia3", "loha", "lokr", "vera", "oft"])
+    {"name": "boft", "block_size": 4, "butterfly_factors": 2},
+], ids=["lora", "dora", "rslora-gaussian-lora+", "ia3", "loha", "lokr", "vera", "oft", "boft"])
 def test_peft_methods_merge_and_keep_adapter(make_config, method):
     """Each PEFT method trains, saves an adapter that PeftModel loads, and a merged model whose logits
     equal base + adapter; the adapter file holds exactly the parameters the run counted as trainable."""

@@ -256,6 +256,18 @@ class OftMethod(PeftAdapterMethod):
     module_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of skipping an adapted module in a step.")
 
 
+class BoftMethod(PeftAdapterMethod):
+    """BOFT: OFT's orthogonal matrix built as a product of sparse butterfly factors, so larger blocks
+    cost fewer parameters."""
+
+    name: Literal["boft"] = "boft"
+    block_size: int = Field(4, gt=0, description="Size of each orthogonal block (boft_block_size); it must divide "
+                                                 "the adapted layers' input size.")
+    butterfly_factors: int = Field(1, gt=0, description="How many butterfly factors multiply (boft_n_butterfly_"
+                                                        "factor); 1 is OFT's block-diagonal matrix.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Multiplicative dropout on the orthogonal blocks.")
+
+
 class PromptTuningMethod(Section):
     """Prompt tuning (causal LMs): learned embeddings of `num_virtual_tokens` tokens put before every
     input; the model's own weights do not change, so nothing merges and adapter/ is the result."""
@@ -292,9 +304,9 @@ class QloraMethod(LoraMethod):
 
 MethodConfig = Annotated[
     FullMethod | FreezeMethod | LoraMethod | DoraMethod | QloraMethod | Ia3Method | LohaMethod | LokrMethod
-    | VeraMethod | OftMethod | PromptTuningMethod | PrefixTuningMethod,
+    | VeraMethod | OftMethod | BoftMethod | PromptTuningMethod | PrefixTuningMethod,
     Field(discriminator="name", description="How the model is adapted: full | freeze | lora | dora | qlora | ia3 | "
-          "loha | lokr | vera | oft | prompt-tuning | prefix-tuning."),
+          "loha | lokr | vera | oft | boft | prompt-tuning | prefix-tuning."),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Methods: how a model is adapted (full, freeze, lora, dora, qlora, ia3, loha, lokr, vera, oft,
+"""Methods: how a model is adapted (full, freeze, lora, dora, qlora, ia3, loha, lokr, vera, oft, boft,
 prompt-tuning, prefix-tuning). One module each, registered in METHODS; the PEFT adapters share
 methods/peft_method.py."""
 

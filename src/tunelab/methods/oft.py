@@ -1,4 +1,5 @@
-"""OFT through PEFT: a learned block-diagonal orthogonal matrix multiplies each adapted weight."""
+"""OFT and BOFT through PEFT: a learned orthogonal matrix (block-diagonal, or a product of butterfly
+factors) multiplies each adapted weight."""
 
 from __future__ import annotations
 
@@ -27,3 +28,18 @@ class Oft(PeftMethod):
         return OFTConfig(task_type=task.peft_task_type, r=0, oft_block_size=spec.block_size,
                          module_dropout=spec.module_dropout, target_modules=targets(model, config, DEFAULTS),
                          **head_kwargs(task))
+
+
+@METHODS.register("boft")
+class Boft(PeftMethod):
+    name = "boft"
+
+    def peft_config(self, model: nn.Module, config: Config, task: Task) -> Any:
+        from peft import BOFTConfig
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_BOFT_TARGET_MODULES_MAPPING as DEFAULTS
+
+        spec = config.method
+        # boft_block_num=0: the number of blocks follows from the block size (PEFT takes one of the two)
+        return BOFTConfig(task_type=task.peft_task_type, boft_block_size=spec.block_size, boft_block_num=0,
+                          boft_n_butterfly_factor=spec.butterfly_factors, boft_dropout=spec.dropout,
+                          target_modules=targets(model, config, DEFAULTS), **head_kwargs(task))
