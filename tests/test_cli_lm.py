@@ -81,6 +81,6 @@ def test_export_gguf_from_the_command_line(lm_run) -> None:
     assert result.returncode == 0, result.stderr
     assert (lm_run / "exports" / "model-f32.gguf").stat().st_size > 0
     bad = tunelab("export", str(lm_run), "--format", "tflite")
-    assert bad.returncode == 1 and "use merged, adapter, gguf or onnx" in bad.stderr
+    assert bad.returncode == 1 and "use merged, adapter, gguf, onnx or index" in bad.stderr
     refused = tunelab("export", str(lm_run), "--format", "onnx")
     assert refused.returncode == 1 and "ONNX export is not available for causal-lm runs" in refused.stderr
