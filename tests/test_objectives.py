@@ -74,7 +74,7 @@ def test_deprecated_label_smoothing_moves_into_the_objective(caplog):
 def test_a_setting_of_another_task_is_refused_not_ignored():
     with pytest.raises(ConfigError, match=r"lm.packing is a causal-lm setting; a text-classification run"):
         resolved(minimal("text-classification", lm={"packing": True}))
-    with pytest.raises(ConfigError, match=r"image.augment is a image-classification setting; a token-classification"):
+    with pytest.raises(ConfigError, match=r"image.augment is a image-classification / image-embedding setting; a token-classification"):
         resolved(minimal("token-classification", image={"augment": {"horizontal_flip": True}}))
     with pytest.raises(ConfigError, match=r"token_classification.stride .* causal-lm run"):
         resolved(minimal("causal-lm", token_classification={"stride": 8}))
