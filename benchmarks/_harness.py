@@ -24,6 +24,19 @@ def emit(result: dict) -> None:
     print(PREFIX + json.dumps(result), flush=True)
 
 
+def run_side(work, settings: dict) -> dict:
+    """One side's result in a worker process: `work(settings)` on `settings["threads"]` torch threads,
+    with the process's peak RSS so far (taken before any scoring the caller adds after training)."""
+    import resource
+
+    import torch
+
+    torch.set_num_threads(settings["threads"])
+    result = work(settings)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
 def measure(script: str, name: str, settings: dict) -> dict:
     """Run `script --worker name` in a fresh process and return its result, plus `process_seconds`
     (start-up, loading and training: the whole process); exit with its output tail if it fails."""

@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import time
 from pathlib import Path
 
-from _harness import add_worker_args, emit, measure  # benchmarks/ is on sys.path: scripts run as files
+from _harness import add_worker_args, emit, measure, run_side  # benchmarks/ is on sys.path: scripts run as files
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data" / "faq"
@@ -108,7 +107,8 @@ def run_st(s: dict) -> dict:
         learning_rate=s["learning_rate"], warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"],
         max_grad_norm=s["max_grad_norm"], lr_scheduler_type="linear", seed=s["seed"], eval_strategy="no",
         save_strategy="no", report_to=[], logging_strategy="no", dataloader_num_workers=0, use_cpu=True,
-        disable_tqdm=True, bf16=s["st_bf16"], batch_sampler=BatchSamplers.BATCH_SAMPLER,  # shuffled batches, as tunelab draws them
+        # BATCH_SAMPLER: shuffled batches, as tunelab draws them
+        disable_tqdm=True, bf16=s["st_bf16"], batch_sampler=BatchSamplers.BATCH_SAMPLER,
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train,
                                          loss=losses.MultipleNegativesRankingLoss(model, scale=s["scale"]))
@@ -124,12 +124,8 @@ WORKERS = {"tunelab": run_tunelab, "st": run_st}
 
 
 def worker(name: str, s: dict) -> None:
-    import torch
-
-    torch.set_num_threads(s["threads"])
-    result = WORKERS[name](s)
+    result = run_side(WORKERS[name], s)
     result["pairs_per_s"] = result["train_rows"] * s["epochs"] / result["train_seconds"]
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result.update(score(result["model"]))
     emit(result)
 

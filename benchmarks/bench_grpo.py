@@ -24,11 +24,10 @@ import argparse
 import json
 import os
 import re
-import resource
 import time
 from pathlib import Path
 
-from _harness import add_worker_args, emit, measure  # benchmarks/ is on sys.path: scripts run as files
+from _harness import add_worker_args, emit, measure, run_side  # benchmarks/ is on sys.path: scripts run as files
 
 DATA = Path(os.environ.get("TUNELAB_BENCH_DATA", "/tmp/tunelab-bench-grpo"))
 PROMPTS, GROUP, BATCH, NEW_TOKENS, LR = 48, 8, 8, 4, 1e-2
@@ -111,12 +110,8 @@ WORKERS = {"tunelab": run_tunelab, "trl": run_trl}
 
 
 def worker(name: str, s: dict) -> None:
-    import torch
-
-    torch.set_num_threads(s["threads"])
-    result = WORKERS[name](s)
+    result = run_side(WORKERS[name], s)
     result["prompts_per_s"] = s["steps"] * BATCH / result["train_seconds"]
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rewards = result["rewards"]
     result["first_reward"] = sum(rewards[:5]) / max(len(rewards[:5]), 1)
     result["last_reward"] = sum(rewards[-5:]) / max(len(rewards[-5:]), 1)

@@ -27,11 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import time
 from pathlib import Path
 
-from _harness import add_worker_args, emit, measure  # benchmarks/ is on sys.path: scripts run as files
+from _harness import add_worker_args, emit, measure, run_side  # benchmarks/ is on sys.path: scripts run as files
 
 DATA = Path(os.environ.get("TUNELAB_BENCH_DATA", "/tmp/tunelab-bench-preference"))
 BATCH, MAX_LENGTH, LR, BETA = 8, 256, 5e-5, 0.1
@@ -126,12 +125,8 @@ WORKERS = {"tunelab": run_tunelab, "trl": lambda s: run_trl(s, False), "trl-prec
 
 
 def worker(name: str, s: dict) -> None:
-    import torch
-
-    torch.set_num_threads(s["threads"])
-    result = WORKERS[name](s)
+    result = run_side(WORKERS[name], s)
     result["pairs_per_s"] = result["pairs"] / result["train_seconds"]
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     emit(result)
 
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import time
 from pathlib import Path
 
-from _harness import add_worker_args, emit, measure  # benchmarks/ is on sys.path: scripts run as files
+from _harness import add_worker_args, emit, measure, run_side  # benchmarks/ is on sys.path: scripts run as files
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data" / "clinical"
@@ -135,12 +134,8 @@ WORKERS = {"tunelab": run_tunelab, "hf": run_hf}
 
 
 def worker(name: str, s: dict) -> None:
-    import torch
-
-    torch.set_num_threads(s["threads"])
-    result = WORKERS[name](s)
+    result = run_side(WORKERS[name], s)
     result["samples_per_s"] = result["train_rows"] * s["epochs"] / result["train_seconds"]
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     emit(result)
 
 

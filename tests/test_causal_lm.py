@@ -410,6 +410,13 @@ def test_freeze_method_trains_only_the_top_layer_of_a_causal_lm(lm_config) -> No
 def test_masked_loss_matches_transformers_own_loss() -> None:
     """Our summed loss over trained tokens / their count equals the mean loss transformers computes
     from the same labels (its own shift and ignore_index), on an unpacked padded batch."""
+    ours, theirs = sft_and_transformers_loss(lambda model: model)
+    assert ours == pytest.approx(theirs, rel=1e-6)
+
+
+def sft_and_transformers_loss(wrap) -> tuple[float, float]:
+    """(our SFT loss, the loss the model computes itself from HF labels) on an unpacked padded chat
+    batch of the tiny Llama, after `wrap` (e.g. a PEFT wrapper) is applied to it."""
     from transformers import AutoModelForCausalLM
 
     tokenizer = tiny_tokenizer()
@@ -417,6 +424,7 @@ def test_masked_loss_matches_transformers_own_loss() -> None:
     task = CausalLM()
     task.tokenizer, task.pad_id = tokenizer, tokenizer.pad_token_id
     task._install_selector(model)
+    model = wrap(model).eval()
     samples = [render_chat(r["messages"], tokenizer, "assistant") for r in chat_rows(4, seed=4)]
     batch = task.collate({"input_ids": [s.input_ids for s in samples], "labels": [to_labels(s) for s in samples]})
     with torch.no_grad():
@@ -425,7 +433,7 @@ def test_masked_loss_matches_transformers_own_loss() -> None:
         labels = torch.full_like(batch["input_ids"], IGNORE)
         labels[:, 1:] = batch["targets"][:, :-1]
         theirs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
-    assert float(ours) == pytest.approx(float(theirs), rel=1e-6)
+    return float(ours), float(theirs)
 
 
 @pytest.mark.parametrize("method", [{"name": "ia3"}, {"name": "loha", "r": 4, "alpha": 4},
@@ -459,26 +467,12 @@ def test_prompt_learning_loss_matches_peft_with_transformers_labels(peft_config)
     masked loss equals the loss the PEFT model computes from the same labels (it pads them for the
     virtual tokens itself): the trained positions are shifted correctly."""
     from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
-    tokenizer = tiny_tokenizer()
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_folder(), dtype=torch.float32).eval()
-    task = CausalLM()
-    task.tokenizer, task.pad_id = tokenizer, tokenizer.pad_token_id
-    task._install_selector(model)
+    torch.manual_seed(0)  # the virtual tokens' random init
     spec = (PromptTuningConfig if peft_config == "prompt" else PrefixTuningConfig)(task_type="CAUSAL_LM",
                                                                                     num_virtual_tokens=5)
-    model = get_peft_model(model, spec).eval()
-    samples = [render_chat(r["messages"], tokenizer, "assistant") for r in chat_rows(4, seed=4)]
-    batch = task.collate({"input_ids": [s.input_ids for s in samples], "labels": [to_labels(s) for s in samples]})
-    with torch.no_grad():
-        sft = SFT(task, SftObjective())
-        ours = sft.loss_sum(model, batch) / sft.count_items(batch)
-        labels = torch.full_like(batch["input_ids"], IGNORE)
-        labels[:, 1:] = batch["targets"][:, :-1]
-        theirs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
-    assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
+    ours, theirs = sft_and_transformers_loss(lambda model: get_peft_model(model, spec))
+    assert ours == pytest.approx(theirs, rel=1e-5)
 
 
 @pytest.mark.parametrize("method, trainable", [
