@@ -16,7 +16,7 @@ import yaml
 
 from tunelab.metrics.overfitting import divergence_warning
 
-SECTIONS = ("summary", "warnings", "curves", "base-vs-tuned", "retention", "gates", "confusion", "per-class",
+SECTIONS = ("summary", "warnings", "diagnosis", "curves", "base-vs-tuned", "retention", "gates", "confusion", "per-class",
             "lengths", "samples", "config")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

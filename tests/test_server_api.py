@@ -364,3 +364,18 @@ def test_out_of_range_ids_and_oversized_fields_are_short_422s(api) -> None:
     answer = client.post("/v1/jobs", json={"config": huge}, headers=auth)
     assert answer.status_code == 422
     assert len(answer.content) < 2_000 and "5,000,002 characters" in answer.text  # repr adds the quotes
+
+
+def test_a_runs_diagnosis_over_the_api(served) -> None:
+    from tunelab.diagnose import diagnose
+
+    client, tokens = served
+    runs = client.get("/v1/runs", headers=_auth(tokens["viewer"])).json()
+    run_id = next(r["id"] for r in runs if r["task"] == "text-classification")
+    assert client.get(f"/v1/runs/{run_id}/diagnosis").status_code == 401
+    response = client.get(f"/v1/runs/{run_id}/diagnosis", headers=_auth(tokens["viewer"]))
+    assert response.status_code == 200
+    body = response.json()
+    folder = Path(client.get(f"/v1/runs/{run_id}", headers=_auth(tokens["viewer"])).json()["path"])
+    assert body["run"] == run_id and body == json.loads((folder / "diagnosis.json").read_text())
+    assert body == diagnose(folder) and body["status"] == "succeeded"

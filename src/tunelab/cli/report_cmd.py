@@ -29,6 +29,48 @@ def report(
 
 
 @app.command()
+def diagnose(
+    run: Annotated[Path, typer.Argument(help="Run folder (runs/<id>).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print diagnosis.json instead of the text.")] = False,
+) -> None:
+    """What went wrong or could be better in a run (overfitting, divergence, forgetting, data problems),
+    the numbers it rests on, and the next experiment as overrides; writes runs/<id>/diagnosis.json."""
+    import json
+
+    from tunelab.recipes.diagnose import diagnose_run
+
+    result = diagnose_run(run)
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    _print_diagnosis(result, run)
+
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def _print_diagnosis(result: dict[str, Any], run: Path) -> None:
+    findings = result["findings"]
+    if not findings:
+        out.print(f"[green]no findings[/]: {escape(result['run'])} looks healthy", highlight=False)
+        return
+    for finding in findings:
+        style = SEVERITY_STYLE[finding["severity"]]
+        out.print(f"[{style}]{finding['severity']}[/] [bold]{finding['id']}[/]: {escape(finding['summary'])}",
+                  highlight=False, soft_wrap=True)
+        for item in finding["evidence"]:
+            out.print(f"  [dim]{escape(item['what'])}: {escape(str(item['value']))} ({item['file']})[/]",
+                      highlight=False, soft_wrap=True)
+        proposal = finding.get("proposal")
+        if proposal and proposal["overrides"]:
+            command = f"tunelab train {run / 'config.yaml'} {' '.join(proposal['overrides'])}"
+            out.print(f"  try: [bold]{escape(command)}[/]", highlight=False, soft_wrap=True)
+        if proposal:
+            out.print(f"  why: {escape(proposal['reason'])}", highlight=False, soft_wrap=True)
+    console.print(f"[dim]written: {run / 'diagnosis.json'}[/]")
+
+
+@app.command()
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Two or more run folders.")],
     out_dir: Annotated[Path | None, typer.Option(

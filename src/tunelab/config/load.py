@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import types
 import typing
@@ -23,8 +24,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """Load `path`, apply `section.key=value` overrides and return the validated config."""
     path = Path(path)
     raw = read_yaml(path)
-    for item in overrides:
-        apply_override(raw, item)
+    apply_overrides(raw, overrides)
     config = validate(raw, source=str(path))
     if config.output.name is None:
         config.output.name = plain_name(path.stem)
@@ -45,8 +45,7 @@ def load_config_text(text: str, overrides: list[str] | tuple[str, ...] = (), *, 
         raise ConfigError(f"{source} is empty", fix="see `tunelab config schema` or examples/ for a config")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections (task, model, data, ...)")
-    for item in overrides:
-        apply_override(raw, item)
+    apply_overrides(raw, overrides)
     config = validate(raw, source=source)
     if config.output.name is None:
         config.output.name = name
@@ -85,6 +84,20 @@ def parse_yaml_text(text: str, where: str) -> Any:
         raise ConfigError(f"{at}: invalid YAML ({problem})", fix="fix the indentation or quoting there") from None
 
 
+def yaml_value(value: Any) -> str:
+    """`value` as one line of YAML that `apply_override` parses back to the same value (1e-05 stays a float)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf, allow_unicode=True).strip()
+    return text.removesuffix("...").strip()
+
+
+def apply_overrides(raw: dict[str, Any], items: list[str] | tuple[str, ...]) -> None:
+    """Apply dotted overrides in order, except that choosing a section's kind (`method.name=lora`)
+    comes first and starts that section over: the old kind's settings do not belong to the new one,
+    and `method.r=8 method.name=lora` means a rank-8 LoRA whichever way round it is written."""
+    for item in sorted(items, key=lambda i: not i.partition("=")[0].strip().endswith(".name")):
+        apply_override(raw, item)
+
+
 def apply_override(raw: dict[str, Any], item: str) -> None:
     """Set `a.b.c=value` in the nested dict; the value is parsed as YAML (3e-5, true, [a, b])."""
     key, sep, text = item.partition("=")
@@ -93,11 +106,15 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     node = raw
     parts = key.strip().split(".")
     for part in parts[:-1]:
-        child = node.setdefault(part, {})
+        child = node.get(part)
+        if child is None:  # an absent section, or one left at its default (`objective: null`)
+            child = node[part] = {}
         if not isinstance(child, dict):
             raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
         node = child
     value = yaml.safe_load(text) if text.strip() else None
+    if parts[-1] == "name" and len(parts) > 1 and "name" in node and node["name"] != value:
+        node.clear()  # a new kind of method/objective: the old kind's settings are not its settings
     node[parts[-1]] = value
 
 

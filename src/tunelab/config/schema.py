@@ -466,6 +466,11 @@ class CrossEntropyObjective(Section):
 
     name: Literal["cross-entropy"] = "cross-entropy"
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing (0: none).")
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weight each class's rows by N / (classes x its training count), as "
+        "scikit-learn's 'balanced', so rare classes weigh as much as common ones (the mean weight over the "
+        "training rows stays 1); validation loss stays unweighted.",
+    )
 
 
 class DpoObjective(Section):
@@ -720,6 +725,12 @@ class EvalConfig(Section):
     max_forgetting: float | None = Field(
         None, ge=0, description="Gate: the run fails its gate when any retention set lost more than this "
         "fraction of its metric (0.1: perplexity up or accuracy/F1 down by more than 10%, relative).",
+    )
+    score_train_rows: int = Field(
+        2000, ge=0, description="Classifiers: after training, score up to this many training rows (a seeded sample) "
+        "as evaluation does, for eval.json's train_sample metrics (the train/validation gap) and "
+        "suspects_train.jsonl, the training rows the tuned model contradicts most confidently (label-noise "
+        "candidates, read by `tunelab diagnose`); 0 skips it.",
     )
     generate_samples: int = Field(
         32, ge=0, description="Causal LMs: held-out prompts to answer with generation settings, scored by exact "

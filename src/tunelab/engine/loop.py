@@ -81,6 +81,8 @@ class LoopState:
     eval_seconds: float = 0.0  # the part of it spent evaluating
     checkpoint_seconds: float = 0.0  # ... and writing checkpoints (periodic and best)
     flops: float = 0.0  # FLOPs of the steps so far, all processes (engine/flops.py)
+    #: per evaluation, the probability the model gave each watched training row's label (`Trainer.watch`)
+    label_probabilities: list[list[float]] = field(default_factory=list)
 
 
 class Trainer:
@@ -123,6 +125,7 @@ class Trainer:
         devices = self.world if accelerator.device.type == "cuda" else 1  # CPU processes share one peak
         self.flop_meter = FlopMeter(measured_peak(accelerator.device.type), cfg.precision, devices)
         self._last_longest = 0
+        self.watched: datasets.Dataset | None = None
         objective.before_training(self)  # the model is still the starting model, even for a resumed run
 
     # ---- public ---------------------------------------------------------------------------
@@ -139,6 +142,12 @@ class Trainer:
         parameters are sharded (each forward pass is then a collective; generation seeds itself, so
         every process samples the same tokens and stops after as many passes)."""
         return self.accelerator.is_main_process or self.sharding.sharded_forward
+
+    def watch(self, rows: datasets.Dataset) -> None:
+        """Also score these training rows at every evaluation, keeping the probability of each row's
+        label (training dynamics: a row whose label stays improbable while the rest are learned is a
+        label-noise candidate, even after the model memorised it)."""
+        self.watched = rows
 
     def resume(self, checkpoint: Path) -> None:
         saved = ckpt.load_checkpoint(checkpoint, self.unwrapped, self.optimizer, self.scheduler, self.accelerator,
@@ -295,6 +304,11 @@ class Trainer:
         cfg, state = self.config.eval, self.state
         started = time.perf_counter()
         metrics = self.evaluate(self.data.validation)
+        if self.watched is not None:
+            _, outputs = self.evaluate(self.watched, keep_outputs=True)
+            probabilities = self.objective.task.label_probability(outputs)
+            if probabilities is not None:
+                state.label_probabilities.append(np.round(probabilities, 4).tolist())
         state.eval_seconds += time.perf_counter() - started
         value = float(metrics[cfg.metric])
         better = self.objective.greater_is_better(cfg.metric)

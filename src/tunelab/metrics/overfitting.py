@@ -19,6 +19,20 @@ FIXES = ("set eval.early_stopping_patience, train fewer epochs, or regularize mo
 def divergence_warning(records: list[dict[str, Any]]) -> str | None:
     """A one-line warning when validation loss diverged upward from its best while training loss kept
     falling; None when the curves agree or there are fewer than 3 evaluations to judge from."""
+    found = divergence(records)
+    if found is None:
+        return None
+    return (
+        f"possible overfitting: validation loss rose to {found['last_loss']:.4f} at step {found['last_step']} from "
+        f"its best {found['best_loss']:.4f} at step {found['best_step']} (+{100 * found['rise']:.1f}%) while "
+        f"training loss kept falling ({found['train_before']:.4f} -> {found['train_after']:.4f}); {FIXES}"
+    )
+
+
+def divergence(records: list[dict[str, Any]]) -> dict[str, float] | None:
+    """The numbers of an upward divergence of validation loss from its best while training loss kept
+    falling (best and last evaluation, relative rise, interval-mean training loss at both); None when
+    the curves agree or there are fewer than 3 evaluations."""
     evals = _validation_losses(records)
     if len(evals) < 3:
         return None
@@ -31,12 +45,8 @@ def divergence_warning(records: list[dict[str, Any]]) -> str | None:
     before, after = train[best], train[-1]
     if before is None or after is None or after >= before * (1 - TRAIN_DROP):
         return None
-    rise = (losses[-1] - losses[best]) / abs(losses[best])
-    return (
-        f"possible overfitting: validation loss rose to {losses[-1]:.4f} at step {steps[-1]} from its best "
-        f"{losses[best]:.4f} at step {steps[best]} (+{100 * rise:.1f}%) while training loss kept falling "
-        f"({before:.4f} -> {after:.4f}); {FIXES}"
-    )
+    return {"best_step": steps[best], "best_loss": losses[best], "last_step": steps[-1], "last_loss": losses[-1],
+            "rise": (losses[-1] - losses[best]) / abs(losses[best]), "train_before": before, "train_after": after}
 
 
 def _validation_losses(records: list[dict[str, Any]]) -> list[tuple[int, float]]:

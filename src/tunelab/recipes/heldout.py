@@ -4,7 +4,8 @@ Before the first step: the starting model (causal LMs: its loss, perplexity and 
 every retention set, saved in `eval_base.json` and reused on resume. After the last step: the
 validation and test sets with the best (or last) weights; the baseline for classifiers, whose
 starting model has no head for the task (the majority class); the retention sets again, with the
-forgetting gate; the overfitting check; and the worst-scored test rows.
+forgetting gate; the overfitting check; the worst-scored test rows; and a sample of the training rows
+(the train/validation gap, label-noise candidates).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 WORST_SAMPLES = 25
+SUSPECTS = 50  # label-noise candidates kept in suspects_train.jsonl
 
 
 def before_training(
@@ -106,6 +108,8 @@ def after_training(
         for check in results["gates"]["checks"]:
             (log.info if check["passed"] else log.warning)("gate %s: %s", "passed" if check["passed"] else "FAILED",
                                                           check["message"])
+    with clock.phase("train_sample"):
+        _train_sample(trainer, run, config, task, data, results)
     results["warnings"] = _warnings(run) + left_out_warnings(data.info)
     if main and "test" in outputs:
         rows = trainer.objective.worst_samples(outputs["test"], data.test, data, WORST_SAMPLES)
@@ -134,6 +138,33 @@ def _final_evaluation(
     if data.test is not None and len(data.test):
         results["test"], outputs["test"] = trainer.evaluate(data.test, keep_outputs=True)
     return results, outputs
+
+
+def watch_train_sample(trainer: Trainer, config: Config, task: Task, data: PreparedData) -> None:
+    """Have the loop score the training sample at every evaluation (its label probabilities over
+    training are what `suspects_train.jsonl` ranks by)."""
+    sample = task.train_sample(data, config.eval.score_train_rows, config.train.seed)
+    if sample is not None:
+        trainer.watch(sample[0])
+
+
+def _train_sample(trainer: Trainer, run: RunFolder, config: Config, task: Task, data: PreparedData,
+                  results: dict[str, Any]) -> None:
+    """Score a sample of the training rows with the final weights: eval.json `train_sample` (what the
+    train/validation gap is read from) and suspects_train.jsonl (the rows whose label the model
+    contradicts most confidently: label-noise candidates)."""
+    sample = task.train_sample(data, config.eval.score_train_rows, config.train.seed)
+    if sample is None:
+        return
+    rows, indices = sample
+    metrics, outputs = trainer.evaluate(rows, keep_outputs=True)
+    results["train_sample"] = {"rows": len(rows), "of": len(data.train or []), **metrics}
+    if not trainer.accelerator.is_main_process:
+        return
+    suspects = task.label_suspects(outputs, rows, data, SUSPECTS, trainer.state.label_probabilities)
+    for suspect in suspects:
+        suspect["row"] = int(indices[suspect["row"]])  # its row in the training split
+    run.write_jsonl("suspects_train.jsonl", suspects)
 
 
 def _base_section(

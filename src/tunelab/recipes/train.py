@@ -37,7 +37,8 @@ from tunelab.methods import METHODS, count_parameters
 from tunelab.models import load_tokenizer, resolve_model
 from tunelab.objectives import build_objective
 from tunelab.recipes import governance, preflight
-from tunelab.recipes.heldout import after_training, before_training
+from tunelab.recipes.diagnose import diagnose_after_training
+from tunelab.recipes.heldout import after_training, before_training, watch_train_sample
 from tunelab.retention import base_cache
 from tunelab.retention.sets import prepare_sets
 from tunelab.runs import RunFolder, collect_environment, now_iso
@@ -121,6 +122,7 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
             model = _build(config, task, resolved, data)
             trainer = Trainer(config, build_objective(config, task), model, data, accelerator, run, reporter,
                               new_parameters=task.new_parameters)
+            watch_train_sample(trainer, config, task, data)
             if checkpoint is not None:
                 trainer.resume(checkpoint)
         before = before_training(trainer, run, config, task, data, tokenizer, retention, clock,
@@ -140,6 +142,7 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
             run.update(timings=clock.as_dict())
             log.info("timings (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in clock.as_dict().items()))
             governance.end(governed, run, "succeeded", artifacts=artifacts)
+            diagnose_after_training(run.path)
         accelerator.wait_for_everyone()
         return TrainOutcome(run, results, fit)
     except RunPruned:

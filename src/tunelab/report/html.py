@@ -17,6 +17,7 @@ from jinja2 import Environment, StrictUndefined
 SECTIONS = (
     ("summary", "Summary"),
     ("warnings", "Warnings"),
+    ("diagnosis", "Diagnosis"),
     ("curves", "Curves"),
     ("base-vs-tuned", "Base vs tuned"),
     ("retention", "Retention"),
@@ -55,6 +56,8 @@ pre { background: #f1f3f6; padding: 12px; overflow: auto; font-size: 12px; borde
 .note { color: #4a5360; }
 .alert { border-left: 5px solid #e0a100; background: #fff8e1; padding: 8px 12px; margin: 8px 0; }
 .alert.error { border-color: #b3261e; background: #fdecea; }
+.alert.info { border-color: #1565c0; background: #e8f1fb; }
+.evidence { margin: 4px 0; } .dim { color: #666; }
 .badge { padding: 1px 8px; border-radius: 10px; background: #44505f; }
 .badge.succeeded { background: #137333; } .badge.failed { background: #b3261e; }
 """
@@ -94,6 +97,19 @@ TEMPLATE = """<!DOCTYPE html>
 <h2>Warnings</h2>
 {% for item in warnings %}<div class="alert {{ item.level }}">{{ item.text }}</div>
 {% else %}{{ missing("no warnings: gates passed or were not configured, and no overfitting was detected") }}
+{% endfor %}
+</section>
+
+<section id="diagnosis">
+<h2>Diagnosis</h2>
+{% for f in diagnosis %}<div class="alert {{ 'error' if f.severity == 'error' else 'info' if f.severity == 'info' else 'warn' }}">
+<b>{{ f.severity }} {{ f.id }}</b>: {{ f.summary }}
+<ul class="evidence">{% for e in f.evidence %}<li>{{ e.what }}: {{ e.value }} <span class="dim">({{ e.file }})</span></li>
+{% endfor %}</ul>
+{% if f.proposal and f.proposal.overrides %}<div>try: <code>{{ f.proposal.overrides | join(" ") }}</code></div>{% endif %}
+{% if f.proposal %}<div class="dim">{{ f.proposal.reason }}</div>{% endif %}
+</div>
+{% else %}{{ missing("no findings: no overfitting, divergence, underfitting, forgetting or data problem was detected") }}
 {% endfor %}
 </section>
 

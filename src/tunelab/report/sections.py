@@ -284,8 +284,9 @@ def _cut(text: str) -> str:
     return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
 
 
-def context(run: RunData) -> dict[str, Any]:
-    """Everything the report template needs, section by section."""
+def context(run: RunData, diagnosis: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Everything the report template needs, section by section (`diagnosis`: the findings of
+    `tunelab diagnose`, which the report recipe runs)."""
     record = run.run
     model = record.get("model") if isinstance(record.get("model"), dict) else {}
     matrix = confusion(run)
@@ -296,6 +297,7 @@ def context(run: RunData) -> dict[str, Any]:
         "status": str(record.get("status") or "unknown"),
         "summary": summary(run),
         "warnings": warnings(run),
+        "diagnosis": diagnosis or [],
         "base": base_vs_tuned(run),
         "retention": retention(run),
         "gates": gates(run),

@@ -10,6 +10,8 @@
       eval.json         final metrics: validation, test, base or baseline and gain, retention, gates,
                         warnings
       samples_test.jsonl  the worst-scored test rows
+      suspects_train.jsonl  classifiers: training rows whose label stayed improbable (label-noise candidates)
+      diagnosis.json    `tunelab diagnose`: findings, evidence, proposed overrides (derived, not hashed)
       train.log         the log
       report/           after `tunelab report`
       checkpoints/      step-NNNNNNN/ (resumable) and best/

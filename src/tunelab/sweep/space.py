@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from tunelab.choices import closest
-from tunelab.config.load import apply_override, load_yaml_file, read_yaml, validate
+from tunelab.config.load import apply_overrides, load_yaml_file, read_yaml, validate, yaml_value
 from tunelab.errors import ConfigError
 
 Kind = Literal["float", "int", "categorical"]
@@ -34,12 +32,6 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "categorical": ("type", "choices"),
 }
 SCALARS = (str, int, float, bool, type(None))
-
-
-def yaml_value(value: Any) -> str:
-    """`value` as one line of YAML that `apply_override` parses back to the same value (1e-05 stays a float)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf, allow_unicode=True).strip()
-    return text.removesuffix("...").strip()
 
 
 @dataclass(frozen=True)
@@ -202,11 +194,9 @@ def check_space(space: SearchSpace, config_path: Path, overrides: list[str] | tu
     """Apply every bound and choice of every parameter to the config and validate it, so an unknown key
     (with the closest valid one) or an out-of-range value fails now, before any trial runs."""
     base = read_yaml(config_path)
-    for item in overrides:
-        apply_override(base, item)
+    apply_overrides(base, overrides)
     for param in space.params:
         for probe in param.probes():
             raw = copy.deepcopy(base)
-            for item in param.overrides(probe):
-                apply_override(raw, item)
+            apply_overrides(raw, param.overrides(probe))
             validate(raw, source=space.source)

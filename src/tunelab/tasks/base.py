@@ -221,6 +221,26 @@ class Task:
         """The k worst-scored rows of an evaluation, readable (input text, label, prediction, loss)."""
         return []
 
+    def train_sample(self, data: PreparedData, rows: int, seed: int) -> tuple[datasets.Dataset, np.ndarray] | None:
+        """Up to `rows` training rows as evaluation would see them (a seeded sample, no augmentation) and
+        their indices in the training split, scored after training for the train/validation gap and the
+        label-noise candidates; None for tasks that do not score their training rows."""
+        return None
+
+    def label_probability(self, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Per row of an evaluation, the probability the model gives the row's own label; None for
+        tasks without one label per row."""
+        return None
+
+    def label_suspects(
+        self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int,
+        history: list[list[float]],
+    ) -> list[dict[str, Any]]:
+        """The k rows of `dataset` whose label the model found least probable, on average over the
+        evaluations during training (`history`, one label_probability list each) and the final
+        outputs: label-noise candidates, readable like `worst_samples`."""
+        return []
+
     def prepare_retention(
         self, config: Config, tokenizer: PreTrainedTokenizerBase, model: ResolvedModel, spec: RetentionSet,
         data: PreparedData,

@@ -13,6 +13,8 @@ from torch import nn
 from tunelab.tasks.base import PreparedData, Task
 
 if TYPE_CHECKING:
+    import datasets
+
     from tunelab.config import Config
 
 
@@ -46,8 +48,52 @@ class ClassifierTask(Task):
         metrics["loss"] = float(outputs["loss"].mean()) if len(outputs["loss"]) else float("nan")
         return metrics
 
+    def train_sample(self, data: PreparedData, rows: int, seed: int) -> tuple[datasets.Dataset, np.ndarray] | None:
+        train = data.train
+        if train is None or not rows or not len(train):
+            return None
+        indices = np.arange(len(train))
+        if len(train) > rows:
+            indices = np.sort(np.random.default_rng(seed).choice(len(train), rows, replace=False))
+            train = train.select(indices)
+        if "augment" in train.column_names:  # image rows: scored with the evaluation transform
+            train = train.remove_columns("augment")
+        return train, indices
+
+    def label_probability(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        return _softmax(outputs["logits"])[np.arange(len(outputs["labels"])), outputs["labels"]]
+
+    def label_suspects(
+        self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int,
+        history: list[list[float]],
+    ) -> list[dict[str, Any]]:
+        # Dataset cartography (Swayamdipta et al., 2020): a wrong label stays improbable while the
+        # clean rows are learned, so its mean probability over training is low even once the model
+        # has memorised it; the final outputs alone miss every memorised one.
+        probs = _softmax(outputs["logits"])
+        final = probs[np.arange(len(outputs["labels"])), outputs["labels"]]
+        scorings = np.vstack([np.asarray(h, dtype=np.float64) for h in history if len(h) == len(final)] + [final])
+        confidence = scorings.mean(axis=0)
+        names = data.info["labels"]
+        return [
+            {"row": int(i), "label": names[int(outputs["labels"][i])], "predicted": names[int(probs[i].argmax())],
+             "score": float(probs[i].max()), "confidence": float(confidence[i]), "scorings": len(scorings),
+             "input": self.describe_row(dataset, int(i))}
+            for i in np.argsort(confidence, kind="stable")[:k]
+        ]
+
+    def describe_row(self, dataset: datasets.Dataset, row: int) -> str:
+        """The input of one row, readable (text: decoded tokens; images: the path)."""
+        raise NotImplementedError
+
     def baseline_outputs(self, outputs: dict[str, np.ndarray], data: PreparedData) -> dict[str, np.ndarray]:
         # scikit-learn: see compute_metrics
         from tunelab.metrics.classification import majority_outputs
 
         return majority_outputs(outputs, data.info["labels"], data.info["label_counts"]["train"])
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    return probs / probs.sum(-1, keepdims=True)

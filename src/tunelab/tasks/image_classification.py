@@ -188,11 +188,11 @@ class ImageClassification(ClassifierTask):
         # scikit-learn: imported when metrics are computed, not when the task is built
         from tunelab.metrics.classification import worst_rows
 
-        def describe(i: int) -> str:
-            value = dataset[i]["image"]
-            return value if isinstance(value, str) else f"row {i} (image bytes)"
+        return worst_rows(outputs, data.info["labels"], k, lambda i: self.describe_row(dataset, i))
 
-        return worst_rows(outputs, data.info["labels"], k, describe)
+    def describe_row(self, dataset: datasets.Dataset, row: int) -> str:
+        value = dataset[row]["image"]
+        return value if isinstance(value, str) else f"row {row} (image bytes)"
 
     def save_artifacts(self, run_dir: Path, data: PreparedData) -> None:
         (run_dir / "labels.json").write_text(json.dumps(data.info["labels"], indent=2) + "\n")

@@ -278,10 +278,11 @@ class TextClassification(ClassifierTask):
         # scikit-learn: imported when metrics are computed, not when the task is built
         from tunelab.metrics.classification import worst_rows
 
+        return worst_rows(outputs, data.info["labels"], k, lambda i: self.describe_row(dataset, i))
+
+    def describe_row(self, dataset: datasets.Dataset, row: int) -> str:
         assert self.tokenizer is not None
-        decode = self.tokenizer.decode
-        return worst_rows(outputs, data.info["labels"], k,
-                          lambda i: decode(dataset[i]["input_ids"], skip_special_tokens=True))
+        return self.tokenizer.decode(dataset[row]["input_ids"], skip_special_tokens=True)
 
     def save_artifacts(self, run_dir: Path, data: PreparedData) -> None:
         (run_dir / "labels.json").write_text(json.dumps(data.info["labels"], indent=2) + "\n")

@@ -28,7 +28,7 @@ from tunelab.workspace.orm import Artifact, DataCheck, DatasetVersion, Run, RunI
 from tunelab.workspace.workspace import Workspace
 
 # Not artifacts: resumable checkpoints are transient and the log holds timings that differ every run.
-SKIP_ARTIFACTS = {"checkpoints", "train.log", "report"}
+SKIP_ARTIFACTS = {"checkpoints", "train.log", "report", "diagnosis.json"}  # derived: rewritten on request
 
 
 @dataclass

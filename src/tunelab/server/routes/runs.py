@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
 from tunelab.errors import RunError
+from tunelab.recipes.diagnose import diagnose_run
 from tunelab.recipes.report import write_report
 from tunelab.server.auth import Viewer
 from tunelab.workspace.lineage import get_run, recent_runs, run_dict
@@ -57,6 +58,13 @@ def evaluation(run_id: str, request: Request, _who: Viewer) -> dict[str, Any]:
 @router.get("/{run_id}/data-check")
 def data_check(run_id: str, request: Request, _who: Viewer) -> dict[str, Any]:
     return _run_json(request, run_id, "data_check.json", "runs from before data checks have none")
+
+
+@router.get("/{run_id}/diagnosis")
+def diagnosis(run_id: str, request: Request, _who: Viewer) -> dict[str, Any]:
+    """`tunelab diagnose` of the run: findings (id, severity, evidence, proposed overrides) and the
+    next experiment; diagnosed afresh on each request, so a running job's curves are read as they are."""
+    return diagnose_run(_folder(request, run_id))
 
 
 def _run_json(request: Request, run_id: str, name: str, fix: str) -> dict[str, Any]:
