@@ -1,4 +1,4 @@
-"""`tunelab serve`: the workspace server (API, job runner)."""
+"""`tunelab serve`: the workspace server (API, job runner, MCP at /mcp); `tunelab mcp`: MCP over stdio."""
 
 from __future__ import annotations
 
@@ -53,3 +53,31 @@ def serve(
                   f"{', jobs may also read ' + ', '.join(map(str, roots)) if roots else ''})")
     uvicorn.run(server_app, host=host, port=port, log_level="warning")
 
+
+
+@app.command()
+def mcp(
+    allow_code: Annotated[bool, typer.Option(
+        "--allow-code", help="Let submitted jobs run user code (model.trust_remote_code, ...). Without it no job "
+        "may.")] = False,
+    jobs: Annotated[int, typer.Option(help="Training jobs run at the same time (0: queue them for `tunelab "
+                                           "serve` to run).", min=0)] = 1,
+) -> None:
+    """Serve the workspace to a local agent over MCP (stdio): datasets, data checks, configs, jobs, runs,
+    diagnoses, registry. Jobs run here, confined like server jobs; every call is audited as you."""
+    from tunelab.server.mcp import build_server, local_caller
+    from tunelab.server.runner import JobRunner
+    from tunelab.workspace import Workspace
+
+    ws = Workspace.require()
+    ws.check_schema()
+    runner = JobRunner(ws, slots=jobs, allow_code=allow_code) if jobs else None
+    if runner is not None:
+        runner.start()
+    try:
+        console.print(f"[dim]tunelab MCP server (stdio) on {ws.root}[/]")  # stderr: stdout is the protocol's
+        build_server(ws, local_caller, allow_code=allow_code).run("stdio")
+    finally:
+        if runner is not None:
+            runner.stop()
+        ws.close()

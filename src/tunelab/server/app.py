@@ -2,7 +2,8 @@
 
 Every route is authorized (`auth.require(role)`): viewers read, engineers submit and cancel jobs and
 register models, admins promote to production and manage tokens. Changes made during a request are
-audited under the token's identity. The OpenAPI schema is at /openapi.json.
+audited under the token's identity. The OpenAPI schema is at /openapi.json; /mcp serves the same
+workspace to MCP clients (server/mcp.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tunelab.config.load import short_repr
 from tunelab.errors import TunelabError
 from tunelab.server.routes import inference, jobs, runs, server, ui, uploads, workspace
 from tunelab.server.routes.inference import ModelCache
+from tunelab.server.mcp import mount_http
 from tunelab.server.runner import JobRunner
 from tunelab.workspace import Workspace
 
@@ -36,7 +38,8 @@ def create_app(root: Path, *, allow_anonymous: bool = False, job_slots: int = 1,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_jobs:
             runner.start()
-        yield
+        async with mcp_sessions():  # the MCP SDK's session manager behind /mcp
+            yield
         if run_jobs:
             runner.stop()
         ws.close()
@@ -65,6 +68,8 @@ def create_app(root: Path, *, allow_anonymous: bool = False, job_slots: int = 1,
 
     for module in (jobs, runs, workspace, uploads, inference, server, ui):
         app.include_router(module.router)
+    # The same workspace for the user's own agent: MCP over streamable HTTP, same tokens and roles.
+    mcp_sessions = mount_http(app, ws, allow_anonymous=allow_anonymous, allow_code=allow_code)
 
     @app.get("/v1/health", tags=["server"])
     def health() -> dict[str, str]:

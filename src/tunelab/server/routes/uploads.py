@@ -254,7 +254,11 @@ def _register(ws: Workspace, name: str, reader: UploadReader) -> tuple[Added, di
 def run_check(ref: str, request: Request, who: Engineer, label_column: str | None = None) -> dict[str, Any]:
     """Run the data checks on a dataset version (as `tunelab data check NAME@vN`), record them, and return
     the report; `passed` false is a finding, not an error, so the status is 200 either way."""
-    ws: Workspace = request.app.state.workspace
+    return check_version(request.app.state.workspace, ref, label_column)
+
+
+def check_version(ws: Workspace, ref: str, label_column: str | None = None) -> dict[str, Any]:
+    """Check a dataset version, record the check, and return it as the API shows it (MCP's check_data too)."""
     version_ref = _version_ref(ws, ref)
     check_target(version_ref, [], out_dir=_check_folder(ws, version_ref), label_column=label_column,
                  use_tokenizer=False, workspace=ws)
