@@ -25,7 +25,7 @@ from tunelab.recipes.evaluate import evaluate_run
 from tunelab.recipes.predict import load_predictor
 from tunelab.recipes.search import search
 from tunelab.recipes.train import train
-from tunelab.tasks.embedding import Embedding, pool
+from tunelab.tasks.embedding import Embedding, pool, text_id
 
 TOPICS = list(WORDS)
 # the first 4 steps: ln(16) = 2.77 at the start, 16 candidates per anchor
@@ -225,7 +225,8 @@ def test_an_evaluation_corpus_joins_the_ranking_and_leaves_training_alone(tmp_pa
 
     predictor = load_predictor(outcome.run.path)
     questions = list(dict.fromkeys(r["anchor"] for r in test_rows))
-    documents = list(dict.fromkeys([r["positive"] for r in test_rows] + extra[:20]))
+    # in id order, as the evaluation ranks them: tied documents (texts the tiny tokenizer reads alike) rank alike
+    documents = sorted(set([r["positive"] for r in test_rows] + extra[:20]), key=text_id)
     relevant = [{documents.index(r["positive"]) for r in test_rows if r["anchor"] == q} for q in questions]
     embed = lambda texts: np.array([p["embedding"] for p in predictor.predict(texts)])  # noqa: E731
     q, d = embed(questions), embed(documents)

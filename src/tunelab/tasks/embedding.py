@@ -441,15 +441,17 @@ def text_id(text: str) -> int:
 def retrieval_problem(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[set[int]]]:
     """Distinct anchors as queries, distinct positives and negatives (and embedding.corpus documents) as
     the corpus, and each query's relevant documents (every positive paired with that anchor)."""
-    doc_index: dict[int, int] = {}
-    docs = []
+    vectors: dict[int, np.ndarray] = {}
     for side in ("positive", "negative"):
         if side not in outputs:
             continue
         for vector, key in zip(outputs[side], outputs[f"{side}_id"]):
-            if int(key) not in doc_index:
-                doc_index[int(key)] = len(docs)
-                docs.append(vector)
+            vectors.setdefault(int(key), vector)
+    # Documents in id order, not in the order the evaluation happened to score them (length-grouped
+    # batches, shards): documents with equal scores (equal texts after tokenization) then rank the
+    # same way on any number of processes and batch sizes.
+    doc_index = {key: i for i, key in enumerate(sorted(vectors))}
+    docs = [vectors[key] for key in sorted(vectors)]
     query_index: dict[int, int] = {}
     queries, relevant = [], []
     asks = outputs["is_query"].astype(bool) if "is_query" in outputs else np.ones(len(outputs["anchor"]), bool)
