@@ -13,6 +13,7 @@ import typer
 # Each module mounts its commands on app when imported; `tunelab --help` lists them in import order.
 from tunelab.cli import run_cmd  # noqa: F401  (train, eval, predict, generate, chat, export come first)
 from tunelab.cli import (  # noqa: F401
+    autopilot_cmd,
     config_cmd,
     data_cmd,
     launch_cmd,

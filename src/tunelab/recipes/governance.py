@@ -208,7 +208,7 @@ def _dataset_name(path: Path) -> str:
 
 
 def start(governed: Governed, run: RunFolder, environment: dict[str, Any], *, resumed: bool,
-          reproduces: str | None = None) -> None:
+          reproduces: str | None = None, origin: dict[str, Any] | None = None) -> None:
     """On the main process, once the run folder exists: keep the data check in it, record lineage."""
     report_path = None
     if governed.check_dir is not None:
@@ -226,7 +226,7 @@ def start(governed: Governed, run: RunFolder, environment: dict[str, Any], *, re
         return
 
     record_start(governed.workspace, run, governed.original, governed.inputs, environment, resumed=resumed,
-                 reproduces=reproduces)
+                 reproduces=reproduces, origin=origin)
     if governed.report is not None:
         record_data_check(governed.workspace, run.id, governed.report, report_path)
 

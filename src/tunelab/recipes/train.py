@@ -56,11 +56,12 @@ class TrainOutcome:
 
 
 def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter | None = None,
-          reproduces: str | None = None) -> TrainOutcome:
+          reproduces: str | None = None, origin: dict[str, Any] | None = None) -> TrainOutcome:
     """Run one training job described by `config` (or continue `resume`) and return its results.
 
     Inside a workspace the run is recorded there (inputs, config, environment, outcome, artifacts);
-    `reproduces` names the run this one repeats.
+    `reproduces` names the run this one repeats; `origin` says who started it and why when a person did
+    not (an autopilot step: its parent run and reason), kept in run.json and the lineage.
     """
     clock = Timings()
     if resume is None:
@@ -68,13 +69,13 @@ def train(config: Config, *, resume: RunFolder | None = None, reporter: Reporter
     with clock.phase("data_check"):
         governed = governance.prepare(config)
     try:
-        return _train(governed, resume, reporter, reproduces, clock)
+        return _train(governed, resume, reporter, reproduces, clock, origin)
     finally:
         governed.cleanup()
 
 
 def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Reporter | None,
-           reproduces: str | None, clock: Timings) -> TrainOutcome:
+           reproduces: str | None, clock: Timings, origin: dict[str, Any] | None = None) -> TrainOutcome:
     config = governed.config  # data references resolved to paths; the run records `governed.original`
     task = TASKS.get(config.task)()
     task.validate_config(config)
@@ -116,7 +117,10 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
                 run.write_json("data.json", {**data.info, **_length_info(task, data, config)})
                 environment = collect_environment()
                 run.write_json("environment.json", environment)
-                governance.start(governed, run, environment, resumed=resume is not None, reproduces=reproduces)
+                if origin:
+                    run.update(origin=origin)
+                governance.start(governed, run, environment, resumed=resume is not None, reproduces=reproduces,
+                                 origin=origin)
         with clock.phase("model_build"):
             set_seed(config.train.seed)
             model = _build(config, task, resolved, data)

@@ -47,7 +47,8 @@ def config_sha256(config: Config) -> str:
 
 
 def record_start(ws: Workspace, run: RunFolder, config: Config, inputs: list[InputRecord],
-                 environment: dict[str, Any], *, resumed: bool = False, reproduces: str | None = None) -> None:
+                 environment: dict[str, Any], *, resumed: bool = False, reproduces: str | None = None,
+                 origin: dict[str, Any] | None = None) -> None:
     with ws.write() as txn:
         existing = txn.session.get(Run, run.id) if resumed else None
         if existing is not None:
@@ -58,7 +59,8 @@ def record_start(ws: Workspace, run: RunFolder, config: Config, inputs: list[Inp
             id=run.id, path=str(run.path.resolve()), status="running", task=config.task,
             config_sha256=config_sha256(config), config_yaml=dump_config(config),
             tunelab_version=tunelab.__version__, git_commit=environment.get("git_commit"), seed=config.train.seed,
-            environment=environment, started_at=now_iso(), created_by=current_actor(), reproduces=reproduces)
+            environment=environment, started_at=now_iso(), created_by=current_actor(), reproduces=reproduces,
+            origin=origin)
         txn.session.add(row)
         txn.session.flush()
         for item in inputs:
@@ -67,6 +69,7 @@ def record_start(ws: Workspace, run: RunFolder, config: Config, inputs: list[Inp
         txn.audit("run.start", "run", run.id, {
             "config_sha256": row.config_sha256, "task": config.task, "model": config.model.source,
             "method": config.method.name, "seed": config.train.seed, "reproduces": reproduces,
+            **({"origin": origin} if origin else {}),
             "inputs": [{"split": i.split, "sha256": i.sha256, "dataset": i.version.ref if i.version else None}
                        for i in inputs]})
 
@@ -161,7 +164,7 @@ def run_dict(row: Run) -> dict[str, Any]:
         "config_sha256": row.config_sha256, "config_yaml": row.config_yaml,
         "tunelab_version": row.tunelab_version, "git_commit": row.git_commit, "seed": row.seed,
         "started_at": row.started_at, "ended_at": row.ended_at, "created_by": row.created_by,
-        "reproduces": row.reproduces, "metrics": row.metrics, "gates": row.gates,
+        "reproduces": row.reproduces, "origin": row.origin, "metrics": row.metrics, "gates": row.gates,
         "environment": env,
         "environment_summary": f"python {env.get('python')}, torch {env.get('torch')}, {env.get('machine')}, "
                                f"{env.get('cpu_count')} CPUs, {env.get('memory_gb')} GB"

@@ -124,6 +124,8 @@ class Run(Base):
     data_check_passed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     pii_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reproduces: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: why a run was started when a person did not start it: {autopilot, step, parent, reason}
+    origin: Mapped[dict[str, Any] | None] = mapped_column(JSONText, nullable=True)
     created_by: Mapped[str] = mapped_column(String(200))
     inputs: Mapped[list[RunInput]] = relationship(order_by="RunInput.id")
     artifacts: Mapped[list[Artifact]] = relationship(order_by="Artifact.path")

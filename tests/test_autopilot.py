@@ -1,0 +1,152 @@
+"""`tunelab autopilot`: a plan that waits for approval, steps from diagnosis and search kept to the
+knobs, lineage naming each step's parent and reason, the best run registered (never promoted), and a
+kill -9 in the middle resumed without re-running what finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import synthetic_rows, write_jsonl
+from tunelab.autopilot.goal import load_goal
+from tunelab.autopilot.planner import merge, within_knobs
+from tunelab.errors import ConfigError
+
+KNOBS = {"train.learning_rate": {"type": "float", "low": 1.0e-4, "high": 1.0e-2, "log": True},
+         "train.epochs": {"type": "int", "low": 1, "high": 12},
+         "method.name": ["full", "freeze", "lora"]}
+
+
+@pytest.fixture
+def database_url():
+    """SQLite: the store is tested on both backends in test_workspace.py."""
+    return
+
+
+def goal_file(root: Path, **goal) -> Path:
+    """A tiny-random-bert topic classifier that starts underfit (2 epochs at 1e-3) and a goal for it."""
+    data = {split: str(write_jsonl(root / "data" / f"{split}.jsonl", synthetic_rows(n, seed=i)))
+            for i, (split, n) in enumerate([("train", 96), ("validation", 24), ("test", 24)], 1)}
+    (root / "base.yaml").write_text(yaml.safe_dump({
+        "task": "text-classification", "model": {"source": "tiny-random-bert"}, "data": data,
+        "method": {"name": "full"}, "eval": {"metric": "macro_f1"}, "output": {"dir": str(root / "runs")},
+        "train": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "max_length": 64, "seed": 0, "log_every": 1},
+    }))
+    body = {"base": "base.yaml", "target": {"metric": "macro_f1", "at_least": 0.85}, "budget": {"runs": 5},
+            "knobs": KNOBS, "register_as": "topics", **goal}
+    path = root / "goal.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def autopilot(root: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, **({"TUNELAB_WORKSPACE": str(root)} if (root / ".tunelab").is_dir() else {})}
+    return subprocess.run([sys.executable, "-m", "tunelab", "autopilot", *args], cwd=root, capture_output=True,
+                          text=True, env=env, **kwargs)
+
+
+def folder_of(root: Path) -> Path:
+    (found,) = (root / "autopilots").iterdir()
+    return found
+
+
+def test_reaches_the_target_from_the_diagnosis_and_registers_a_candidate(workspace, tmp_path):
+    goal = goal_file(tmp_path)
+    waiting = autopilot(tmp_path, str(goal))  # stdin is no terminal: the plan waits for approval
+    assert waiting.returncode == 1 and "waits for approval" in waiting.stderr
+    folder = folder_of(tmp_path)
+    assert json.loads((folder / "state.json").read_text())["status"] == "planned"
+    assert "1. (the base config) — baseline" in (folder / "plan.md").read_text()
+    assert not (folder / "runs").exists()  # nothing trained before approval
+
+    done = autopilot(tmp_path, "--resume", str(folder), "--yes")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((folder / "summary.json").read_text())
+    steps = summary["steps"]
+    # the baseline underfits; its diagnosis proposes 3x the learning rate and twice the epochs, the next
+    # one's (still improving) twice the epochs again, which reaches the target
+    assert [s["source"] for s in steps] == ["plan", "diagnosis", "diagnosis"]
+    assert steps[1]["overrides"] == ["train.learning_rate=0.003", "train.epochs=4"]
+    assert steps[1]["reason"].startswith("underfitting in step 1")
+    assert steps[2]["overrides"] == ["train.learning_rate=0.003", "train.epochs=8"]
+    assert steps[2]["reached"] and summary["stopped"].startswith("target reached by step 3")
+    assert summary["best"]["step"] == 3 and summary["best"]["registered"] == "topics@v1"
+    assert "reached the target" in summary["best"]["why"]
+    # each child's run names its parent and why it was started, in run.json and in the lineage
+    with workspace.read() as session:
+        from tunelab.workspace.lineage import get_run, run_dict
+
+        record = run_dict(get_run(session, steps[2]["run_id"]))
+    assert record["origin"] == {"autopilot": folder.name, "step": 3, "source": "diagnosis",
+                                "parent": steps[1]["run_id"], "reason": steps[2]["reason"]}
+    assert json.loads((Path(steps[2]["run_path"]) / "run.json").read_text())["origin"] == record["origin"]
+    from tunelab.workspace import registry
+
+    assert registry.show(workspace, "topics@v1")["stage"] == "candidate"  # never promoted
+    table = (folder / "summary.md").read_text()
+    assert f"| 3 | diagnosis | {steps[2]['value']:.4f} ✔ |" in table and "**Best: step 3" in table
+
+
+def test_a_kill_in_the_middle_resumes_without_rerunning_finished_steps(tmp_path):
+    goal = goal_file(tmp_path, target={"metric": "macro_f1", "at_least": 0.99}, budget={"runs": 3})
+    process = subprocess.Popen([sys.executable, "-m", "tunelab", "autopilot", str(goal), "--yes"], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:  # kill -9 once step 1 has finished and step 2 is training
+            assert process.poll() is None and time.monotonic() < deadline
+            states = list((tmp_path / "autopilots").glob("*/state.json"))
+            steps = json.loads(states[0].read_text())["steps"] if states else []
+            if len(steps) >= 2 and steps[0]["status"] == "succeeded" and steps[1]["status"] == "running":
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    folder = folder_of(tmp_path)
+    first = json.loads((folder / "state.json").read_text())["steps"][0]
+    done = autopilot(tmp_path, "--resume", str(folder))
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = json.loads((folder / "summary.json").read_text())["steps"]
+    assert steps[0]["run_id"] == first["run_id"] and steps[0]["seconds"] == first["seconds"]
+    assert len(list((folder / "runs").glob("step-01-*"))) == 1  # step 1 never trained again
+    assert len(steps) == 3 and all(s["status"] == "succeeded" for s in steps)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["stopped"] == "budget spent: 3 of 3 runs" and summary["best"]["registered"] is None
+
+
+def test_proposals_are_kept_to_the_knobs(tmp_path):
+    loaded = load_goal(goal_file(tmp_path))
+    # clamped into the range; a setting that is no knob is left out and said so
+    assert within_knobs(loaded, ["train.learning_rate=0.5", "train.warmup_ratio=0.1"]) == (
+        ["train.learning_rate=0.01"], ["train.warmup_ratio=0.1"])
+    # a kind the knobs offer, without the settings it needs (freeze without layers), is refused whole
+    assert within_knobs(loaded, ["method.name=freeze", "method.layers=1"]) is None
+    assert within_knobs(loaded, ["method.name=dora"]) is None  # not a choice
+    assert within_knobs(loaded, ["eval.early_stopping_patience=2"]) is None  # nothing left
+    # a new kind drops the parent's settings of the old one
+    assert merge(["method.name=lora", "method.r=8", "train.epochs=4"], ["method.name=full"]) == [
+        "train.epochs=4", "method.name=full"]
+
+
+def test_a_bad_goal_is_one_line_and_leaves_nothing(tmp_path):
+    goal = goal_file(tmp_path, target={"metric": "rouge", "at_least": 0.5})
+    with pytest.raises(ConfigError, match="target.metric: 'rouge' is not a validation metric"):
+        load_goal(goal)
+    goal = goal_file(tmp_path, target={"metric": "macro_f1", "at_most": 0.5})
+    with pytest.raises(ConfigError, match="higher macro_f1 is better, so the bound is at_least"):
+        load_goal(goal)
+    goal = goal_file(tmp_path, knobs={"train.epochs": {"type": "int", "low": 0, "high": 3}})
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_goal(goal)
+    failed = autopilot(tmp_path, str(goal))
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr and "train.epochs" in failed.stderr
+    assert not (tmp_path / "autopilots").exists()
