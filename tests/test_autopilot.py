@@ -150,3 +150,54 @@ def test_a_bad_goal_is_one_line_and_leaves_nothing(tmp_path):
     failed = autopilot(tmp_path, str(goal))
     assert failed.returncode == 1 and "Traceback" not in failed.stderr and "train.epochs" in failed.stderr
     assert not (tmp_path / "autopilots").exists()
+
+
+def test_the_server_plans_waits_for_approval_and_runs_the_plan_as_one_job(workspace, tmp_path):
+    import httpx
+
+    from conftest import free_port, start_server, stop_server
+    from tunelab.workspace.tokens import create_token
+
+    tokens = {role: create_token(workspace, f"{role}-token", role) for role in ("viewer", "engineer")}
+    auth = {role: {"Authorization": f"Bearer {token}"} for role, token in tokens.items()}
+    goal_file(tmp_path)
+    config = (tmp_path / "base.yaml").read_text()
+    goal = yaml.safe_dump({"target": {"metric": "macro_f1", "at_least": 0.99}, "budget": {"runs": 2},
+                           "knobs": KNOBS})
+    port = free_port()
+    server = start_server(workspace.root, port)
+    url = f"http://127.0.0.1:{port}/v1/autopilots"
+    try:
+        # a knob whose choice leads out of the workspace is refused like a job naming that model
+        outside = yaml.safe_dump({"target": {"metric": "macro_f1", "at_least": 0.9},
+                                  "knobs": {"model.source": ["tiny-random-bert", "/etc"]}})
+        refused = httpx.post(url, json={"goal": outside, "config": config}, headers=auth["engineer"], timeout=60)
+        assert refused.status_code == 422 and "/etc" in refused.json()["detail"]
+        assert httpx.post(url, json={"goal": goal, "config": config}, headers=auth["viewer"]).status_code == 403
+        planned = httpx.post(url, json={"goal": goal, "config": config}, headers=auth["engineer"], timeout=120)
+        assert planned.status_code == 201, planned.text
+        body = planned.json()
+        assert body["status"] == "planned" and body["plan"]["first_steps"][0]["step"] == 1
+        assert httpx.post(f"{url}/{body['id']}/approve", headers=auth["viewer"]).status_code == 403
+        approved = httpx.post(f"{url}/{body['id']}/approve", headers=auth["engineer"]).json()
+        assert approved["status"] == "approved" and approved["approved_by"] == "token:engineer-token"
+        assert approved["job"]["kind"] == "autopilot" and approved["job"]["autopilot"] == body["id"]
+        deadline = time.monotonic() + 300
+        while (state := httpx.get(f"{url}/{body['id']}", headers=auth["viewer"]).json())["status"] != "finished":
+            assert time.monotonic() < deadline, state
+            time.sleep(1)
+        assert [s["status"] for s in state["steps"]] == ["succeeded", "succeeded"]
+        assert state["stopped"] == "budget spent: 2 of 2 runs" and state["best"]["run"]
+        job = httpx.get(f"http://127.0.0.1:{port}/v1/jobs/{approved['job']['id']}", headers=auth["viewer"]).json()
+        deadline = time.monotonic() + 60
+        while job["status"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            job = httpx.get(f"http://127.0.0.1:{port}/v1/jobs/{job['id']}", headers=auth["viewer"]).json()
+        assert job["status"] == "succeeded"
+    finally:
+        stop_server(server)
+    with workspace.read() as session:
+        from tunelab.workspace import audit
+
+        actions = [(e.actor, e.action) for e in audit.query(session, action="autopilot.*")]
+    assert ("token:engineer-token", "autopilot.approve") in actions

@@ -21,7 +21,8 @@ from tunelab.workspace.tokens import create_token
 
 TOOLS = {"list_datasets", "show_dataset", "check_data", "validate_config", "preview_loss_mask", "submit_job",
          "list_jobs", "get_job", "watch_job", "cancel_job", "list_runs", "get_run", "get_run_metrics",
-         "get_run_eval", "diagnose_run", "compare_runs", "list_models", "register_model", "promote_model"}
+         "get_run_eval", "diagnose_run", "compare_runs", "list_models", "register_model", "promote_model",
+         "start_autopilot", "get_autopilot", "approve_autopilot", "reject_autopilot"}
 
 
 @pytest.fixture
@@ -83,6 +84,11 @@ def test_stdio_a_local_agent_validates_trains_and_reads_the_diagnosis(workspace:
             checked = result(await client.call_tool("validate_config", {"config": config}))
             assert checked == {**checked, "valid": True, "task": "text-classification", "method": "full"}
             watched = await train_and_diagnose(client, config)
+            goal = "target: {metric: macro_f1, at_least: 0.9}\nbudget: {runs: 2}\nknobs: {train.epochs: [1, 2]}\n"
+            planned = result(await client.call_tool("start_autopilot", {"goal": goal, "config": config}))
+            assert planned["status"] == "planned" and planned["plan"]["first_steps"][0]["step"] == 1
+            rejected = result(await client.call_tool("reject_autopilot", {"autopilot_id": planned["id"]}))
+            assert rejected["status"] == "rejected" and "job" not in rejected
             prompts = await client.list_prompts()
             assert {p.name for p in prompts.prompts} == {"diagnose-run", "improve-run"}
             run = await client.read_resource(f"tunelab://runs/{watched['run_id']}")
@@ -133,6 +139,8 @@ def test_http_same_tokens_roles_and_audit_as_the_api(workspace: Workspace, make_
             assert result(await viewer.call_tool("list_jobs", {})) == {"jobs": []}
             refused = error(await viewer.call_tool("submit_job", {"config": config}))
             assert "submit_job needs the engineer role; token:viewer-agent has the viewer role" in refused
+            refused = error(await viewer.call_tool("start_autopilot", {"goal": "{}", "config": config}))
+            assert "start_autopilot needs the engineer role" in refused
         async with http_client(url, tokens["engineer"]) as engineer:
             watched = await train_and_diagnose(engineer, config)
             registered = result(await engineer.call_tool("register_model", {"run_id": watched["run_id"],

@@ -44,7 +44,9 @@ def run_steps(loaded: LoadedGoal, state: AutopilotState, train_step: TrainStep,
         _run_one(loaded, state, step, train_step, clock)
         if on_step is not None:
             on_step(step)
-    state.status, state.stopped, state.elapsed_s = "finished", stop, clock.elapsed
+    # still `running` on disk: the caller marks it finished once the summary is written, so a reader
+    # never sees a finished autopilot without one
+    state.stopped, state.elapsed_s = stop, clock.elapsed
     state.save()
     return state
 

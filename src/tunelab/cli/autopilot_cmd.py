@@ -45,7 +45,9 @@ def autopilot(
         console.print(f"plan rejected; nothing ran ({state.folder})")
         return
     if state.status == "finished":
-        console.print(f"[dim]this autopilot has finished: {state.stopped}[/]")
+        console.print(f"this autopilot has finished: {state.stopped}")
+        out.print(str(state.folder / "summary.md"), highlight=False, soft_wrap=True)
+        return
 
     def progress(step) -> None:  # noqa: ANN001 - autopilot.state.Step
         value = "" if step.value is None else f"{loaded.goal.target.metric} {step.value:.4f}"

@@ -96,7 +96,9 @@ def run(loaded: LoadedGoal, state: AutopilotState, on_step: Callable[[Step], Non
     """Run the approved plan to its end; write and return the summary."""
     run_steps(loaded, state, _train_step(loaded, state), on_step)
     registered = _register_best(loaded, state)
+    state.status = "finished"
     summary = write_summary(loaded, state, registered)
+    state.save()
     _audit("autopilot.finish", state.folder, {"stopped": state.stopped, "runs": summary["runs"],
                                               "best": (summary["best"] or {}).get("run"), "registered": registered})
     return summary
@@ -142,3 +144,66 @@ def _audit(action: str, folder: Path, details: dict[str, Any]) -> None:
             txn.audit(action, "autopilot", folder.name, details)
     finally:
         ws.close()
+
+
+# ---- the server's autopilots (REST and MCP) ------------------------------------------------------
+def plan_submitted(ws: Workspace, goal_text: str, config_text: str, policy: Any) -> AutopilotState:
+    """Plan a goal submitted as text with its base config as text, under the workspace's
+    `.tunelab/autopilots/`. The base config, and every value each knob may take, must pass the job
+    confinement `policy` now: an autopilot job may read no more than the jobs its steps would be."""
+    import secrets
+
+    from tunelab.config.load import parse_yaml_text
+    from tunelab.workspace.confine import check_job_config
+    from tunelab.workspace.jobs import validate_submission
+
+    raw = parse_yaml_text(goal_text, "submitted goal")
+    if not isinstance(raw, dict):
+        raise TunelabError("submitted goal: a goal is a mapping (target, budget, knobs)")
+    raw = {**raw, "base": "base.yaml", "output": str(autopilots_root(ws))}
+    overrides = [str(o) for o in raw.get("overrides") or []]
+    validate_submission(config_text, overrides, policy)
+    inputs = autopilots_root(ws) / "inputs" / secrets.token_hex(6)
+    inputs.mkdir(parents=True)
+    (inputs / "base.yaml").write_text(config_text, encoding="utf-8")
+    goal = inputs / "goal.yaml"
+    goal.write_text(_yaml_dump(raw), encoding="utf-8")
+    loaded = load_goal(goal)  # every problem as the CLI says it
+    for param in loaded.knobs.params:
+        for probe in param.probes():
+            check_job_config(load_config(loaded.base_path, overrides + param.overrides(probe)), policy)
+    return plan(goal, autopilots_root(ws))[1]
+
+
+def autopilots_root(ws: Workspace) -> Path:
+    return ws.folder / "autopilots"
+
+
+def autopilot_folder(ws: Workspace, autopilot_id: str) -> Path:
+    """The folder of a server autopilot by id (its folder name); a RunError when there is none."""
+    from tunelab.errors import RunError
+
+    folder = autopilots_root(ws) / autopilot_id
+    if "/" in autopilot_id or autopilot_id.startswith(".") or not (folder / "state.json").is_file():
+        raise RunError(f"no autopilot {autopilot_id!r}", fix="list them with GET /v1/autopilots")
+    return folder
+
+
+def describe(folder: Path) -> dict[str, Any]:
+    """An autopilot as the API and MCP show it: status, plan, compact steps, summary once finished."""
+    state = AutopilotState.load(folder)
+    plan_data = json.loads((folder / "plan.json").read_text(encoding="utf-8"))
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8")) \
+        if (folder / "summary.json").is_file() else None
+    return {"id": folder.name, "status": state.status, "approved_by": state.approved_by, "stopped": state.stopped,
+            "created": state.created, "plan": plan_data,
+            "steps": [{"step": s.number, "source": s.source, "status": s.status, "overrides": s.overrides,
+                       "value": s.value, "reached": s.reached, "run": s.run_id, "seconds": s.seconds,
+                       "reason": s.reason} for s in state.steps],
+            "best": (summary or {}).get("best")}
+
+
+def _yaml_dump(raw: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump(raw, sort_keys=False)

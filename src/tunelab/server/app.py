@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 import tunelab
 from tunelab.config.load import short_repr
 from tunelab.errors import TunelabError
-from tunelab.server.routes import inference, jobs, runs, server, ui, uploads, workspace
+from tunelab.server.routes import autopilots, inference, jobs, runs, server, ui, uploads, workspace
 from tunelab.server.routes.inference import ModelCache
 from tunelab.server.mcp import mount_http
 from tunelab.server.runner import JobRunner
@@ -66,7 +66,7 @@ def create_app(root: Path, *, allow_anonymous: bool = False, job_slots: int = 1,
                    **({"input": short_repr(e["input"])} if "input" in e else {})} for e in err.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    for module in (jobs, runs, workspace, uploads, inference, server, ui):
+    for module in (jobs, runs, workspace, uploads, inference, autopilots, server, ui):
         app.include_router(module.router)
     # The same workspace for the user's own agent: MCP over streamable HTTP, same tokens and roles.
     mcp_sessions = mount_http(app, ws, allow_anonymous=allow_anonymous, allow_code=allow_code)

@@ -274,6 +274,37 @@ def build_server(ws: Workspace, caller_of: CallerOf, *, allow_code: bool = False
         return {"ref": result.ref, "from": result.from_stage, "to": result.to_stage, "passed": result.passed,
                 "checks": result.checks, "archived": result.archived}
 
+    # ---- autopilot --------------------------------------------------------------------------
+    @tool("engineer")
+    def start_autopilot(goal: str, config: str) -> dict[str, Any]:
+        """Plan an autopilot: `goal` is the goal file's YAML (target, budget, knobs), `config` the base
+        training config's YAML. Returns the plan; nothing trains until approve_autopilot."""
+        from tunelab.recipes import autopilot as recipe
+
+        policy = _policy(ws, allow_code=False)
+        return _bounded(recipe.describe(recipe.plan_submitted(ws, goal, config, policy).folder))
+
+    @tool("viewer")
+    def get_autopilot(autopilot_id: str) -> dict[str, Any]:
+        """An autopilot's status, plan, steps (overrides, why, metric) and, once finished, its best run."""
+        from tunelab.recipes import autopilot as recipe
+
+        return _bounded(recipe.describe(recipe.autopilot_folder(ws, autopilot_id)))
+
+    @tool("engineer")
+    def approve_autopilot(autopilot_id: str) -> dict[str, Any]:
+        """Approve a planned autopilot: it is queued as one job (follow it with watch_job)."""
+        from tunelab.server.routes.autopilots import decide_and_queue
+
+        return _bounded(decide_and_queue(ws, autopilot_id, _CALLER.get(), approved=True))
+
+    @tool("engineer")
+    def reject_autopilot(autopilot_id: str) -> dict[str, Any]:
+        """Reject a planned autopilot: nothing of it runs."""
+        from tunelab.server.routes.autopilots import decide_and_queue
+
+        return _bounded(decide_and_queue(ws, autopilot_id, _CALLER.get(), approved=False))
+
     _resources(server, ws, caller_of)
     _prompts(server)
     return server

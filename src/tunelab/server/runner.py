@@ -118,6 +118,8 @@ class JobRunner:
         if not (raw.get("output") or {}).get("name"):
             overrides.append(f"output.name=job-{job.id}")
         args = ["train", str(config), *overrides]
+        if job.kind == "autopilot":  # an approved plan: every step trains in this one process
+            args = ["autopilot", "--resume", str(job.target), "--yes"]
         processes = job.processes or 1
         # several processes: `accelerate launch` in the job's process group, so a cancel reaches them all
         command = accelerate_command(processes, free_port(), args) if processes > 1 else [

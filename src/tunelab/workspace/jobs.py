@@ -71,6 +71,19 @@ def submit(ws: Workspace, config_yaml: str, overrides: list[str] | None = None, 
         return job
 
 
+def submit_autopilot(ws: Workspace, folder: Path, *, policy: JobPolicy) -> Job:
+    """Queue an approved autopilot (its folder inside the workspace): the runner drives it with
+    `tunelab autopilot --resume FOLDER --yes` in one process, every step confined by `policy`."""
+    granted = describe(policy)
+    with ws.write() as txn:
+        job = Job(status="queued", config_yaml="", overrides=[], submitted_at=now_iso(), submitted_by=current_actor(),
+                  cancel_requested=False, policy=granted, processes=1, kind="autopilot", target=str(folder))
+        txn.session.add(job)
+        txn.session.flush()
+        txn.audit("job.submit", "job", str(job.id), {"kind": "autopilot", "autopilot": folder.name})
+        return job
+
+
 def get(ws: Workspace, job_id: int) -> Job:
     with ws.read() as session:
         job = session.get(Job, job_id)
@@ -215,4 +228,5 @@ def job_dict(job: Job) -> dict[str, Any]:
     return {"id": job.id, "status": job.status, "submitted_at": job.submitted_at, "submitted_by": job.submitted_by,
             "started_at": job.started_at, "ended_at": job.ended_at, "run_id": job.run_id,
             "exit_code": job.exit_code, "error": job.error, "cancel_requested": job.cancel_requested,
-            "overrides": job.overrides, "processes": job.processes or 1}
+            "overrides": job.overrides, "processes": job.processes or 1, "kind": job.kind or "train",
+            **({"autopilot": Path(job.target).name} if job.target else {})}

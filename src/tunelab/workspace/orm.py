@@ -262,6 +262,9 @@ class Job(Base):
     policy: Mapped[dict[str, Any] | None] = mapped_column(JSONText, nullable=True)
     #: how many training processes the job asked for (run under `accelerate launch` when more than 1)
     processes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    #: train (config_yaml + overrides) or autopilot (the approved autopilot folder in `target`)
+    kind: Mapped[str] = mapped_column(String(20), default="train", server_default="train")
+    target: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ServerSetting(Base):
