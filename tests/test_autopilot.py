@@ -201,3 +201,106 @@ def test_the_server_plans_waits_for_approval_and_runs_the_plan_as_one_job(worksp
 
         actions = [(e.actor, e.action) for e in audit.query(session, action="autopilot.*")]
     assert ("token:engineer-token", "autopilot.approve") in actions
+
+
+# ---- planner: openai ----------------------------------------------------------------------------
+def llm_goal(root: Path, base_url: str, **openai) -> Path:
+    return goal_file(root, planner="openai",
+                     openai={"base_url": base_url, "model": "planner", "api_key_env": "PLANNER_KEY", **openai})
+
+
+@pytest.fixture
+def endpoint():
+    """An OpenAI-compatible endpoint answering each chat request with the next canned reply; it keeps
+    the requests (the planner's prompt and headers are checked too)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    replies: list[str] = []
+    seen: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+            answer = json.dumps({"choices": [{"message": {"role": "assistant", "content": replies.pop(0)}}]})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", replies, seen
+    server.shutdown()
+
+
+def test_the_model_proposes_within_the_knobs_or_the_rules_take_over(tmp_path, endpoint, monkeypatch):
+    from tunelab.autopilot.planner import next_step
+    from tunelab.autopilot.state import AutopilotState
+
+    url, replies, seen = endpoint
+    monkeypatch.setenv("PLANNER_KEY", "sk-test")
+    loaded = load_goal(llm_goal(tmp_path, url))
+    state = AutopilotState(folder=tmp_path, status="running", created="now")
+    replies.append('Sure: {"overrides": ["train.learning_rate=3e-3", "train.epochs=8"], "reason": "more steps"}')
+    step = next_step(loaded, state)
+    assert step.source == "planner" and step.overrides == ["train.learning_rate=0.003", "train.epochs=8"]
+    assert step.reason == "planner: more steps"
+    assert seen[0]["path"] == "/v1/chat/completions" and seen[0]["auth"] == "Bearer sk-test"
+    prompt = json.loads(seen[0]["body"]["messages"][1]["content"])
+    assert prompt["target"] == "validation macro_f1 >= 0.85" and set(prompt["knobs"]) == set(KNOBS)
+    # a setting that is no knob, a value out of range, the same step again, no JSON: the rules decide
+    state.steps.append(step)
+    for reply, why in [('{"overrides": ["train.warmup_ratio=0.2"]}', "is not one of the knobs"),
+                       ('{"overrides": ["train.epochs=40"]}', "must be a number in [1, 12]"),
+                       ('{"overrides": ["train.learning_rate=0.003", "train.epochs=8"]}', "was tried already"),
+                       ("I would raise the learning rate.", "no JSON object")]:
+        replies.append(reply)
+        fallback = next_step(loaded, state)
+        assert fallback.source == "search" and why in fallback.reason, fallback.reason
+        assert fallback.reason.startswith("planner openai fell back to the rules")
+
+
+@pytest.mark.slow
+def test_a_small_model_served_by_tunelab_falls_back_to_the_rules(workspace, tmp_path, monkeypatch):
+    """The planner talks to `tunelab serve`'s own chat endpoint; a tiny random model answers no
+    proposal, so every step comes from the rules, each saying so."""
+    from conftest import free_port, start_server, stop_server
+    from tests.test_causal_lm import chat_rows
+    from tunelab.config import load_config
+    from tunelab.recipes import autopilot as recipe
+    from tunelab.recipes.train import train
+    from tunelab.workspace import registry
+    from tunelab.workspace.tokens import create_token
+
+    lm = tmp_path / "lm.yaml"
+    lm.write_text(yaml.safe_dump({
+        "task": "causal-lm", "model": {"source": "tiny-random-llama"}, "method": {"name": "lora", "r": 4},
+        "data": {"train": str(write_jsonl(tmp_path / "chat.jsonl", chat_rows(24, seed=1)))},
+        "train": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-2, "max_length": 128, "seed": 0},
+        "eval": {"base": False, "retention": "none", "generate_samples": 0}, "generation": {"max_new_tokens": 24},
+        "governance": {"promotion": {"require_data_check": False, "require_pii_clean": False}},
+        "output": {"dir": str(tmp_path / "runs")}}))
+    registry.register(workspace, train(load_config(lm)).run.id, "planner")
+    assert registry.promote(workspace, "planner@v1", "production").passed
+    monkeypatch.setenv("PLANNER_KEY", create_token(workspace, "autopilot", "viewer"))
+    port = free_port()
+    server = start_server(workspace.root, port)
+    try:
+        goal = llm_goal(tmp_path, f"http://127.0.0.1:{port}/v1")
+        body = yaml.safe_load(goal.read_text())
+        body["budget"] = {"runs": 2}
+        goal.write_text(yaml.safe_dump(body))
+        loaded, state = recipe.plan(goal, tmp_path / "autopilots")
+        recipe.decide(state, True)
+        summary = recipe.run(loaded, state)
+    finally:
+        stop_server(server)
+    steps = summary["steps"]
+    assert [s["status"] for s in steps] == ["succeeded", "succeeded"]
+    assert steps[1]["source"] in ("diagnosis", "search")
+    assert steps[1]["reason"].startswith("planner openai fell back to the rules: the answer was not a proposal")

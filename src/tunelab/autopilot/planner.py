@@ -64,6 +64,30 @@ def next_step(loaded: LoadedGoal, state: AutopilotState) -> Step | None:
     """The next experiment after the finished ones, or None when neither diagnosis nor search has
     anything new."""
     number = len(state.steps) + 1
+    fallback = ""
+    if loaded.goal.planner == "openai":
+        from tunelab.autopilot.llm import propose
+
+        parents = _parents(loaded, state)
+        step, problem = propose(loaded, state, number, _diagnosis(parents[0]) if parents else None)
+        if step is not None:
+            return step
+        log.warning("planner openai: %s; the rules planner picks this step", problem)
+        fallback = f"planner openai fell back to the rules: {problem}. "
+    step = _rules_step(loaded, state, number)
+    if step is not None and fallback:
+        step.reason = fallback + step.reason
+    return step
+
+
+def _diagnosis(step: Step) -> dict[str, Any] | None:
+    try:
+        return diagnose(Path(step.run_path))  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - a run folder that cannot be read is no context for the model
+        return None
+
+
+def _rules_step(loaded: LoadedGoal, state: AutopilotState, number: int) -> Step | None:
     for parent in _parents(loaded, state):
         proposed = _from_diagnosis(loaded, state, parent, number)
         if proposed is not None:

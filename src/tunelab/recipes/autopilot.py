@@ -58,6 +58,9 @@ def _write_plan(loaded: LoadedGoal, state: AutopilotState) -> None:
     goal = loaded.goal
     policy = ("after each run: `tunelab diagnose` the best run so far and try its most severe finding's proposal, "
               "kept to the knobs; when no proposal is new, an Optuna TPE search over the knobs")
+    if goal.planner == "openai" and goal.openai is not None:
+        policy = (f"after each run: {goal.openai.model} at {goal.openai.base_url} proposes the next experiment, "
+                  f"checked against the knobs; when its answer is unusable, the rules: {policy.partition(': ')[2]}")
     budget = f"{goal.budget.runs} runs" + (f" or {goal.budget.minutes:g} minutes" if goal.budget.minutes else "")
     data = {"goal": str(loaded.path), "target": goal.target.describe(), "budget": budget,
             "knobs": {p.key: list(p.choices) if p.kind == "categorical" else [p.low, p.high]
