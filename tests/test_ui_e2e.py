@@ -241,3 +241,65 @@ def test_a_browser_submits_a_job_and_follows_it_to_its_run(workspace: Workspace,
         assert not errors, errors
     finally:
         stop_server(server)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_browser_approves_one_autopilot_plan_and_rejects_another(workspace: Workspace, tmp_path: Path) -> None:
+    _require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    token = create_token(workspace, "ui-engineer", "engineer")
+    config = _tiny_config(workspace)
+    goal = yaml.safe_dump({"target": {"metric": "macro_f1", "at_least": 0.99}, "budget": {"runs": 2},
+                           "knobs": {"train.epochs": {"type": "int", "low": 1, "high": 4}}})
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(workspace.root, port)
+    errors: list[str] = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.set_default_timeout(60_000)
+                page.on("pageerror", lambda err: errors.append(str(err)))
+                page.goto(f"{base}/")
+                page.fill(_testid("token-input"), token)
+                page.click(_testid("token-save"))
+                expect(page.locator(_testid("token-state"))).to_have_text("token accepted")
+
+                def plan() -> str:
+                    page.click(_testid("nav-autopilots"))
+                    expect(page.locator(_testid("page-title"))).to_have_text("Autopilots")
+                    page.fill(_testid("autopilot-goal"), goal)
+                    page.fill(_testid("autopilot-config"), config)
+                    page.click(_testid("autopilot-submit"))
+                    page.wait_for_url(re.compile(r"#/autopilots/[^/]+$"))
+                    expect(page.locator(_testid("autopilot-status"))).to_have_text("planned")
+                    expect(page.locator(_testid("plan-step")).first).to_contain_text("baseline")
+                    return page.url.rsplit("/", 1)[1]
+
+                # Rejected: nothing runs.
+                rejected = plan()
+                page.click(_testid("autopilot-reject"))
+                expect(page.locator(_testid("autopilot-status"))).to_have_text("rejected")
+                expect(page.locator(_testid("autopilot-approve"))).to_have_count(0)
+
+                # Approved: queued as a job, its steps appear as they run, the best run at the end.
+                plan()
+                page.click(_testid("autopilot-approve"))
+                expect(page.locator(_testid("autopilot-job"))).to_be_visible()
+                expect(page.locator(_testid("autopilot-status"))).to_have_text("finished", timeout=180_000)
+                expect(page.locator(_testid("step-row"))).to_have_count(2)
+                expect(page.locator(_testid("step-status")).first).to_have_text("succeeded")
+                expect(page.locator(_testid("autopilot-stopped"))).to_contain_text("budget spent: 2 of 2 runs")
+                expect(page.locator(_testid("autopilot-best"))).to_contain_text("step-0")
+                page.screenshot(path=str(tmp_path / "ui-autopilot.png"), full_page=True)
+            finally:
+                browser.close()
+        assert not errors, errors
+        headers = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{base}/v1/autopilots/{rejected}", headers=headers).json()["steps"][0]["status"] == "pending"
+    finally:
+        stop_server(server)

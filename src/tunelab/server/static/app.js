@@ -6,6 +6,7 @@ import { dataCheckView, runView, runsView } from "./views/runs.js";
 import { jobView, jobsView } from "./views/jobs.js";
 import { datasetsView } from "./views/datasets.js";
 import { registryView } from "./views/registry.js";
+import { autopilotView, autopilotsView } from "./views/autopilots.js";
 
 const ROUTES = [
   [/^\/runs\/?$/, runsView, "runs"],
@@ -15,6 +16,8 @@ const ROUTES = [
   [/^\/jobs\/(\d+)$/, jobView, "jobs"],
   [/^\/datasets\/?$/, datasetsView, "datasets"],
   [/^\/registry\/?$/, registryView, "registry"],
+  [/^\/autopilots\/?$/, autopilotsView, "autopilots"],
+  [/^\/autopilots\/([^/]+)$/, autopilotView, "autopilots"],
 ];
 
 const main = document.getElementById("view");

@@ -8,7 +8,7 @@ import { runHref } from "./runs.js";
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const DRAFT_KEY = "tunelab.jobDraft";
-const jobHref = (id) => `#/jobs/${id}`;
+export const jobHref = (id) => `#/jobs/${id}`;
 
 /** "train.epochs=1 train.seed=3" (spaces, commas or lines between) -> ["train.epochs=1", "train.seed=3"] */
 function parseOverrides(text) {
