@@ -727,10 +727,11 @@ class EvalConfig(Section):
         "fraction of its metric (0.1: perplexity up or accuracy/F1 down by more than 10%, relative).",
     )
     score_train_rows: int = Field(
-        2000, ge=0, description="Classifiers: after training, score up to this many training rows (a seeded sample) "
-        "as evaluation does, for eval.json's train_sample metrics (the train/validation gap) and "
-        "suspects_train.jsonl, the training rows the tuned model contradicts most confidently (label-noise "
-        "candidates, read by `tunelab diagnose`); 0 skips it.",
+        500, ge=0, description="Classifiers: score up to this many training rows (a seeded sample) at every "
+        "evaluation and after training, as evaluation does: eval.json's train_sample metrics (the "
+        "train/validation gap) and suspects_train.jsonl, the rows whose label stayed least probable over "
+        "training (label-noise candidates, read by `tunelab diagnose`). Costs one more evaluation pass of that "
+        "many rows each time; 0 skips it.",
     )
     generate_samples: int = Field(
         32, ge=0, description="Causal LMs: held-out prompts to answer with generation settings, scored by exact "

@@ -81,8 +81,10 @@ class LoopState:
     eval_seconds: float = 0.0  # the part of it spent evaluating
     checkpoint_seconds: float = 0.0  # ... and writing checkpoints (periodic and best)
     flops: float = 0.0  # FLOPs of the steps so far, all processes (engine/flops.py)
-    #: per evaluation, the probability the model gave each watched training row's label (`Trainer.watch`)
-    label_probabilities: list[list[float]] = field(default_factory=list)
+    #: the probability the model gave each watched training row's label (`Trainer.watch`), summed over
+    #: the evaluations so far: a running sum, so a checkpoint holds one number per row, not one per evaluation
+    label_probability_sum: list[float] = field(default_factory=list)
+    label_probability_evaluations: int = 0
 
 
 class Trainer:
@@ -308,7 +310,9 @@ class Trainer:
             _, outputs = self.evaluate(self.watched, keep_outputs=True)
             probabilities = self.objective.task.label_probability(outputs)
             if probabilities is not None:
-                state.label_probabilities.append(np.round(probabilities, 4).tolist())
+                total = np.asarray(state.label_probability_sum or np.zeros(len(probabilities)), dtype=np.float64)
+                state.label_probability_sum = np.round(total + probabilities, 6).tolist()
+                state.label_probability_evaluations += 1
         state.eval_seconds += time.perf_counter() - started
         value = float(metrics[cfg.metric])
         better = self.objective.greater_is_better(cfg.metric)

@@ -161,7 +161,9 @@ def _train_sample(trainer: Trainer, run: RunFolder, config: Config, task: Task, 
     results["train_sample"] = {"rows": len(rows), "of": len(data.train or []), **metrics}
     if not trainer.accelerator.is_main_process:
         return
-    suspects = task.label_suspects(outputs, rows, data, SUSPECTS, trainer.state.label_probabilities)
+    state = trainer.state
+    suspects = task.label_suspects(outputs, rows, data, SUSPECTS, state.label_probability_sum,
+                                   state.label_probability_evaluations)
     for suspect in suspects:
         suspect["row"] = int(indices[suspect["row"]])  # its row in the training split
     run.write_jsonl("suspects_train.jsonl", suspects)

@@ -234,11 +234,11 @@ class Task:
 
     def label_suspects(
         self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int,
-        history: list[list[float]],
+        earlier_sum: list[float], earlier: int,
     ) -> list[dict[str, Any]]:
         """The k rows of `dataset` whose label the model found least probable, on average over the
-        evaluations during training (`history`, one label_probability list each) and the final
-        outputs: label-noise candidates, readable like `worst_samples`."""
+        `earlier` evaluations during training (`earlier_sum`: their label_probability, summed) and the
+        final outputs: label-noise candidates, readable like `worst_samples`."""
         return []
 
     def prepare_retention(

@@ -65,19 +65,20 @@ class ClassifierTask(Task):
 
     def label_suspects(
         self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int,
-        history: list[list[float]],
+        earlier_sum: list[float], earlier: int,
     ) -> list[dict[str, Any]]:
         # Dataset cartography (Swayamdipta et al., 2020): a wrong label stays improbable while the
         # clean rows are learned, so its mean probability over training is low even once the model
         # has memorised it; the final outputs alone miss every memorised one.
         probs = _softmax(outputs["logits"])
         final = probs[np.arange(len(outputs["labels"])), outputs["labels"]]
-        scorings = np.vstack([np.asarray(h, dtype=np.float64) for h in history if len(h) == len(final)] + [final])
-        confidence = scorings.mean(axis=0)
+        if len(earlier_sum) != len(final):  # a sample of another size (resumed with other settings)
+            earlier_sum, earlier = [0.0] * len(final), 0
+        confidence = (np.asarray(earlier_sum, dtype=np.float64) + final) / (earlier + 1)
         names = data.info["labels"]
         return [
             {"row": int(i), "label": names[int(outputs["labels"][i])], "predicted": names[int(probs[i].argmax())],
-             "score": float(probs[i].max()), "confidence": float(confidence[i]), "scorings": len(scorings),
+             "score": float(probs[i].max()), "confidence": float(confidence[i]), "scorings": earlier + 1,
              "input": self.describe_row(dataset, int(i))}
             for i in np.argsort(confidence, kind="stable")[:k]
         ]
