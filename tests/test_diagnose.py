@@ -108,7 +108,7 @@ def test_flipped_labels_are_found_through_their_probability_over_training(tmp_pa
     precision = np.mean([row in FLIPPED for row in flagged])
     assert len(flagged) >= 3 and precision >= 0.75, (flagged, precision)
     assert suspects[0]["scorings"] == 13  # 12 evaluations and the final weights
-    assert overrides(finding) == ["objective.name=cross-entropy", "objective.label_smoothing=0.1"]
+    assert overrides(finding) == ["objective.label_smoothing=0.1"]
     assert trains(run, overrides(finding)).objective.label_smoothing == 0.1
 
 
@@ -119,7 +119,7 @@ def test_imbalanced_classes_propose_balanced_class_weights_which_train(tmp_path)
     findings = found(run)
     finding = findings["class-imbalance"]
     assert finding["evidence"][0]["value"] == pytest.approx(75 / 6, abs=0.1)
-    assert overrides(finding) == ["objective.name=cross-entropy", "objective.class_weights=balanced"]
+    assert overrides(finding) == ["objective.class_weights=balanced"]
     assert "politics" in findings["weak-classes"]["summary"]
     rerun = train(trains(run, overrides(finding) + ["train.epochs=1"]))
     assert rerun.run.path != run and rerun.results["validation"]["support"] == 24

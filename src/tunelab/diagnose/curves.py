@@ -124,7 +124,7 @@ def _overfitting(run: RunView) -> list[Finding]:
 
 def _metric_gap(run: RunView) -> tuple[str, float, float] | None:
     """(metric, train, validation) when a 0-1 metric on the training sample is GAP above validation."""
-    for metric in (run.metric, "accuracy"):
+    for metric in ((run.metric,) if run.greater_is_better else ()) + ("accuracy",):
         train, validation = run.result("train_sample", metric), run.result("validation", metric)
         if train is None or validation is None or metric not in ((run.run.eval or {}).get("train_sample") or {}):
             continue

@@ -18,7 +18,6 @@ from tunelab.errors import ConfigError
 
 RANKED = ("lora", "dora", "qlora", "loha", "lokr", "adalora")  # methods whose capacity is method.r
 WHOLE = ("full", "freeze")  # methods that move the pretrained weights themselves
-CROSS_ENTROPY_TASKS = ("text-classification", "image-classification", "token-classification")
 
 
 def value(number: float | int) -> str:
@@ -103,7 +102,7 @@ def gentler(run: RunView) -> Proposal:
                         f"a {run.method} fine-tune moved the pretrained weights; a rank-8 LoRA at a learning rate "
                         "of at most 1e-4 leaves them untouched and forgets far less")
     overrides = [f"train.learning_rate={value(lr(run) / 2)}"]
-    if run.task == "causal-lm" and not run.setting("data.replay"):
+    if run.setting("objective.name") == "sft" and not run.setting("data.replay"):  # replay mixes general text in
         overrides.append("data.replay.fraction=0.1")
         return Proposal(overrides, "half the learning rate, and one replayed general sample in ten, keep the model "
                                    "closer to what it could do before")
@@ -136,12 +135,11 @@ def room(run: RunView, p95: int) -> Proposal | None:
 
 
 def cross_entropy(run: RunView, setting: str) -> list[str] | None:
-    """`objective.<setting>` for a run trained with cross-entropy (named, or the classifier's default
-    objective left unset), else None."""
-    name = run.setting("objective.name")
-    if name not in (None, "cross-entropy") or run.task not in CROSS_ENTROPY_TASKS:
+    """`objective.<setting>` for a run trained with cross-entropy (its config.yaml names the objective
+    it trained with), else None."""
+    if run.setting("objective.name") != "cross-entropy":
         return None
-    return ([] if name else ["objective.name=cross-entropy"]) + [f"objective.{setting}"]
+    return [f"objective.{setting}"]
 
 
 def balanced(run: RunView, why: str) -> Proposal | None:

@@ -43,10 +43,6 @@ class RunView:
         return str(self.setting("method.name", "full"))
 
     @property
-    def task(self) -> str:
-        return str(self.setting("task", ""))
-
-    @property
     def layers(self) -> int | None:
         """Transformer blocks of the trained model (its saved config.json), when known."""
         config = self.model_config or {}

@@ -79,6 +79,7 @@ def _train(governed: governance.Governed, resume: RunFolder | None, reporter: Re
     config = governed.config  # data references resolved to paths; the run records `governed.original`
     task = TASKS.get(config.task)()
     task.validate_config(config)
+    governed.original.objective = config.objective  # the run's config.yaml names the objective it trained with
     method = METHODS.get(config.method.name)()
     method.validate(config, task)
     check_distributed(config)

@@ -60,8 +60,11 @@ class ClassifierTask(Task):
             train = train.remove_columns("augment")
         return train, indices
 
-    def label_probability(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
-        return _softmax(outputs["logits"])[np.arange(len(outputs["labels"])), outputs["labels"]]
+    def label_probability(self, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+        labels = outputs["labels"]
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):  # multi-label, regression targets
+            return None
+        return _softmax(outputs["logits"])[np.arange(len(labels)), labels]
 
     def label_suspects(
         self, outputs: dict[str, np.ndarray], dataset: datasets.Dataset, data: PreparedData, k: int,
@@ -70,8 +73,10 @@ class ClassifierTask(Task):
         # Dataset cartography (Swayamdipta et al., 2020): a wrong label stays improbable while the
         # clean rows are learned, so its mean probability over training is low even once the model
         # has memorised it; the final outputs alone miss every memorised one.
+        final = self.label_probability(outputs)
+        if final is None:
+            return []
         probs = _softmax(outputs["logits"])
-        final = probs[np.arange(len(outputs["labels"])), outputs["labels"]]
         if len(earlier_sum) != len(final):  # a sample of another size (resumed with other settings)
             earlier_sum, earlier = [0.0] * len(final), 0
         confidence = (np.asarray(earlier_sum, dtype=np.float64) + final) / (earlier + 1)
