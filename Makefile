@@ -17,3 +17,4 @@ bench: setup
 	.venv/bin/python benchmarks/bench_causal_lm.py
 	.venv/bin/python benchmarks/bench_embedding.py
 	.venv/bin/python benchmarks/bench_workspace.py
+	.venv/bin/python benchmarks/bench_autopilot.py
