@@ -108,7 +108,20 @@ def build_server(ws: Workspace, caller_of: CallerOf, *, allow_code: bool = False
     server = MCPServer("tunelab", version=tunelab.__version__, instructions=INSTRUCTIONS, log_level="WARNING")
     tool = _registrar(server, ws, caller_of)
 
-    # ---- datasets and data --------------------------------------------------------------
+    _data_tools(tool, ws, allow_code)
+    _config_tools(tool, ws, allow_code)
+    _job_tools(tool, ws, allow_code)
+    _run_tools(tool, ws, allow_code)
+    _registry_tools(tool, ws, allow_code)
+    _autopilot_tools(tool, ws, allow_code)
+    _resources(server, ws, caller_of)
+    _prompts(server)
+    return server
+
+
+def _data_tools(tool: Callable[[str], Callable[..., Any]], ws: Workspace, allow_code: bool) -> None:
+    """Tools over dataset versions and their checks."""
+
     @tool("viewer")
     def list_datasets(name: str | None = None) -> dict[str, Any]:
         """Dataset versions in the workspace (NAME@vN, sha256, files, rows), newest first; `name` filters."""
@@ -127,7 +140,10 @@ def build_server(ws: Workspace, caller_of: CallerOf, *, allow_code: bool = False
         version and record them; `passed: false` is a finding, not an error."""
         return _bounded(check_version(ws, ref, label_column))
 
-    # ---- configs --------------------------------------------------------------------------
+
+def _config_tools(tool: Callable[[str], Callable[..., Any]], ws: Workspace, allow_code: bool) -> None:
+    """Tools that check a config before anything runs."""
+
     @tool("viewer")
     def validate_config(config: str, overrides: list[str] | None = None) -> dict[str, Any]:
         """Validate a YAML config (and dotted overrides) exactly as a submitted job is validated, including
@@ -149,7 +165,10 @@ def build_server(ws: Workspace, caller_of: CallerOf, *, allow_code: bool = False
                              "trained": "".join(p for p, trained in s.pieces if trained)} for s in shown],
                 "stats": {k: v for k, v in info.items() if k in ("rows", "trained_tokens", "dropped", "template")}}
 
-    # ---- jobs -----------------------------------------------------------------------------
+
+def _job_tools(tool: Callable[[str], Callable[..., Any]], ws: Workspace, allow_code: bool) -> None:
+    """Tools that submit, follow and cancel training jobs."""
+
     @tool("engineer")
     def submit_job(config: str, overrides: list[str] | None = None, processes: int = 1) -> dict[str, Any]:
         """Queue a training job (the YAML config as a file holds it; data are workspace paths or dataset
@@ -192,7 +211,10 @@ def build_server(ws: Workspace, caller_of: CallerOf, *, allow_code: bool = False
         """Cancel a queued or running job (a running one is stopped; its run is marked interrupted)."""
         return queue.job_dict(queue.request_cancel(ws, job_id))
 
-    # ---- runs -----------------------------------------------------------------------------
+
+def _run_tools(tool: Callable[[str], Callable[..., Any]], ws: Workspace, allow_code: bool) -> None:
+    """Tools that read runs: summary, curves, evaluation, diagnosis, comparison."""
+
     @tool("viewer")
     def list_runs(status: str | None = None, limit: int = 20) -> dict[str, Any]:
         """Recent runs, newest first, with their validation/test headline metrics and gate verdicts."""
@@ -247,7 +269,10 @@ def build_server(ws: Workspace, caller_of: CallerOf, *, allow_code: bool = False
         return {"metric": chosen, "runs": [compare.row(run, chosen) for run in runs],
                 "differing": [{"key": key, "values": values} for key, values in compare.config_diff(runs)]}
 
-    # ---- registry -------------------------------------------------------------------------
+
+def _registry_tools(tool: Callable[[str], Callable[..., Any]], ws: Workspace, allow_code: bool) -> None:
+    """Tools over the model registry (promotion stays gated)."""
+
     @tool("viewer")
     def list_models() -> dict[str, Any]:
         """Registered models with their versions and stages."""
@@ -274,7 +299,10 @@ def build_server(ws: Workspace, caller_of: CallerOf, *, allow_code: bool = False
         return {"ref": result.ref, "from": result.from_stage, "to": result.to_stage, "passed": result.passed,
                 "checks": result.checks, "archived": result.archived}
 
-    # ---- autopilot --------------------------------------------------------------------------
+
+def _autopilot_tools(tool: Callable[[str], Callable[..., Any]], ws: Workspace, allow_code: bool) -> None:
+    """Tools that plan, approve and follow autopilots."""
+
     @tool("engineer")
     def start_autopilot(goal: str, config: str) -> dict[str, Any]:
         """Plan an autopilot: `goal` is the goal file's YAML (target, budget, knobs), `config` the base
@@ -304,10 +332,6 @@ def build_server(ws: Workspace, caller_of: CallerOf, *, allow_code: bool = False
         from tunelab.server.routes.autopilots import decide_and_queue
 
         return _bounded(decide_and_queue(ws, autopilot_id, _CALLER.get(), approved=False))
-
-    _resources(server, ws, caller_of)
-    _prompts(server)
-    return server
 
 
 # ---- registration: roles, audit, errors ------------------------------------------------------
