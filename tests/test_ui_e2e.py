@@ -13,6 +13,7 @@ import fnmatch
 import os
 import re
 import tomllib
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -110,6 +111,31 @@ def _tiny_config(workspace: Workspace) -> str:
     }, sort_keys=False)
 
 
+@contextmanager
+def _browser_on_server(workspace: Workspace, timeout_ms: int):
+    """`tunelab serve` on the workspace and a headless Chromium page (page, base URL); the page's
+    JavaScript errors fail the test, and both are stopped afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(workspace.root, port)
+    errors: list[str] = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.set_default_timeout(timeout_ms)
+                page.on("pageerror", lambda err: errors.append(str(err)))
+                yield page, base
+            finally:
+                browser.close()
+        assert not errors, errors
+    finally:
+        stop_server(server)
+
+
 def _testid(name: str) -> str:
     return f"[data-testid={name}]"
 
@@ -118,188 +144,157 @@ def _testid(name: str) -> str:
 @pytest.mark.timeout(240)
 def test_a_browser_submits_a_job_and_follows_it_to_its_run(workspace: Workspace, tmp_path: Path) -> None:
     _require_browser()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     token = create_token(workspace, "ui-engineer", "engineer")
     config = _tiny_config(workspace)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = start_server(workspace.root, port)
-    errors: list[str] = []
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.set_default_timeout(30_000)
-                page.on("pageerror", lambda err: errors.append(str(err)))
+    with _browser_on_server(workspace, 30_000) as (page, base):
+        # Without a token the API refuses, and the page says so in words.
+        page.goto(f"{base}/")
+        expect(page.locator(_testid("error"))).to_contain_text("Not signed in (401)")
+        page.fill(_testid("token-input"), token)
+        page.click(_testid("token-save"))
+        expect(page.locator(_testid("token-state"))).to_have_text("token accepted")
+        expect(page.locator(_testid("runs-table-empty"))).to_be_visible()
 
-                # Without a token the API refuses, and the page says so in words.
-                page.goto(f"{base}/")
-                expect(page.locator(_testid("error"))).to_contain_text("Not signed in (401)")
-                page.fill(_testid("token-input"), token)
-                page.click(_testid("token-save"))
-                expect(page.locator(_testid("token-state"))).to_have_text("token accepted")
-                expect(page.locator(_testid("runs-table-empty"))).to_be_visible()
+        # Jobs: paste the config, submit; the tab order runs config -> file -> overrides -> submit.
+        page.click(_testid("nav-jobs"))
+        expect(page.locator(_testid("page-title"))).to_have_text("Jobs")
+        page.fill(_testid("job-config"), config)
+        page.fill(_testid("job-overrides"), "train.seed=0")
+        page.focus(_testid("job-config"))
+        order = []
+        for _ in range(3):
+            page.keyboard.press("Tab")
+            order.append(page.evaluate("document.activeElement.dataset.testid"))
+        assert order == ["job-file", "job-overrides", "job-submit"], order
+        page.keyboard.press("Enter")  # submit from the keyboard
+        page.wait_for_url(re.compile(r"#/jobs/\d+$"))
+        job_id = int(page.url.rsplit("/", 1)[1])
 
-                # Jobs: paste the config, submit; the tab order runs config -> file -> overrides -> submit.
-                page.click(_testid("nav-jobs"))
-                expect(page.locator(_testid("page-title"))).to_have_text("Jobs")
-                page.fill(_testid("job-config"), config)
-                page.fill(_testid("job-overrides"), "train.seed=0")
-                page.focus(_testid("job-config"))
-                order = []
-                for _ in range(3):
-                    page.keyboard.press("Tab")
-                    order.append(page.evaluate("document.activeElement.dataset.testid"))
-                assert order == ["job-file", "job-overrides", "job-submit"], order
-                page.keyboard.press("Enter")  # submit from the keyboard
-                page.wait_for_url(re.compile(r"#/jobs/\d+$"))
-                job_id = int(page.url.rsplit("/", 1)[1])
+        # The job page: running, with the loss curve growing from the event stream while it runs.
+        status = page.locator(_testid("job-status"))
+        expect(status).to_have_text("running", timeout=60_000)
+        page.wait_for_function(
+            """() => {
+                const curve = document.querySelector('[data-testid=live-curve]');
+                const status = document.querySelector('[data-testid=job-status]');
+                return curve && +curve.dataset.points >= 2 && status.textContent === 'running';
+            }""", timeout=60_000)
+        live_path = page.locator(_testid("live-curve-path")).get_attribute("d")
+        assert live_path.count("L") >= 1, live_path
+        expect(status).to_have_text("succeeded", timeout=90_000)
+        history = page.locator(f"{_testid('job-status-history')} li").all_inner_texts()
+        assert [line.split()[0] for line in history] == ["queued", "running", "succeeded"], history
 
-                # The job page: running, with the loss curve growing from the event stream while it runs.
-                status = page.locator(_testid("job-status"))
-                expect(status).to_have_text("running", timeout=60_000)
-                page.wait_for_function(
-                    """() => {
-                        const curve = document.querySelector('[data-testid=live-curve]');
-                        const status = document.querySelector('[data-testid=job-status]');
-                        return curve && +curve.dataset.points >= 2 && status.textContent === 'running';
-                    }""", timeout=60_000)
-                live_path = page.locator(_testid("live-curve-path")).get_attribute("d")
-                assert live_path.count("L") >= 1, live_path
-                expect(status).to_have_text("succeeded", timeout=90_000)
-                history = page.locator(f"{_testid('job-status-history')} li").all_inner_texts()
-                assert [line.split()[0] for line in history] == ["queued", "running", "succeeded"], history
+        # Its final metrics, as the API has them; the full curve; the log.
+        headers = {"Authorization": f"Bearer {token}"}
+        job = httpx.get(f"{base}/v1/jobs/{job_id}", headers=headers).json()
+        evaluation = httpx.get(f"{base}/v1/runs/{job['run_id']}/eval", headers=headers).json()
+        curve = httpx.get(f"{base}/v1/runs/{job['run_id']}/metrics", headers=headers).json()
+        steps = len([m for m in curve if "loss" in m and "split" not in m])
+        final = page.locator(_testid("job-final"))
+        expect(final.locator(_testid("metric-test-accuracy"))).to_have_text(
+            f"{evaluation['test']['accuracy']:.4f}")
+        expect(page.locator(_testid("live-curve"))).to_have_attribute("data-points", str(steps))
+        assert steps >= 2
+        expect(page.locator(_testid("job-log"))).to_contain_text("validation")
+        expect(page.locator(_testid("job-cancel"))).to_be_disabled()
+        page.screenshot(path=str(tmp_path / "ui-job.png"), full_page=True)
 
-                # Its final metrics, as the API has them; the full curve; the log.
-                headers = {"Authorization": f"Bearer {token}"}
-                job = httpx.get(f"{base}/v1/jobs/{job_id}", headers=headers).json()
-                evaluation = httpx.get(f"{base}/v1/runs/{job['run_id']}/eval", headers=headers).json()
-                curve = httpx.get(f"{base}/v1/runs/{job['run_id']}/metrics", headers=headers).json()
-                steps = len([m for m in curve if "loss" in m and "split" not in m])
-                final = page.locator(_testid("job-final"))
-                expect(final.locator(_testid("metric-test-accuracy"))).to_have_text(
-                    f"{evaluation['test']['accuracy']:.4f}")
-                expect(page.locator(_testid("live-curve"))).to_have_attribute("data-points", str(steps))
-                assert steps >= 2
-                expect(page.locator(_testid("job-log"))).to_contain_text("validation")
-                expect(page.locator(_testid("job-cancel"))).to_be_disabled()
-                page.screenshot(path=str(tmp_path / "ui-job.png"), full_page=True)
+        # The run page: lineage, the curve from metrics.jsonl, evaluation, data check.
+        page.click(_testid("job-run-link"))
+        page.wait_for_url(re.compile(r"#/runs/"))
+        expect(page.locator(_testid("run-status"))).to_have_text("succeeded")
+        expect(page.locator(_testid("run-curve"))).to_have_attribute("data-points", str(steps))
+        expect(page.locator(_testid("run-metrics")).locator(_testid("metric-test-accuracy"))).to_have_text(
+            f"{evaluation['test']['accuracy']:.4f}")
+        expect(page.locator(f"{_testid('run-inputs')} tbody tr")).to_have_count(3)
+        expect(page.locator(_testid("input-dataset"))).to_have_text("topics-train@v1")
+        expect(page.locator(_testid("data-check-result"))).to_contain_text("passed")
+        expect(page.locator(_testid("run-environment"))).to_contain_text("python")
+        page.screenshot(path=str(tmp_path / "ui-run.png"), full_page=True)
 
-                # The run page: lineage, the curve from metrics.jsonl, evaluation, data check.
-                page.click(_testid("job-run-link"))
-                page.wait_for_url(re.compile(r"#/runs/"))
-                expect(page.locator(_testid("run-status"))).to_have_text("succeeded")
-                expect(page.locator(_testid("run-curve"))).to_have_attribute("data-points", str(steps))
-                expect(page.locator(_testid("run-metrics")).locator(_testid("metric-test-accuracy"))).to_have_text(
-                    f"{evaluation['test']['accuracy']:.4f}")
-                expect(page.locator(f"{_testid('run-inputs')} tbody tr")).to_have_count(3)
-                expect(page.locator(_testid("input-dataset"))).to_have_text("topics-train@v1")
-                expect(page.locator(_testid("data-check-result"))).to_contain_text("passed")
-                expect(page.locator(_testid("run-environment"))).to_contain_text("python")
-                page.screenshot(path=str(tmp_path / "ui-run.png"), full_page=True)
+        # Register it, then promote: staging is refused by the policy (409, each check shown),
+        # production needs an admin (403, said in words).
+        page.fill(_testid("register-name"), "topics")
+        page.click(_testid("register-submit"))
+        expect(page.locator(_testid("register-result"))).to_contain_text("topics@v1")
+        page.click(_testid("nav-registry"))
+        row = page.locator(f'{_testid("version-row")}[data-ref="topics@v1"]')
+        expect(row.locator(_testid("version-stage"))).to_have_text("candidate")
+        page.fill(_testid("promote-reason"), "try staging")
+        row.locator(_testid("promote-staging")).click()
+        result = page.locator(_testid("promote-result"))
+        expect(result).to_have_attribute("data-passed", "false")
+        refused = result.locator(f'{_testid("gate-check")}[data-passed="false"]')
+        expect(refused).to_have_count(1)
+        expect(refused).to_contain_text("test.accuracy")
+        expect(refused).to_contain_text("✗")
+        expect(result.locator(f'{_testid("gate-check")}[data-passed="true"]').first).to_contain_text("✓")
+        expect(row.locator(_testid("version-stage"))).to_have_text("candidate")
+        page.screenshot(path=str(tmp_path / "ui-registry-refused.png"), full_page=True)
+        row.locator(_testid("promote-production")).click()
+        expect(page.locator(_testid("promote-error"))).to_contain_text("Not allowed (403)")
+        page.screenshot(path=str(tmp_path / "ui-registry.png"), full_page=True)
 
-                # Register it, then promote: staging is refused by the policy (409, each check shown),
-                # production needs an admin (403, said in words).
-                page.fill(_testid("register-name"), "topics")
-                page.click(_testid("register-submit"))
-                expect(page.locator(_testid("register-result"))).to_contain_text("topics@v1")
-                page.click(_testid("nav-registry"))
-                row = page.locator(f'{_testid("version-row")}[data-ref="topics@v1"]')
-                expect(row.locator(_testid("version-stage"))).to_have_text("candidate")
-                page.fill(_testid("promote-reason"), "try staging")
-                row.locator(_testid("promote-staging")).click()
-                result = page.locator(_testid("promote-result"))
-                expect(result).to_have_attribute("data-passed", "false")
-                refused = result.locator(f'{_testid("gate-check")}[data-passed="false"]')
-                expect(refused).to_have_count(1)
-                expect(refused).to_contain_text("test.accuracy")
-                expect(refused).to_contain_text("✗")
-                expect(result.locator(f'{_testid("gate-check")}[data-passed="true"]').first).to_contain_text("✓")
-                expect(row.locator(_testid("version-stage"))).to_have_text("candidate")
-                page.screenshot(path=str(tmp_path / "ui-registry-refused.png"), full_page=True)
-                row.locator(_testid("promote-production")).click()
-                expect(page.locator(_testid("promote-error"))).to_contain_text("Not allowed (403)")
-                page.screenshot(path=str(tmp_path / "ui-registry.png"), full_page=True)
+        # Datasets: the version the run trained on, with its hash.
+        page.click(_testid("nav-datasets"))
+        version = page.locator(_testid("dataset-row"), has_text="topics-train@v1")
+        sha = httpx.get(f"{base}/v1/datasets/topics-train@v1", headers=headers).json()["sha256"]
+        expect(version).to_contain_text(sha[:12])
+        version.locator(_testid("dataset-usage")).locator("summary").click()
+        expect(version.locator(_testid("dataset-usage"))).to_contain_text(job["run_id"])
 
-                # Datasets: the version the run trained on, with its hash.
-                page.click(_testid("nav-datasets"))
-                version = page.locator(_testid("dataset-row"), has_text="topics-train@v1")
-                sha = httpx.get(f"{base}/v1/datasets/topics-train@v1", headers=headers).json()["sha256"]
-                expect(version).to_contain_text(sha[:12])
-                version.locator(_testid("dataset-usage")).locator("summary").click()
-                expect(version.locator(_testid("dataset-usage"))).to_contain_text(job["run_id"])
-
-                # Back to the run page from the runs list: the curve is there.
-                page.click(_testid("nav-runs"))
-                page.locator(_testid("run-link")).first.click()
-                expect(page.locator(_testid("run-curve"))).to_have_attribute("data-points", str(steps))
-                page.screenshot(path=str(tmp_path / "ui-final.png"), full_page=True)
-            finally:
-                browser.close()
-        assert not errors, errors
-    finally:
-        stop_server(server)
+        # Back to the run page from the runs list: the curve is there.
+        page.click(_testid("nav-runs"))
+        page.locator(_testid("run-link")).first.click()
+        expect(page.locator(_testid("run-curve"))).to_have_attribute("data-points", str(steps))
+        page.screenshot(path=str(tmp_path / "ui-final.png"), full_page=True)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_browser_approves_one_autopilot_plan_and_rejects_another(workspace: Workspace, tmp_path: Path) -> None:
     _require_browser()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     token = create_token(workspace, "ui-engineer", "engineer")
     config = _tiny_config(workspace)
     goal = yaml.safe_dump({"target": {"metric": "macro_f1", "at_least": 0.99}, "budget": {"runs": 2},
                            "knobs": {"train.epochs": {"type": "int", "low": 1, "high": 4}}})
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = start_server(workspace.root, port)
-    errors: list[str] = []
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.set_default_timeout(60_000)
-                page.on("pageerror", lambda err: errors.append(str(err)))
-                page.goto(f"{base}/")
-                page.fill(_testid("token-input"), token)
-                page.click(_testid("token-save"))
-                expect(page.locator(_testid("token-state"))).to_have_text("token accepted")
+    with _browser_on_server(workspace, 60_000) as (page, base):
+        page.goto(f"{base}/")
+        page.fill(_testid("token-input"), token)
+        page.click(_testid("token-save"))
+        expect(page.locator(_testid("token-state"))).to_have_text("token accepted")
 
-                def plan() -> str:
-                    page.click(_testid("nav-autopilots"))
-                    expect(page.locator(_testid("page-title"))).to_have_text("Autopilots")
-                    page.fill(_testid("autopilot-goal"), goal)
-                    page.fill(_testid("autopilot-config"), config)
-                    page.click(_testid("autopilot-submit"))
-                    page.wait_for_url(re.compile(r"#/autopilots/[^/]+$"))
-                    expect(page.locator(_testid("autopilot-status"))).to_have_text("planned")
-                    expect(page.locator(_testid("plan-step")).first).to_contain_text("baseline")
-                    return page.url.rsplit("/", 1)[1]
+        def plan() -> str:
+            page.click(_testid("nav-autopilots"))
+            expect(page.locator(_testid("page-title"))).to_have_text("Autopilots")
+            page.fill(_testid("autopilot-goal"), goal)
+            page.fill(_testid("autopilot-config"), config)
+            page.click(_testid("autopilot-submit"))
+            page.wait_for_url(re.compile(r"#/autopilots/[^/]+$"))
+            expect(page.locator(_testid("autopilot-status"))).to_have_text("planned")
+            expect(page.locator(_testid("plan-step")).first).to_contain_text("baseline")
+            return page.url.rsplit("/", 1)[1]
 
-                # Rejected: nothing runs.
-                rejected = plan()
-                page.click(_testid("autopilot-reject"))
-                expect(page.locator(_testid("autopilot-status"))).to_have_text("rejected")
-                expect(page.locator(_testid("autopilot-approve"))).to_have_count(0)
+        # Rejected: nothing runs.
+        rejected = plan()
+        page.click(_testid("autopilot-reject"))
+        expect(page.locator(_testid("autopilot-status"))).to_have_text("rejected")
+        expect(page.locator(_testid("autopilot-approve"))).to_have_count(0)
 
-                # Approved: queued as a job, its steps appear as they run, the best run at the end.
-                plan()
-                page.click(_testid("autopilot-approve"))
-                expect(page.locator(_testid("autopilot-job"))).to_be_visible()
-                expect(page.locator(_testid("autopilot-status"))).to_have_text("finished", timeout=180_000)
-                expect(page.locator(_testid("step-row"))).to_have_count(2)
-                expect(page.locator(_testid("step-status")).first).to_have_text("succeeded")
-                expect(page.locator(_testid("autopilot-stopped"))).to_contain_text("budget spent: 2 of 2 runs")
-                expect(page.locator(_testid("autopilot-best"))).to_contain_text("step-0")
-                page.screenshot(path=str(tmp_path / "ui-autopilot.png"), full_page=True)
-            finally:
-                browser.close()
-        assert not errors, errors
+        # Approved: queued as a job, its steps appear as they run, the best run at the end.
+        plan()
+        page.click(_testid("autopilot-approve"))
+        expect(page.locator(_testid("autopilot-job"))).to_be_visible()
+        expect(page.locator(_testid("autopilot-status"))).to_have_text("finished", timeout=180_000)
+        expect(page.locator(_testid("step-row"))).to_have_count(2)
+        expect(page.locator(_testid("step-status")).first).to_have_text("succeeded")
+        expect(page.locator(_testid("autopilot-stopped"))).to_contain_text("budget spent: 2 of 2 runs")
+        expect(page.locator(_testid("autopilot-best"))).to_contain_text("step-0")
+        page.screenshot(path=str(tmp_path / "ui-autopilot.png"), full_page=True)
         headers = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{base}/v1/autopilots/{rejected}", headers=headers).json()["steps"][0]["status"] == "pending"
-    finally:
-        stop_server(server)

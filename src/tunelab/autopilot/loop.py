@@ -7,16 +7,15 @@ at most the step that was training, and `resume` adopts it when its run had alre
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from tunelab.autopilot.goal import LoadedGoal
 from tunelab.autopilot.planner import next_step
 from tunelab.autopilot.state import AutopilotState, Clock, Step
 from tunelab.errors import TunelabError
+from tunelab.runs.folder import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +73,8 @@ def _run_one(loaded: LoadedGoal, state: AutopilotState, step: Step, train_step: 
 
 def _record(loaded: LoadedGoal, step: Step, path: Path) -> None:
     """The step's result from its run folder: the target metric, forgetting per retention set."""
-    run = _json(path / "run.json") or {}
-    results = _json(path / "eval.json") or {}
+    run = read_json_object(path / "run.json") or {}
+    results = read_json_object(path / "eval.json") or {}
     step.run_id, step.run_path = run.get("id") or path.name, str(path)
     value = (results.get("validation") or {}).get(loaded.goal.target.metric)
     step.value = float(value) if isinstance(value, (int, float)) else None
@@ -105,7 +104,8 @@ def _recover(loaded: LoadedGoal, state: AutopilotState) -> None:
         if step.status not in ("running", "interrupted"):
             continue
         finished = [p for p in sorted((state.folder / "runs").glob(f"step-{step.number:02d}-*"))
-                    if (_json(p / "run.json") or {}).get("status") == "succeeded" and (p / "eval.json").is_file()]
+                    if (read_json_object(p / "run.json") or {}).get("status") == "succeeded"
+                    and (p / "eval.json").is_file()]
         if finished:
             log.info("step %d finished before the autopilot stopped: its run %s is kept", step.number,
                      finished[-1].name)
@@ -114,11 +114,3 @@ def _recover(loaded: LoadedGoal, state: AutopilotState) -> None:
             log.info("step %d did not finish before the autopilot stopped; it runs again", step.number)
             step.status, step.run_id, step.run_path = "pending", None, None
     state.save()
-
-
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None

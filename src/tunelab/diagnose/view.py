@@ -11,6 +11,7 @@ from typing import Any
 from tunelab.report import load_run
 from tunelab.report.display import LOWER_IS_BETTER
 from tunelab.report.load import RunData
+from tunelab.runs.folder import read_json_object
 
 SUSPECTS_FILE = "suspects_train.jsonl"
 
@@ -25,8 +26,9 @@ class RunView:
     @classmethod
     def open(cls, path: str | Path) -> "RunView":
         run = load_run(path)
-        return cls(run=run, data_check=_json(run.path / "data_check.json"),
-                   suspects=_jsonl(run.path / SUSPECTS_FILE), model_config=_json(run.path / "model" / "config.json"))
+        return cls(run=run, data_check=read_json_object(run.path / "data_check.json"),
+                   suspects=_jsonl(run.path / SUSPECTS_FILE),
+                   model_config=read_json_object(run.path / "model" / "config.json"))
 
     # ---- config ---------------------------------------------------------------------------
     def setting(self, dotted: str, default: Any = None) -> Any:
@@ -88,14 +90,6 @@ class RunView:
 
 def is_finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:

@@ -48,6 +48,16 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON file holding an object, or None when it is missing, unreadable, half-written or not an object
+    (readers of run folders that must not fail on an old, failed or running run)."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

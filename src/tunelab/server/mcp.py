@@ -38,6 +38,7 @@ from mcp.server.mcpserver.prompts.base import UserMessage
 
 import tunelab
 from tunelab.errors import RunError, TunelabError
+from tunelab.runs.folder import read_json_object
 from tunelab.server.auth import ANONYMOUS, actor_of
 from tunelab.server.routes.uploads import check_version
 from tunelab.workspace import Workspace, registry
@@ -502,7 +503,7 @@ def _run_summary(ws: Workspace, run_id: str) -> dict[str, Any]:
     summary["metric"] = (config.get("eval") or {}).get("metric")
     for split in ("validation", "test"):
         summary[split] = _headline(metrics.get(split))
-    results = _json(folder / "eval.json")
+    results = read_json_object(folder / "eval.json")
     if results:
         summary["gain"] = results.get("gain")
         summary["forgetting"] = {name: {"metric": e.get("metric"), "forgetting": e.get("forgetting"),
@@ -514,14 +515,6 @@ def _run_summary(ws: Workspace, run_id: str) -> dict[str, Any]:
                                 "findings": [{"id": f["id"], "severity": f["severity"], "summary": f["summary"]}
                                              for f in diagnosis["findings"]]}
     return _bounded(summary)
-
-
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _yaml(path: Path) -> dict[str, Any]:

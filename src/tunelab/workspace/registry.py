@@ -36,7 +36,7 @@ from tunelab.config import Config, validate
 from tunelab.config.load import load_yaml_file
 from tunelab.config.schema import PromotionPolicy
 from tunelab.errors import ConfigError, TunelabError
-from tunelab.runs.folder import atomic_write_text, now_iso
+from tunelab.runs.folder import atomic_write_text, now_iso, read_json_object
 from tunelab.workspace.audit import current_actor
 from tunelab.workspace.card import render_card
 from tunelab.workspace.orm import AuditEntry, ModelVersion, RegisteredModel, Run, StageChange
@@ -430,25 +430,17 @@ def _is_number(value: Any) -> bool:
 def card_text(ws: Workspace, version: ModelVersion) -> str:
     """The version's model card, rendered from the database and the run folder (when it still exists)."""
     folder = run_dir(ws, version.run)
-    evaluation = _read_json(folder / "eval.json")
+    evaluation = read_json_object(folder / "eval.json")
     if evaluation is None:
         evaluation = version.run.metrics or {}
-    data = _read_json(folder / "data.json")
-    check = _read_json(folder / "data_check.json")
+    data = read_json_object(folder / "data.json")
+    check = read_json_object(folder / "data_check.json")
     return render_card(version, evaluation, run_config(version.run), data=data, check=check)
 
 
 def run_dir(ws: Workspace, run: Run) -> Path:
     path = Path(run.path)
     return path if path.is_absolute() else ws.root / path
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return found if isinstance(found, dict) else None
 
 
 def card_path(ws: Workspace, name: str, number: int) -> Path:
