@@ -17,6 +17,7 @@ what the task reports.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tunelab.config.load import describe, load_config, load_yaml_file
 from tunelab.errors import ConfigError
 from tunelab.sweep.space import SearchSpace, check_space, parse_param
+
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -108,6 +111,15 @@ class LoadedGoal:
     @property
     def name(self) -> str:
         return self.path.stem
+
+    def validates(self, overrides: list[str]) -> bool:
+        """Whether the base config with these overrides is a valid config (logged when it is not)."""
+        try:
+            load_config(self.base_path, overrides)
+        except ConfigError as err:
+            log.info("skipped %s: %s", " ".join(overrides), err)
+            return False
+        return True
 
 
 def load_goal(path: str | Path) -> LoadedGoal:

@@ -52,8 +52,6 @@ def propose(loaded: LoadedGoal, state: AutopilotState, number: int, diagnosis: d
 
 def check(loaded: LoadedGoal, state: AutopilotState, overrides: list[str]) -> str | None:
     """Why these overrides may not run (a key that is no knob, a value outside it, tried, invalid), or None."""
-    from tunelab.autopilot.planner import valid
-
     params = {p.key: p for p in loaded.knobs.params}
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -68,7 +66,7 @@ def check(loaded: LoadedGoal, state: AutopilotState, overrides: list[str]) -> st
     candidate = list(loaded.goal.overrides) + overrides
     if canonical(candidate) in state.tried():
         return f"{' '.join(overrides)} was tried already"
-    if not valid(loaded, candidate):
+    if not loaded.validates(candidate):
         return f"{' '.join(overrides)} does not validate against the base config"
     return None
 

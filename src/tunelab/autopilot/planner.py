@@ -53,7 +53,7 @@ def initial_plan(loaded: LoadedGoal, data_check: dict[str, Any] | None) -> list[
                 continue
             overrides, dropped = kept
             candidate = merge(base, overrides)
-            if canonical(candidate) in {canonical(s.overrides) for s in steps} or not valid(loaded, candidate):
+            if canonical(candidate) in {canonical(s.overrides) for s in steps} or not loaded.validates(candidate):
                 continue
             steps.append(Step(len(steps) + 1, candidate, "plan",
                               _reason(f"data check, {finding.id}: {finding.proposal.reason}", dropped)))
@@ -120,7 +120,7 @@ def _from_diagnosis(loaded: LoadedGoal, state: AutopilotState, parent: Step, num
             continue
         overrides, dropped = kept
         child = merge(parent.overrides, overrides)
-        if canonical(child) in tried or not valid(loaded, child):
+        if canonical(child) in tried or not loaded.validates(child):
             continue
         reason = _reason(f"{finding['id']} in step {parent.number} ({finding['summary']}): {proposal['reason']}",
                          dropped)
@@ -146,7 +146,7 @@ def _from_search(loaded: LoadedGoal, state: AutopilotState, number: int) -> Step
         # 3 significant digits: a learning rate of 0.00859 reads (and reproduces) better than 0.008591315698733486
         sampled = {k: _round(v, by_key[k]) for k, v in loaded.knobs.suggest(trial).items()}
         overrides = merge(list(loaded.goal.overrides), loaded.knobs.overrides(sampled))
-        if canonical(overrides) not in tried and valid(loaded, overrides):
+        if canonical(overrides) not in tried and loaded.validates(overrides):
             shown = ", ".join(f"{k}={yaml_value(v)}" for k, v in sampled.items())
             return Step(number, overrides, "search", f"Optuna TPE over the knobs ({len(study.trials) - 1} "
                         f"finished runs informing it): {shown}", sampled=sampled)
@@ -239,15 +239,6 @@ def merge(parent: list[str], change: list[str]) -> list[str]:
             by_key = {k: v for k, v in by_key.items() if not k.startswith(section)}
         by_key[key] = value
     return [f"{k}={v}" for k, v in by_key.items()]
-
-
-def valid(loaded: LoadedGoal, overrides: list[str]) -> bool:
-    try:
-        load_config(loaded.base_path, overrides)
-    except ConfigError as err:
-        log.info("skipped %s: %s", " ".join(overrides), err)
-        return False
-    return True
 
 
 def _reason(text: str, dropped: list[str]) -> str:
