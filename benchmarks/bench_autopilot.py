@@ -38,8 +38,9 @@ TASKS = {
                   "train.epochs": {"type": "int", "low": 1, "high": 4}},
     },
     # instruction tuning: LoRA on dialogue pairs, 30 steps at 1e-5 (too little); target: validation loss
+    # 10% below the starting model's (measured by a probe run first, or --lm-target)
     "lm": {
-        "corpus": "chatterbot-en", "metric": "loss", "at_most": 2.6,
+        "corpus": "chatterbot-en", "metric": "loss", "at_most": None,
         "config": {"task": "causal-lm", "model": {"source": "smollm2-135m-instruct"},
                    "method": {"name": "lora", "r": 8}, "data": {"max_rows": 400},
                    "train": {"max_steps": 30, "batch_size": 8, "learning_rate": 1.0e-5, "max_length": 128,
@@ -134,6 +135,19 @@ def run_sweep(s: dict) -> dict:
             "values": values}
 
 
+def run_probe(s: dict) -> dict:
+    """The starting model's validation loss (the LM target is set relative to it)."""
+    from tunelab.config import load_config
+    from tunelab.logs import quiet_third_party
+    from tunelab.recipes.train import train
+
+    quiet_third_party()
+    root = Path(tempfile.mkdtemp(prefix="bench-probe-"))
+    base, _, _ = write_inputs(s["task"], Path(s["data"]), root, 1)
+    outcome = train(load_config(base, ["train.max_steps=1"]))
+    return {"base_loss": outcome.results["base"]["validation"]["loss"]}
+
+
 WORKERS = {"autopilot": run_autopilot, "sweep": run_sweep}
 
 
@@ -142,13 +156,21 @@ def main() -> None:
     parser.add_argument("--task", nargs="+", choices=list(TASKS), default=["topics"])
     parser.add_argument("--budget", type=int, default=6, help="runs per side")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lm-target", type=float, help="validation loss the lm task must reach; default: 0.9x "
+                        "the starting model's, measured by a probe run")
     add_worker_args(parser)
     args = parser.parse_args()
     if args.worker:
-        emit(run_side(WORKERS[args.worker], json.loads(args.settings)))
+        settings = json.loads(args.settings)
+        if settings.get("at_most") is not None:
+            TASKS[settings["task"]]["at_most"] = settings["at_most"]
+        emit(run_side({**WORKERS, "probe": run_probe}[args.worker], settings))
         return
     for task in args.task:
         settings = {"task": task, "data": str(prepare(task)), "budget": args.budget, "threads": args.threads}
+        if task == "lm":
+            target = args.lm_target or 0.9 * measure(__file__, "probe", settings)["base_loss"]
+            TASKS[task]["at_most"] = settings["at_most"] = round(target, 4)
         results = {name: measure(__file__, name, settings) for name in WORKERS}
         spec = TASKS[task]
         bound = f">= {spec['at_least']}" if "at_least" in spec else f"<= {spec['at_most']}"
