@@ -38,7 +38,7 @@ def test_init_migrates_to_head_and_matches_the_models(workspace: Workspace) -> N
     from tunelab.workspace.db import schema_revision
 
     current, head = schema_revision(workspace.engine)
-    assert current == head == "0005"
+    assert current == head == "0006"
     with workspace.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
     # init again is an idempotent upgrade, and the workspace is found from a sub-folder
