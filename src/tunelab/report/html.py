@@ -102,14 +102,19 @@ TEMPLATE = """<!DOCTYPE html>
 
 <section id="diagnosis">
 <h2>Diagnosis</h2>
-{% for f in diagnosis %}<div class="alert {{ 'error' if f.severity == 'error' else 'info' if f.severity == 'info' else 'warn' }}">
+{% for f in diagnosis %}{% set level = {"error": "error", "info": "info"}.get(f.severity, "warn") %}
+<div class="alert {{ level }}">
 <b>{{ f.severity }} {{ f.id }}</b>: {{ f.summary }}
-<ul class="evidence">{% for e in f.evidence %}<li>{{ e.what }}: {{ e.value }} <span class="dim">({{ e.file }})</span></li>
+<ul class="evidence">{% for e in f.evidence %}
+<li>{{ e.what }}: {{ e.value }} <span class="dim">({{ e.file }})</span></li>
 {% endfor %}</ul>
-{% if f.proposal and f.proposal.overrides %}<div>try: <code>{{ f.proposal.overrides | join(" ") }}</code></div>{% endif %}
+{% if f.proposal and f.proposal.overrides %}
+<div>try: <code>{{ f.proposal.overrides | join(" ") }}</code></div>
+{% endif %}
 {% if f.proposal %}<div class="dim">{{ f.proposal.reason }}</div>{% endif %}
 </div>
-{% else %}{{ missing("no findings: no overfitting, divergence, underfitting, forgetting or data problem was detected") }}
+{% else %}
+{{ missing("no findings: no overfitting, divergence, underfitting, forgetting or data problem was detected") }}
 {% endfor %}
 </section>
 
