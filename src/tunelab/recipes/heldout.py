@@ -109,7 +109,7 @@ def after_training(
             (log.info if check["passed"] else log.warning)("gate %s: %s", "passed" if check["passed"] else "FAILED",
                                                           check["message"])
     with clock.phase("train_sample"):
-        _train_sample(trainer, run, config, task, data, results)
+        _train_sample(trainer, run, task, data, results)
     results["warnings"] = _warnings(run) + left_out_warnings(data.info)
     if main and "test" in outputs:
         rows = trainer.objective.worst_samples(outputs["test"], data.test, data, WORST_SAMPLES)
@@ -145,15 +145,15 @@ def watch_train_sample(trainer: Trainer, config: Config, task: Task, data: Prepa
     training are what `suspects_train.jsonl` ranks by)."""
     sample = task.train_sample(data, config.eval.score_train_rows, config.train.seed)
     if sample is not None:
+        data.extra["train_sample"] = sample  # the same rows are scored once more after training
         trainer.watch(sample[0])
 
 
-def _train_sample(trainer: Trainer, run: RunFolder, config: Config, task: Task, data: PreparedData,
-                  results: dict[str, Any]) -> None:
-    """Score a sample of the training rows with the final weights: eval.json `train_sample` (what the
-    train/validation gap is read from) and suspects_train.jsonl (the rows whose label the model
-    contradicts most confidently: label-noise candidates)."""
-    sample = task.train_sample(data, config.eval.score_train_rows, config.train.seed)
+def _train_sample(trainer: Trainer, run: RunFolder, task: Task, data: PreparedData, results: dict[str, Any]) -> None:
+    """Score the training sample with the final weights: eval.json `train_sample` (what the
+    train/validation gap is read from) and suspects_train.jsonl (the rows whose label stayed least
+    probable over training: label-noise candidates)."""
+    sample = data.extra.get("train_sample")  # chosen by watch_train_sample before training
     if sample is None:
         return
     rows, indices = sample
