@@ -308,10 +308,9 @@ def _autopilot_tools(tool: Callable[[str], Callable[..., Any]], ws: Workspace, a
     def start_autopilot(goal: str, config: str) -> dict[str, Any]:
         """Plan an autopilot: `goal` is the goal file's YAML (target, budget, knobs), `config` the base
         training config's YAML. Returns the plan; nothing trains until approve_autopilot."""
-        from tunelab.recipes import autopilot as recipe
+        from tunelab.server.routes.autopilots import plan_submission
 
-        policy = _policy(ws, allow_code=False)
-        return _bounded(recipe.describe(recipe.plan_submitted(ws, goal, config, policy).folder))
+        return _bounded(plan_submission(ws, _CALLER.get(), goal, config))
 
     @tool("viewer")
     def get_autopilot(autopilot_id: str) -> dict[str, Any]:
@@ -510,7 +509,7 @@ def _run_summary(ws: Workspace, run_id: str) -> dict[str, Any]:
                                         "limit": e.get("limit"), "passed": e.get("passed")}
                                  for name, e in (results.get("retention") or {}).items()}
     if (folder / "run.json").is_file() and summary["status"] in ("succeeded", "failed"):
-        diagnosis = diagnose_run(folder)
+        diagnosis = diagnose_run(folder, write=False)  # a read: diagnosis.json is left as it is
         summary["diagnosis"] = {"healthy": diagnosis["healthy"], "next": diagnosis["next"],
                                 "findings": [{"id": f["id"], "severity": f["severity"], "summary": f["summary"]}
                                              for f in diagnosis["findings"]]}
@@ -582,7 +581,7 @@ def mount_http(app: Any, ws: Workspace, *, allow_anonymous: bool, allow_code: bo
         enable_dns_rebinding_protection=allow_anonymous,
         allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "testserver"],
         allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"])
-    guard = _TokenGuard(None, ws, allow_anonymous)
+    guard = _TokenGuard()
     app.router.routes.append(Route("/mcp", endpoint=guard, methods=["GET", "POST", "DELETE"]))
 
     def sessions() -> Any:
@@ -595,27 +594,25 @@ def mount_http(app: Any, ws: Workspace, *, allow_anonymous: bool, allow_code: bo
 
 
 class _TokenGuard:
-    """The SDK's endpoint behind the API's token check: no valid token (or, with `--no-auth`, not from
-    this machine) is a 401 before any MCP message is read. (A class: Starlette calls a plain function
-    endpoint with a Request, an object with __call__ as an ASGI app.)"""
+    """The SDK's endpoint behind the API's own authentication (`auth.authenticate`: the same tokens,
+    the same `--no-auth` loopback rule, the same 401s), before any MCP message is read. (A class:
+    Starlette calls a plain function endpoint with a Request, an object with __call__ as an ASGI app.)"""
 
-    def __init__(self, endpoint: Any, ws: Workspace, allow_anonymous: bool) -> None:
-        self.endpoint, self.ws, self.allow_anonymous = endpoint, ws, allow_anonymous
+    def __init__(self) -> None:
+        self.endpoint: Any = None  # the SDK's, set by each lifespan (mount_http)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from fastapi import HTTPException
+        from starlette.requests import Request
         from starlette.responses import JSONResponse
 
-        from tunelab.server.auth import TEST_CLIENT_HOST, is_loopback
+        from tunelab.server.auth import authenticate, bearer
 
-        headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
-        client = (scope.get("client") or ("", 0))[0]
-        anonymous = self.allow_anonymous and (client == TEST_CLIENT_HOST or is_loopback(client))
-        principal = await anyio.to_thread.run_sync(principal_from_header, self.ws, headers.get("authorization"),
-                                                   anonymous)
-        if principal is None:
-            detail = ("missing token: send 'Authorization: Bearer <token>' (`tunelab tokens create` makes one)"
-                      if "authorization" not in headers else "invalid or revoked token")
-            response = JSONResponse({"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-            await response(scope, receive, send)
+        request = Request(scope, receive)
+        try:
+            await authenticate(request, await bearer(request))
+        except HTTPException as err:
+            await JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=err.headers)(
+                scope, receive, send)
             return
         await self.endpoint(scope, receive, send)
