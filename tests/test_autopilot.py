@@ -173,6 +173,7 @@ def test_the_server_plans_waits_for_approval_and_runs_the_plan_as_one_job(worksp
                                   "knobs": {"model.source": ["tiny-random-bert", "/etc"]}})
         refused = httpx.post(url, json={"goal": outside, "config": config}, headers=auth["engineer"], timeout=60)
         assert refused.status_code == 422 and "/etc" in refused.json()["detail"]
+        assert not list((workspace.folder / "autopilots" / "inputs").glob("*"))  # nothing left of it
         assert httpx.post(url, json={"goal": goal, "config": config}, headers=auth["viewer"]).status_code == 403
         planned = httpx.post(url, json={"goal": goal, "config": config}, headers=auth["engineer"], timeout=120)
         assert planned.status_code == 201, planned.text

@@ -25,7 +25,7 @@ from tunelab.autopilot.summary import best_step, write_summary
 from tunelab.config import load_config
 from tunelab.errors import TunelabError
 from tunelab.recipes.train import train
-from tunelab.runs.folder import atomic_write_text
+from tunelab.runs.folder import atomic_write_text, read_json_object
 from tunelab.workspace import Workspace
 from tunelab.workspace.audit import current_actor
 
@@ -168,14 +168,18 @@ def plan_submitted(ws: Workspace, goal_text: str, config_text: str, policy: Any)
     validate_submission(config_text, overrides, policy)
     inputs = autopilots_root(ws) / "inputs" / secrets.token_hex(6)
     inputs.mkdir(parents=True)
-    (inputs / "base.yaml").write_text(config_text, encoding="utf-8")
-    goal = inputs / "goal.yaml"
-    goal.write_text(_yaml_dump(raw), encoding="utf-8")
-    loaded = load_goal(goal)  # every problem as the CLI says it
-    for param in loaded.knobs.params:
-        for probe in param.probes():
-            check_job_config(load_config(loaded.base_path, overrides + param.overrides(probe)), policy)
-    return plan(goal, autopilots_root(ws))[1]
+    try:
+        (inputs / "base.yaml").write_text(config_text, encoding="utf-8")
+        goal = inputs / "goal.yaml"
+        goal.write_text(_yaml_dump(raw), encoding="utf-8")
+        loaded = load_goal(goal)  # every problem as the CLI says it
+        for param in loaded.knobs.params:
+            for probe in param.probes():
+                check_job_config(load_config(loaded.base_path, overrides + param.overrides(probe)), policy)
+        return plan(goal, autopilots_root(ws))[1]
+    except BaseException:
+        shutil.rmtree(inputs, ignore_errors=True)  # a refused goal leaves nothing behind
+        raise
 
 
 def autopilots_root(ws: Workspace) -> Path:
@@ -196,8 +200,7 @@ def describe(folder: Path) -> dict[str, Any]:
     """An autopilot as the API and MCP show it: status, plan, compact steps, summary once finished."""
     state = AutopilotState.load(folder)
     plan_data = json.loads((folder / "plan.json").read_text(encoding="utf-8"))
-    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8")) \
-        if (folder / "summary.json").is_file() else None
+    summary = read_json_object(folder / "summary.json")  # written when it finishes
     return {"id": folder.name, "status": state.status, "approved_by": state.approved_by, "stopped": state.stopped,
             "created": state.created, "plan": plan_data,
             "steps": [{"step": s.number, "source": s.source, "status": s.status, "overrides": s.overrides,

@@ -27,10 +27,14 @@ class AutopilotSubmission(BaseModel):
 def submit(body: AutopilotSubmission, request: Request, who: Engineer) -> dict[str, Any]:
     """Validate the goal and its config (as a job would be, confinement included), run the data check,
     and write the plan. Nothing trains until the plan is approved."""
-    ws = request.app.state.workspace
+    return plan_submission(request.app.state.workspace, who, body.goal, body.config)
+
+
+def plan_submission(ws: Any, who: Any, goal: str, config: str) -> dict[str, Any]:
+    """Plan a submitted goal under the submitter's job policy (the REST route and the MCP tool share it);
+    server autopilots never run user code."""
     policy = job_policy(ws, server_allows_code=False, admin=who.role == "admin")
-    state = recipe.plan_submitted(ws, body.goal, body.config, policy)
-    return recipe.describe(state.folder)
+    return recipe.describe(recipe.plan_submitted(ws, goal, config, policy).folder)
 
 
 @router.get("")
