@@ -64,17 +64,23 @@ def next_step(loaded: LoadedGoal, state: AutopilotState) -> Step | None:
     """The next experiment after the finished ones, or None when neither diagnosis nor search has
     anything new."""
     number = len(state.steps) + 1
+    diagnosed = [(parent, _diagnosis(parent)) for parent in _parents(loaded, state)]  # each run read once
     fallback = ""
     if loaded.goal.planner == "openai":
         from tunelab.autopilot.llm import propose
 
-        parents = _parents(loaded, state)
-        step, problem = propose(loaded, state, number, _diagnosis(parents[0]) if parents else None)
+        step, problem = propose(loaded, state, number, diagnosed[0][1] if diagnosed else None)
         if step is not None:
             return step
         log.warning("planner openai: %s; the rules planner picks this step", problem)
         fallback = f"planner openai fell back to the rules: {problem}. "
-    step = _rules_step(loaded, state, number)
+    step = None
+    for parent, found in diagnosed:
+        step = _from_diagnosis(loaded, state, parent, found, number) if found is not None else None
+        if step is not None:
+            break
+    else:
+        step = _from_search(loaded, state, number)
     if step is not None and fallback:
         step.reason = fallback + step.reason
     return step
@@ -83,16 +89,9 @@ def next_step(loaded: LoadedGoal, state: AutopilotState) -> Step | None:
 def _diagnosis(step: Step) -> dict[str, Any] | None:
     try:
         return diagnose(Path(step.run_path))  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001 - a run folder that cannot be read is no context for the model
+    except Exception as err:  # noqa: BLE001 - a run folder that cannot be read proposes nothing
+        log.warning("could not diagnose %s: %s", step.run_path, err)
         return None
-
-
-def _rules_step(loaded: LoadedGoal, state: AutopilotState, number: int) -> Step | None:
-    for parent in _parents(loaded, state):
-        proposed = _from_diagnosis(loaded, state, parent, number)
-        if proposed is not None:
-            return proposed
-    return _from_search(loaded, state, number)
 
 
 def _parents(loaded: LoadedGoal, state: AutopilotState) -> list[Step]:
@@ -104,12 +103,9 @@ def _parents(loaded: LoadedGoal, state: AutopilotState) -> list[Step]:
     return [best] + ([done[-1]] if done[-1] is not best else [])
 
 
-def _from_diagnosis(loaded: LoadedGoal, state: AutopilotState, parent: Step, number: int) -> Step | None:
-    try:
-        found = diagnose(Path(parent.run_path))  # type: ignore[arg-type]
-    except Exception as err:  # noqa: BLE001 - a run folder that cannot be read proposes nothing
-        log.warning("could not diagnose %s: %s", parent.run_path, err)
-        return None
+def _from_diagnosis(loaded: LoadedGoal, state: AutopilotState, parent: Step, found: dict[str, Any],
+                    number: int) -> Step | None:
+    """The first of the parent's proposals (most severe first) that is new and fits the knobs."""
     tried = state.tried()
     for finding in found["findings"]:
         proposal = finding.get("proposal") or {}
