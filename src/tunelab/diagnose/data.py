@@ -8,7 +8,8 @@ from typing import Any
 
 from tunelab.diagnose import proposals
 from tunelab.diagnose.finding import Evidence, Finding, Proposal
-from tunelab.diagnose.view import SUSPECTS_FILE, RunView, is_finite
+from tunelab.diagnose.view import RunView, is_finite
+from tunelab.report.load import SUSPECTS_FILE
 
 TRUNCATED = 0.05  # more than this share of training rows cut at max_length loses what the model should read
 IMBALANCE = 5.0  # largest / smallest class count in train

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,6 @@ from tunelab.report.display import LOWER_IS_BETTER
 from tunelab.report.load import RunData
 from tunelab.runs.folder import read_json_object
 
-SUSPECTS_FILE = "suspects_train.jsonl"
 
 
 @dataclass
@@ -27,7 +25,7 @@ class RunView:
     def open(cls, path: str | Path) -> "RunView":
         run = load_run(path)
         return cls(run=run, data_check=read_json_object(run.path / "data_check.json"),
-                   suspects=_jsonl(run.path / SUSPECTS_FILE),
+                   suspects=run.suspects or [],
                    model_config=read_json_object(run.path / "model" / "config.json"))
 
     # ---- config ---------------------------------------------------------------------------
@@ -91,18 +89,3 @@ class RunView:
 def is_finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows

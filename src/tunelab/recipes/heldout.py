@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from tunelab.engine.generation import generation_eval
 from tunelab.metrics.overfitting import divergence_warning
 from tunelab.objectives.base import base_function
+from tunelab.report.load import SUSPECTS_FILE
 from tunelab.retention import base_cache
 from tunelab.retention.sets import gate_checks, retention_report, score_sets
 from tunelab.runs.timings import Timings
@@ -166,7 +167,7 @@ def _train_sample(trainer: Trainer, run: RunFolder, task: Task, data: PreparedDa
                                    state.label_probability_evaluations)
     for suspect in suspects:
         suspect["row"] = int(indices[suspect["row"]])  # its row in the training split
-    run.write_jsonl("suspects_train.jsonl", suspects)
+    run.write_jsonl(SUSPECTS_FILE, suspects)
 
 
 def _base_section(

@@ -17,6 +17,7 @@ import yaml
 
 from tunelab.runs import RunFolder
 
+SUSPECTS_FILE = "suspects_train.jsonl"  # the label-noise candidates a classifier run writes
 MAX_SAMPLE_ROWS = 5000  # enough for any report table; a huge predictions file is not read whole
 
 
@@ -33,6 +34,7 @@ class RunData:
     data: dict[str, Any] | None = None
     samples: list[dict[str, Any]] | None = None
     generations: list[dict[str, Any]] | None = None
+    suspects: list[dict[str, Any]] | None = None  # suspects_train.jsonl: label-noise candidates
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -81,6 +83,7 @@ def load_run(path: str | Path) -> RunData:
         data=_json(folder.path / "data.json", problems),
         samples=_jsonl(folder.path / "samples_test.jsonl", problems),
         generations=_jsonl(folder.path / "generations.jsonl", problems),
+        suspects=_jsonl(folder.path / SUSPECTS_FILE, problems),
         problems=problems,
     )
 
